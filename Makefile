@@ -1,0 +1,42 @@
+# The two commands the README opens with: `make run` and `make test`.
+# Both create .venv when needed and install what they use into it, so a
+# fresh machine needs only Python 3.11 (or newer) with pip.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3 || command -v python)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+TRIAL_ARGS ?= echotwist
+
+.PHONY: run test lint typecheck trial bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python -m venv is unavailable; using virtualenv instead" >&2; \
+	  rm -rf $(VENV); \
+	  $(PYTHON) -m pip install --quiet --user virtualenv && \
+	  $(PYTHON) -m virtualenv --quiet $(VENV); }
+
+run: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check .
+	$(BIN)/twistd -n --pidfile= echo --port $(PORT)
+
+# A real (non-editable) install, so the tests see the plugin where twistd
+# finds it on a user's machine.
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]"
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-test
+	$(BIN)/mypy
+
+trial: install-test
+	$(BIN)/python tools/trialsummary.py -- $(BIN)/python -b -m twisted.trial --random=0 $(TRIAL_ARGS)
+
+test: lint typecheck trial
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp*

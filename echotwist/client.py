@@ -1,0 +1,235 @@
+"""The one-shot echo client: C{python -m echotwist.client host word [port]}.
+
+It connects, sends the word, reads until exactly as many bytes have come
+back (an echo may arrive in pieces), prints C{Received: <word>} and stops
+the reactor, as the seed's C{TCPEchoClient4} does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn, cast
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    DNSLookupError,
+    NoRouteError,
+    TCPTimedOutError,
+    UnknownHostError,
+)
+from twisted.internet.interfaces import IConnector, IReactorTime, ITCPTransport
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+ECHO_PORT = 7
+DEFAULT_TIMEOUT = 10.0
+
+
+class EchoError(Exception):
+    """The echo failed; the message is the one line shown to the user."""
+
+
+class EchoClient(Protocol):
+    """Send one message and collect exactly as many bytes back."""
+
+    factory: EchoClientFactory
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.count = 0
+
+    def connectionMade(self) -> None:
+        """Send the message; an empty one is already fully echoed."""
+        assert self.transport is not None
+        message = self.factory.message
+        if message:
+            self.transport.write(message)
+        else:
+            self._finish()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Collect echoed bytes until as many as were sent are back."""
+        self.received.append(data)
+        self.count += len(data)
+        if self.count >= len(self.factory.message):
+            self._finish()
+
+    def _finish(self) -> None:
+        echoed = b"".join(self.received)
+        assert self.transport is not None
+        self.transport.loseConnection()
+        expected = self.factory.message
+        if echoed != expected:
+            self.factory.echoFailed(
+                EchoError(
+                    f"the echo differs from what was sent ({len(echoed)} bytes"
+                    f" back for {len(expected)} sent)"
+                )
+            )
+        else:
+            self.factory.echoDone(echoed)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Report a server that closed before the whole echo came back."""
+        self.factory.echoFailed(
+            EchoError(
+                f"the server closed the connection after {self.count} of"
+                f" {len(self.factory.message)} bytes"
+            )
+        )
+
+
+class EchoClientFactory(ClientFactory[EchoClient]):
+    """Make one L{EchoClient} for C{message}; C{deferred} fires with the echo.
+
+    C{deferred} fires once: with the echoed bytes, or with an
+    L{EchoError} (or the connection failure) when the echo fails.
+    """
+
+    protocol = EchoClient
+    noisy = False
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+        self.deferred: Deferred[bytes] = Deferred()
+
+    def echoDone(self, echoed: bytes) -> None:
+        """Fire C{deferred} with the echo, unless it already fired."""
+        if not self.deferred.called:
+            self.deferred.callback(echoed)
+
+    def echoFailed(self, error: Exception | Failure) -> None:
+        """Fire C{deferred} with C{error}, unless it already fired."""
+        if not self.deferred.called:
+            self.deferred.errback(error)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        """The connection could not be made (C{connectTCP} users)."""
+        self.echoFailed(reason)
+
+
+def describeFailure(failure: Failure, host: str, port: int, timeout: float) -> str:
+    """Turn why an echo failed into one line for the user."""
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if failure.check(EchoError):
+        return str(failure.value)
+    if failure.check(ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if failure.check(DNSLookupError, UnknownHostError):
+        return f"unknown host {host!r}"
+    if failure.check(TimeoutError, TCPTimedOutError):
+        return f"no echo from {where} within {timeout:g} s"
+    if failure.check(NoRouteError):
+        return f"no route to {where}"
+    return f"cannot echo with {where}: {failure.getErrorMessage()}"
+
+
+def echo(
+    reactor: IReactorTime, host: str, port: int, message: bytes, timeout: float
+) -> Deferred[bytes]:
+    """Connect to C{host}:C{port}, echo C{message}, return the echoed bytes.
+
+    The whole exchange, connecting included, must finish within C{timeout}
+    seconds, or the result fails with L{TimeoutError}.
+    """
+    factory = EchoClientFactory(message)
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=max(1, round(timeout)))
+    connecting = endpoint.connect(factory)
+    connecting.addErrback(factory.echoFailed)
+    result = factory.deferred
+
+    def cancelConnection(d: Deferred[bytes]) -> None:
+        connecting.cancel()
+        protocol = connecting.result if connecting.called else None
+        if isinstance(protocol, EchoClient) and protocol.transport is not None:
+            cast(ITCPTransport, protocol.transport).abortConnection()
+
+    wrapped: Deferred[bytes] = Deferred(cancelConnection)
+    result.chainDeferred(wrapped)
+    return wrapped.addTimeout(timeout, reactor)
+
+
+def parsePort(text: str) -> int:
+    """Parse a server port for argparse: a number from 1 to 65535."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 1 to 65535")
+    return port
+
+
+def parseTimeout(text: str) -> float:
+    """Parse a timeout for argparse: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: must be > 0")
+    return value
+
+
+def buildParser() -> argparse.ArgumentParser:
+    """The command line of C{python -m echotwist.client}."""
+    parser = argparse.ArgumentParser(
+        prog="python -m echotwist.client",
+        description=(
+            "Send a word to an RFC 862 echo server and print what comes back,"
+            " as TCPEchoClient4 does."
+        ),
+    )
+    parser.add_argument("host", help="server name or address (IPv4 or IPv6)")
+    parser.add_argument("word", help="the text to send (UTF-8)")
+    parser.add_argument(
+        "port",
+        nargs="?",
+        type=parsePort,
+        default=ECHO_PORT,
+        help=f"server port (default {ECHO_PORT}, the echo service)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=parseTimeout,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "give up after this long, connecting included"
+            f" (default {DEFAULT_TIMEOUT:g})"
+        ),
+    )
+    return parser
+
+
+async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
+    """Run the client with C{argv} (without the program name)."""
+    args = buildParser().parse_args(list(argv))
+    message = args.word.encode("utf-8", "surrogateescape")
+    try:
+        echoed = await echo(reactor, args.host, args.port, message, args.timeout)
+    except Exception:
+        fail(describeFailure(Failure(), args.host, args.port, args.timeout))
+    sys.stdout.write(f"Received: {echoed.decode('utf-8', 'surrogateescape')}\n")
+
+
+def fail(message: str) -> NoReturn:
+    """Print C{message} as one error line on standard error and exit 1."""
+    sys.stderr.write(f"echotwist.client: error: {message}\n")
+    raise SystemExit(1)
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: start the reactor with L{task.react}."""
+    arguments = sys.argv[1:] if argv is None else argv
+    task.react(lambda reactor: Deferred.fromCoroutine(main(reactor, arguments)))
+    raise SystemExit(0)  # task.react always exits; this satisfies NoReturn.
+
+
+if __name__ == "__main__":
+    run()

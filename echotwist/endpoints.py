@@ -1,0 +1,83 @@
+"""Parsing and checking of listening-endpoint descriptions (no I/O)."""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.interfaces import IAddress
+
+DEFAULT_PORT = 5000
+
+# Endpoint types whose first positional argument (or port=) is a TCP port.
+_PORT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls"})
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+class BadEndpoint(ValueError):
+    """A listening description that cannot be used; the message says why."""
+
+
+def checkPort(text: str) -> int:
+    """Return C{text} as a TCP/UDP port number, or raise L{BadEndpoint}."""
+    try:
+        number = int(text, 10)
+    except ValueError:
+        raise BadEndpoint(f"invalid port {text!r}: not a number") from None
+    if not 0 <= number <= 65535:
+        raise BadEndpoint(f"invalid port {text!r}: must be 0 to 65535")
+    return number
+
+
+def normalizeListen(text: str) -> str:
+    """Turn a C{--port}/C{--listen} value into an endpoint description.
+
+    A bare number is a TCP port on every IPv4 address (C{"5000"} becomes
+    C{"tcp:5000"}; bare numbers stopped being endpoint descriptions in
+    Twisted 17.1).  Anything else must be an endpoint description; for
+    the types that take a port, the port is range-checked here because
+    Twisted only notices a bad one when it binds.
+    """
+    text = text.strip()
+    if not text:
+        raise BadEndpoint("empty endpoint description")
+    if ":" not in text:
+        if text.lstrip("-").isdigit():
+            return f"tcp:{checkPort(text)}"
+        raise BadEndpoint(
+            f"invalid port {text!r}: give a number or an endpoint description"
+            " such as tcp:5000, tcp6:5000 or unix:/path"
+        )
+    kind, *args = _UNESCAPED_COLON.split(text)
+    if kind in _PORT_TYPES:
+        positional = [a for a in args if "=" not in a]
+        keywords = dict(a.split("=", 1) for a in args if "=" in a)
+        port = keywords.get("port", positional[0] if positional else None)
+        if port is None:
+            raise BadEndpoint(f"{text!r}: no port given")
+        checkPort(port)
+    return text
+
+
+def formatAddress(address: IAddress) -> str:
+    """Describe a bound address the way a user would type it back.
+
+    C{IPv4Address(TCP, '0.0.0.0', 5000)} becomes C{tcp:0.0.0.0:5000},
+    an IPv6 one C{tcp6:[::]:5000}, a UNIX one C{unix:/path}.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    kind = str(getattr(address, "type", "tcp")).lower()
+    if host is not None and port is not None:
+        if ":" in str(host):
+            return (
+                f"{kind}6:[{host}]:{port}"
+                if kind == "tcp"
+                else f"{kind}:[{host}]:{port}"
+            )
+        return f"{kind}:{host}:{port}"
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    if name is not None:
+        return f"unix:{name}"
+    return repr(address)

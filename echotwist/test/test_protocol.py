@@ -1,0 +1,225 @@
+"""Unit tests for L{echotwist.protocol}: no sockets, no real time."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import capturedLogs
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from echotwist.protocol import Echo, EchoFactory, describeAddress
+
+
+@implementer(ITCPTransport)
+class TCPStringTransport(StringTransportWithDisconnection):
+    """A string transport that says it is TCP and records TCP_NODELAY."""
+
+    noDelay = False
+    keepAlive = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """Record TCP_NODELAY."""
+        self.noDelay = enabled
+
+    def getTcpNoDelay(self) -> bool:
+        """Report TCP_NODELAY."""
+        return self.noDelay
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        """Record SO_KEEPALIVE."""
+        self.keepAlive = enabled
+
+    def getTcpKeepAlive(self) -> bool:
+        """Report SO_KEEPALIVE."""
+        return self.keepAlive
+
+    def loseWriteConnection(self) -> None:
+        """Half-close is not exercised here."""
+
+
+def connect(
+    clock: Clock | None = None,
+) -> tuple[EchoFactory, Echo, TCPStringTransport]:
+    """Connect a new L{Echo} to a L{StringTransportWithDisconnection}."""
+    factory = EchoFactory(clock=clock or Clock())
+    protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+    assert isinstance(protocol, Echo)
+    transport = TCPStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return factory, protocol, transport
+
+
+class EchoTests(SynchronousTestCase):
+    """L{Echo} returns every byte it receives."""
+
+    def test_echoesBytes(self) -> None:
+        """Data received is written back unchanged."""
+        _, protocol, transport = connect()
+        protocol.dataReceived(b"hello")
+        self.assertEqual(transport.value(), b"hello")
+
+    def test_echoesBinaryInOrder(self) -> None:
+        """Every byte value comes back, in the order received."""
+        _, protocol, transport = connect()
+        payload = bytes(range(256))
+        for i in range(0, 256, 7):
+            protocol.dataReceived(payload[i : i + 7])
+        self.assertEqual(transport.value(), payload)
+
+    def test_emptyWrite(self) -> None:
+        """An empty read writes nothing and does not close."""
+        _, protocol, transport = connect()
+        protocol.dataReceived(b"")
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.connected)
+
+    def test_registersTransportAsProducer(self) -> None:
+        """The transport is registered as its own streaming producer."""
+        _, _, transport = connect()
+        self.assertIs(transport.producer, transport)
+        self.assertTrue(transport.streaming)
+
+    def test_pausesWhenTransportPauses(self) -> None:
+        """Flow control: pausing the producer pauses the transport's reading."""
+        _, _, transport = connect()
+        assert transport.producer is not None
+        transport.producer.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        transport.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_halfClose(self) -> None:
+        """When the client shuts its side, buffered data is flushed, then we close."""
+        _, protocol, transport = connect()
+        self.assertTrue(IHalfCloseableProtocol.providedBy(protocol))
+        protocol.dataReceived(b"last words")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"last words")
+        self.assertIsNone(transport.producer)
+        self.assertFalse(transport.connected)
+
+    def test_writeConnectionLost(self) -> None:
+        """A peer that can no longer receive gets the connection closed."""
+        _, protocol, transport = connect()
+        protocol.writeConnectionLost()
+        self.assertFalse(transport.connected)
+
+    def test_tcpNoDelay(self) -> None:
+        """Accepted TCP connections get TCP_NODELAY."""
+        _, _, transport = connect()
+        self.assertTrue(transport.getTcpNoDelay())
+
+    def test_logsClientAndClose(self) -> None:
+        """The seed's 'Handling client' line and a closing line with bytes and time."""
+        clock = Clock()
+        with capturedLogs() as events:
+            _, protocol, transport = connect(clock)
+            protocol.dataReceived(b"12345")
+            clock.advance(2.5)
+            transport.loseConnection()
+        formats = [e.get("log_format") for e in events]
+        self.assertIn("Handling client {host}/{port}", formats)
+        closing = [e for e in events if e.get("bytes") is not None]
+        self.assertEqual(len(closing), 1)
+        self.assertEqual(closing[0]["bytes"], 5)
+        self.assertEqual(closing[0]["duration"], 2.5)
+        self.assertEqual(closing[0]["host"], "192.0.2.7")
+        self.assertEqual(closing[0]["port"], "40000")
+
+    def test_statistics(self) -> None:
+        """Connections and bytes are counted in the factory's statistics."""
+        clock = Clock()
+        factory, protocol, transport = connect(clock)
+        self.assertEqual(factory.stats.connectionsActive, 1)
+        protocol.dataReceived(b"abc")
+        clock.advance(0.5)
+        transport.loseConnection()
+        self.assertEqual(factory.stats.connectionsActive, 0)
+        self.assertEqual(factory.stats.connectionsTotal, 1)
+        self.assertEqual(factory.stats.bytesEchoed["tcp"], 3)
+        self.assertEqual(factory.stats.durations.count, 1)
+
+    def test_unixKind(self) -> None:
+        """Bytes over a non-TCP stream transport are counted as unix."""
+        factory = EchoFactory(clock=Clock())
+        protocol = factory.buildProtocol(UNIXAddress(None))
+        assert protocol is not None
+        protocol.makeConnection(StringTransportWithDisconnection())
+        protocol.dataReceived(b"xy")
+        self.assertEqual(factory.stats.bytesEchoed, {"unix": 2})
+
+    def test_halfCloseableInterface(self) -> None:
+        """L{Echo} fully provides L{IHalfCloseableProtocol}."""
+        self.assertTrue(verifyObject(IHalfCloseableProtocol, Echo()))
+
+
+class DescribeAddressTests(SynchronousTestCase):
+    """L{describeAddress} names peers for the log."""
+
+    def test_ipv4(self) -> None:
+        """An IP address gives its host and port."""
+        self.assertEqual(
+            describeAddress(IPv4Address("TCP", "127.0.0.1", 7)), ("127.0.0.1", "7")
+        )
+
+    def test_unix(self) -> None:
+        """A UNIX address gives its path, or 'unix' when unnamed."""
+        self.assertEqual(describeAddress(UNIXAddress(b"/tmp/s")), ("/tmp/s", ""))
+        self.assertEqual(describeAddress(UNIXAddress(None)), ("unix", ""))
+
+
+class Collector(Protocol):
+    """A client that sends chunks and collects what comes back."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Keep the echo."""
+        self.received += data
+
+
+class LoopbackTests(SynchronousTestCase):
+    """L{Echo} through an in-memory client/server pump."""
+
+    def pumpedPair(self) -> tuple[Collector, iosim.IOPump]:
+        """Connect a L{Collector} to an L{Echo} through an L{iosim.IOPump}."""
+        factory = EchoFactory(clock=Clock())
+        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        client = Collector()
+        _, _, pump = iosim.connectedServerAndClient(
+            lambda: server, lambda: client, greet=True
+        )
+        return client, pump
+
+    @given(st.binary(max_size=4096), st.lists(st.integers(1, 512), max_size=40))
+    def test_anyChunkingEchoesUnchanged(self, data: bytes, cuts: list[int]) -> None:
+        """Property: any bytes, cut into any chunks, come back unchanged."""
+        client, pump = self.pumpedPair()
+        assert client.transport is not None
+        position = 0
+        for size in cuts:
+            client.transport.write(data[position : position + size])
+            position += size
+            pump.pump()
+        client.transport.write(data[position:])
+        pump.flush()
+        self.assertEqual(bytes(client.received), data)
+
+    def test_megabytesInOneBurst(self) -> None:
+        """Several megabytes written at once come back whole."""
+        client, pump = self.pumpedPair()
+        assert client.transport is not None
+        payload = bytes(range(256)) * (4 * 4096)
+        client.transport.write(payload)
+        pump.flush()
+        self.assertEqual(bytes(client.received), payload)

@@ -1,0 +1,10 @@
+"""The C{echo} twistd plugin; C{echotwist.tap} is imported only when used."""
+
+from twisted.application.service import ServiceMaker
+
+echo = ServiceMaker(
+    "echotwist",
+    "echotwist.tap",
+    "An RFC 862 echo server (TCP), with flow control and half-close.",
+    "echo",
+)
