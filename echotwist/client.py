@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn, cast
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import (
     ConnectionRefusedError,
@@ -22,7 +22,13 @@ from twisted.internet.error import (
     TCPTimedOutError,
     UnknownHostError,
 )
-from twisted.internet.interfaces import IConnector, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -97,6 +103,12 @@ class EchoClientFactory(ClientFactory[EchoClient]):
     def __init__(self, message: bytes) -> None:
         self.message = message
         self.deferred: Deferred[bytes] = Deferred()
+        self.connected: EchoClient | None = None
+
+    def buildProtocol(self, addr: IAddress | None) -> EchoClient | None:
+        """Build the one L{EchoClient} and remember it."""
+        self.connected = super().buildProtocol(addr)
+        return self.connected
 
     def echoDone(self, echoed: bytes) -> None:
         """Fire C{deferred} with the echo, unless it already fired."""
@@ -134,24 +146,49 @@ def echo(
 ) -> Deferred[bytes]:
     """Connect to C{host}:C{port}, echo C{message}, return the echoed bytes.
 
+    Host names and IPv4/IPv6 literals are accepted (L{HostnameEndpoint}).
     The whole exchange, connecting included, must finish within C{timeout}
     seconds, or the result fails with L{TimeoutError}.
     """
+    endpoint = hostnameEndpoint(reactor, host, port, timeout)
+    return echoOver(reactor, endpoint, message, timeout)
+
+
+def hostnameEndpoint(
+    reactor: IReactorTime, host: str, port: int, timeout: float
+) -> IStreamClientEndpoint:
+    """A TCP client endpoint for a host name or an IPv4/IPv6 literal."""
+    return HostnameEndpoint(reactor, host, port, timeout=max(1, round(timeout)))
+
+
+def echoOver(
+    clock: IReactorTime,
+    endpoint: IStreamClientEndpoint,
+    message: bytes,
+    timeout: float,
+) -> Deferred[bytes]:
+    """Echo C{message} over a connection from C{endpoint}, within C{timeout} s.
+
+    On timeout the connection attempt is cancelled, or the connection
+    aborted, and the result fails with L{TimeoutError}.
+    """
     factory = EchoClientFactory(message)
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=max(1, round(timeout)))
     connecting = endpoint.connect(factory)
     connecting.addErrback(factory.echoFailed)
-    result = factory.deferred
 
-    def cancelConnection(d: Deferred[bytes]) -> None:
+    def cancel(d: Deferred[bytes]) -> None:
+        # Fail with CancelledError first, so that addTimeout turns it into
+        # TimeoutError; the connection attempt's own cancellation error
+        # that follows is then ignored.
+        factory.echoFailed(CancelledError())
         connecting.cancel()
-        protocol = connecting.result if connecting.called else None
-        if isinstance(protocol, EchoClient) and protocol.transport is not None:
+        protocol = factory.connected
+        if protocol is not None and protocol.transport is not None:
             cast(ITCPTransport, protocol.transport).abortConnection()
 
-    wrapped: Deferred[bytes] = Deferred(cancelConnection)
-    result.chainDeferred(wrapped)
-    return wrapped.addTimeout(timeout, reactor)
+    result: Deferred[bytes] = Deferred(cancel)
+    factory.deferred.chainDeferred(result)
+    return result.addTimeout(timeout, clock)
 
 
 def parsePort(text: str) -> int:
@@ -207,12 +244,22 @@ def buildParser() -> argparse.ArgumentParser:
     return parser
 
 
-async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
-    """Run the client with C{argv} (without the program name)."""
+async def main(
+    reactor: IReactorTime,
+    argv: Sequence[str],
+    connect: Callable[
+        [IReactorTime, str, int, float], IStreamClientEndpoint
+    ] = hostnameEndpoint,
+) -> None:
+    """Run the client with C{argv} (without the program name).
+
+    C{connect} makes the endpoint for a host, port and timeout.
+    """
     args = buildParser().parse_args(list(argv))
     message = args.word.encode("utf-8", "surrogateescape")
+    endpoint = connect(reactor, args.host, args.port, args.timeout)
     try:
-        echoed = await echo(reactor, args.host, args.port, message, args.timeout)
+        echoed = await echoOver(reactor, endpoint, message, args.timeout)
     except Exception:
         fail(describeFailure(Failure(), args.host, args.port, args.timeout))
     sys.stdout.write(f"Received: {echoed.decode('utf-8', 'surrogateescape')}\n")

@@ -1,0 +1,278 @@
+"""Unit tests for L{echotwist.client}: no sockets, no real time."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    DNSLookupError,
+    NoRouteError,
+    TCPTimedOutError,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.test.iosim import ConnectionCompleter, IOPump
+from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.client import (
+    ECHO_PORT,
+    EchoClientFactory,
+    EchoError,
+    buildParser,
+    describeFailure,
+    echoOver,
+    main,
+)
+from echotwist.protocol import EchoFactory
+
+
+class Mangler(Protocol):
+    """A broken server: echoes each chunk reversed."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Send C{data} back reversed."""
+        assert self.transport is not None
+        self.transport.write(data[::-1])
+
+
+class Hangup(Protocol):
+    """A broken server: echoes the first two bytes, then closes."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Send two bytes back and hang up."""
+        assert self.transport is not None
+        self.transport.write(data[:2])
+        self.transport.loseConnection()
+
+
+class Network:
+    """A memory reactor with a server on port 7 and a client endpoint to it."""
+
+    def __init__(self, server: Factory[Protocol] | EchoFactory | None = None) -> None:
+        self.reactor = MemoryReactorClock()
+        TCP4ServerEndpoint(self.reactor, ECHO_PORT).listen(
+            server if server is not None else EchoFactory(clock=self.reactor)
+        )
+        self.endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", ECHO_PORT)
+        self.completer = ConnectionCompleter(self.reactor)
+
+    def echo(self, message: bytes, timeout: float = 10) -> Deferred[bytes]:
+        """Start an echo of C{message} through this network."""
+        return echoOver(self.reactor, self.endpoint, message, timeout)
+
+    def connect(self) -> IOPump:
+        """Complete the pending connection and return its pump."""
+        pump = self.completer.succeedOnce()
+        assert pump is not None
+        return pump
+
+
+class EchoOverTests(SynchronousTestCase):
+    """L{echoOver} against in-memory servers."""
+
+    def test_success(self) -> None:
+        """The echo of a real L{Echo} server is the message."""
+        network = Network()
+        d = network.echo(b"hello world")
+        network.connect().flush()
+        self.assertEqual(self.successResultOf(d), b"hello world")
+
+    def test_emptyMessage(self) -> None:
+        """An empty message is echoed at once, as the seed's client does."""
+        network = Network()
+        d = network.echo(b"")
+        network.connect().flush()
+        self.assertEqual(self.successResultOf(d), b"")
+
+    def test_differentEcho(self) -> None:
+        """An echo that differs from what was sent fails with L{EchoError}."""
+        network = Network(Factory.forProtocol(Mangler))
+        d = network.echo(b"abc")
+        network.connect().flush()
+        failure = self.failureResultOf(d, EchoError)
+        self.assertIn("differs", str(failure.value))
+
+    def test_serverClosesEarly(self) -> None:
+        """A server that hangs up before the whole echo fails the echo."""
+        network = Network(Factory.forProtocol(Hangup))
+        d = network.echo(b"abcdef")
+        network.connect().flush()
+        failure = self.failureResultOf(d, EchoError)
+        self.assertEqual(
+            str(failure.value), "the server closed the connection after 2 of 6 bytes"
+        )
+
+    def test_connectionRefused(self) -> None:
+        """A refused connection fails the echo with the connection error."""
+        network = Network()
+        d = network.echo(b"abc")
+        network.completer.failOnce(Failure(ConnectionRefusedError()))
+        self.failureResultOf(d, ConnectionRefusedError)
+
+    def test_timeoutConnecting(self) -> None:
+        """No connection within the timeout fails with L{TimeoutError}."""
+        network = Network()
+        d = network.echo(b"abc", timeout=3)
+        network.reactor.advance(2.9)
+        self.assertNoResult(d)
+        network.reactor.advance(0.2)
+        self.failureResultOf(d, TimeoutError)
+
+    def test_timeoutEchoing(self) -> None:
+        """A server that never answers fails the echo at the timeout."""
+        network = Network(Factory.forProtocol(Protocol))
+        d = network.echo(b"abc", timeout=5)
+        pump = network.connect()
+        pump.flush()
+        self.assertNoResult(d)
+        network.reactor.advance(5)
+        self.failureResultOf(d, TimeoutError)
+
+
+class ClientProtocolTests(SynchronousTestCase):
+    """L{EchoClient} over a L{StringTransport}."""
+
+    def test_piecesAssembled(self) -> None:
+        """An echo that arrives in pieces is assembled before it counts."""
+        factory = EchoClientFactory(b"abcdef")
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.value(), b"abcdef")
+        protocol.dataReceived(b"ab")
+        protocol.dataReceived(b"cd")
+        self.assertNoResult(factory.deferred)
+        protocol.dataReceived(b"ef")
+        self.assertEqual(self.successResultOf(factory.deferred), b"abcdef")
+        self.assertTrue(transport.disconnecting)
+
+    def test_tooMuchEcho(self) -> None:
+        """More bytes back than were sent is a differing echo."""
+        factory = EchoClientFactory(b"ab")
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"abc")
+        self.failureResultOf(factory.deferred, EchoError)
+
+    def test_connectionFailedThroughConnector(self) -> None:
+        """C{connectTCP} users see a failed connection on C{deferred}."""
+        factory = EchoClientFactory(b"ab")
+        reactor = MemoryReactorClock()
+        connector = reactor.connectTCP("127.0.0.1", 7, factory)
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        self.failureResultOf(factory.deferred, ConnectionRefusedError)
+
+
+class DescribeFailureTests(SynchronousTestCase):
+    """Every failure becomes one clear line."""
+
+    def line(self, error: Exception, host: str = "example.test") -> str:
+        """Describe C{error} for an echo with C{host} port 7 and timeout 10."""
+        return describeFailure(Failure(error), host, 7, 10)
+
+    def test_lines(self) -> None:
+        """Refused, unknown host, timeout, no route and echo errors are named."""
+        self.assertEqual(
+            self.line(ConnectionRefusedError()),
+            "connection refused by example.test:7",
+        )
+        self.assertEqual(self.line(DNSLookupError("x")), "unknown host 'example.test'")
+        self.assertEqual(
+            self.line(TimeoutError()), "no echo from example.test:7 within 10 s"
+        )
+        self.assertEqual(
+            self.line(TCPTimedOutError()), "no echo from example.test:7 within 10 s"
+        )
+        self.assertEqual(self.line(NoRouteError()), "no route to example.test:7")
+        self.assertEqual(self.line(EchoError("it broke")), "it broke")
+
+    def test_ipv6Brackets(self) -> None:
+        """IPv6 literals are bracketed before the port."""
+        self.assertEqual(
+            self.line(ConnectionRefusedError(), "::1"), "connection refused by [::1]:7"
+        )
+
+    def test_otherErrors(self) -> None:
+        """Anything else still gives one line naming the server."""
+        line = self.line(OSError("weird"))
+        self.assertTrue(line.startswith("cannot echo with example.test:7: "))
+        self.assertNotIn("\n", line)
+
+
+class ParserTests(SynchronousTestCase):
+    """The command line of the client."""
+
+    def parseError(self, *argv: str) -> tuple[int, str]:
+        """Parse C{argv}, expecting a usage error; return exit code and stderr."""
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), self.assertRaises(SystemExit) as caught:
+            buildParser().parse_args(list(argv))
+        return int(str(caught.exception.code)), stderr.getvalue()
+
+    def test_defaults(self) -> None:
+        """The port defaults to 7 (the echo service), the timeout to 10 s."""
+        args = buildParser().parse_args(["host", "word"])
+        self.assertEqual(
+            (args.host, args.word, args.port, args.timeout), ("host", "word", 7, 10.0)
+        )
+
+    def test_portAndTimeout(self) -> None:
+        """The port and timeout are parsed."""
+        args = buildParser().parse_args(["h", "w", "5000", "--timeout", "2.5"])
+        self.assertEqual((args.port, args.timeout), (5000, 2.5))
+
+    def test_badArguments(self) -> None:
+        """Missing words, bad ports and bad timeouts exit 2 with the usage line."""
+        for argv in (
+            (),
+            ("host",),
+            ("host", "word", "abc"),
+            ("host", "word", "0"),
+            ("host", "word", "70000"),
+            ("host", "word", "7", "extra"),
+            ("host", "word", "--timeout", "0"),
+            ("host", "word", "--timeout", "soon"),
+        ):
+            code, stderr = self.parseError(*argv)
+            self.assertEqual(code, 2, argv)
+            self.assertTrue(stderr.startswith("usage: "), stderr)
+            self.assertNotIn("Traceback", stderr)
+
+
+class MainTests(SynchronousTestCase):
+    """L{main} prints the echo, or one error line and exits 1."""
+
+    def test_received(self) -> None:
+        """A successful echo prints 'Received: <word>'."""
+        network = Network()
+        stdout = io.StringIO()
+        with redirect_stdout(stdout):
+            d = Deferred.fromCoroutine(_mainWith(network, ["h", "héllo", "7"]))
+            network.connect().flush()
+            self.successResultOf(d)
+        self.assertEqual(stdout.getvalue(), "Received: héllo\n")
+
+    def test_failureExits1(self) -> None:
+        """A failed echo prints one error line on stderr and exits 1."""
+        network = Network()
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            d = Deferred.fromCoroutine(_mainWith(network, ["h", "x", "7"]))
+            network.completer.failOnce(Failure(ConnectionRefusedError()))
+            failure = self.failureResultOf(d, SystemExit)
+        self.assertEqual(failure.value.code, 1)
+        self.assertEqual(
+            stderr.getvalue(), "echotwist.client: error: connection refused by h:7\n"
+        )
+
+
+async def _mainWith(network: Network, argv: list[str]) -> None:
+    """Run L{main} with its endpoint replaced by C{network}'s."""
+    await main(network.reactor, argv, connect=lambda *_: network.endpoint)
