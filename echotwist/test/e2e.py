@@ -104,6 +104,13 @@ class OutputReader:
         """Wait for the first line (from line C{after} on) matching C{pattern}."""
         return self.waitForAll(pattern, 1, timeout, after)[0]
 
+    def waitClosed(self, timeout: float = WAIT) -> str:
+        """Wait for the end of the output; return all of it."""
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.closed, timeout):
+                raise AssertionError(f"output still open after {timeout} s")
+            return "\n".join(self.lines)
+
     def text(self) -> str:
         """Everything read so far."""
         with self._condition:
