@@ -8,6 +8,7 @@ synchronise: waits block on the process's output or exit, with a bound.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -206,10 +207,14 @@ def startProcess(
     command: Sequence[str],
     env: dict[str, str] | None = None,
     passFds: Sequence[int] = (),
+    newSession: bool = False,
 ) -> ServerProcess:
     """Start C{command} (a server), its output read as it comes, killed at cleanup.
 
     C{passFds} are file descriptors the child inherits (at their numbers).
+    With C{newSession} the command runs in a process group of its own, and
+    cleanup kills that whole group: for launchers (such as
+    C{systemd-socket-activate}) that fork the server they run.
     """
     process = subprocess.Popen(
         list(command),
@@ -220,11 +225,20 @@ def startProcess(
         cwd=str(PROJECT_ROOT),
         env=env if env is not None else childEnvironment(),
         pass_fds=tuple(passFds),
+        start_new_session=newSession,
     )
     assert process.stdout is not None
     server = ServerProcess(process, OutputReader(cast(TextIO, process.stdout)))
     test.addCleanup(_kill, process)
+    if newSession:
+        # Cleanups run last-added first: the group goes before the wait.
+        test.addCleanup(_killGroup, process.pid)
     return server
+
+
+def _killGroup(groupId: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(groupId, signal.SIGKILL)
 
 
 def makeCertificate(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
