@@ -133,6 +133,29 @@ class UNIXTests(SynchronousTestCase):
             self.assertEqual(sock.recv(1), b"")
         server.output.waitFor(r"Closed client .*: 307200 bytes echoed")
 
+    def test_staleSocketReplaced(self) -> None:
+        """A socket file left by a killed server does not stop the next one."""
+        path = shortTemporaryDirectory(self) / "echo.sock"
+        first = startServer(self, listen=[f"unix:{path}"])
+        first.process.kill()
+        first.wait()
+        self.assertTrue(path.exists())
+        second = startServer(self, listen=[f"unix:{path}"])
+        self.assertEqual(second.addresses, [f"unix:{path}"])
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            self.assertEqual(echoOver(sock, b"again"), b"again")
+
+    def test_pathInUse(self) -> None:
+        """A second server on a running server's path exits 1 with one line."""
+        path = shortTemporaryDirectory(self) / "echo.sock"
+        startServer(self, listen=[f"unix:{path}"])
+        second = startServer(self, listen=[f"unix:{path}"], wait=False)
+        self.assertEqual(second.wait(), 1)
+        text = second.output.waitClosed()
+        self.assertIn(f"twistd echo: cannot listen on unix:{path}:", text)
+        self.assertNotIn("Traceback", text)
+
 
 class SystemdTests(SynchronousTestCase):
     """C{--listen systemd:domain=INET:index=0} serves an inherited socket."""
