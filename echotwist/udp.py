@@ -82,14 +82,14 @@ def parseUDP(text: str) -> UDPListen:
             raise BadEndpoint(
                 f"invalid UDP port {text!r}: give a number or udp:PORT:interface=ADDR"
             )
-        return UDPListen(text, checkPort(text), "")
+        return UDPListen(text, _checkUDPPort(text), "")
     match = _UDP.match(text)
     if match is None:
         raise BadEndpoint(
             f"invalid UDP description {text!r}: expected PORT or"
             " udp:PORT:interface=ADDR"
         )
-    port = checkPort(match.group("port"))
+    port = _checkUDPPort(match.group("port"))
     given = match.group("interface")
     if given == "":
         raise BadEndpoint(f"invalid UDP description {text!r}: empty interface")
@@ -105,6 +105,13 @@ def parseUDP(text: str) -> UDPListen:
                 " not an IPv4 or IPv6 address"
             ) from None
     return UDPListen(text, port, interface)
+
+
+def _checkUDPPort(text: str) -> int:
+    try:
+        return checkPort(text)
+    except BadEndpoint as e:
+        raise BadEndpoint(str(e).replace("invalid port", "invalid UDP port")) from None
 
 
 def classifySource(host: str, port: int) -> str | None:

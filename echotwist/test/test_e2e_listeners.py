@@ -242,7 +242,9 @@ class SystemdTests(SynchronousTestCase):
             self.fail(
                 f"systemd-socket-activate could not listen:\n{launched.output.text()}"
             )
-        result = runClient("127.0.0.1", "on demand", str(port))
+        # The connection starts twistd, so the client waits for its start-up
+        # too: give it the tests' bound rather than its own 10 s default.
+        result = runClient("127.0.0.1", "on demand", str(port), "--timeout", str(WAIT))
         self.assertEqual(
             (result.returncode, result.stdout), (0, "Received: on demand\n")
         )

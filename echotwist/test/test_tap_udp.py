@@ -50,7 +50,7 @@ class UDPOptionsTests(SynchronousTestCase):
         """Bad ports, interfaces and rates print one line to stderr and exit 2."""
         for arguments, expected in (
             (["--udp", "abc"], "invalid UDP port 'abc'"),
-            (["--udp", "70000"], "invalid port '70000': must be 0 to 65535"),
+            (["--udp", "70000"], "invalid UDP port '70000': must be 0 to 65535"),
             (["--udp", "udp:7:interface=eth0"], "invalid UDP interface 'eth0'"),
             (["--udp-rate", "fast"], "invalid --udp-rate 'fast'"),
             (["--udp-rate", "-3"], "invalid --udp-rate '-3'"),
