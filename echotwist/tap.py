@@ -18,7 +18,13 @@ from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
 from echotwist.protocol import EchoFactory
 from echotwist.server import ListeningService
 from echotwist.stats import ServerStats
-from echotwist.udp import DEFAULT_RATE, DatagramEcho, ReflectionGuard, parseUDP
+from echotwist.udp import (
+    DEFAULT_RATE,
+    DatagramEcho,
+    ReflectionGuard,
+    parseRate,
+    parseUDP,
+)
 from echotwist.udpserver import DatagramListeningService
 
 
@@ -108,7 +114,10 @@ class Options(usage.Options):
             self["udpListens"] = [parseUDP(text) for text in self["udp"]]
         except BadEndpoint as e:
             raise usage.UsageError(str(e)) from None
-        self["udp-rate"] = _parseRate(self["udp-rate"])
+        try:
+            self["udp-rate"] = parseRate(self["udp-rate"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse C{options}; on a usage error print one line and exit 2.
@@ -161,18 +170,6 @@ def _endpointError(text: str, error: Exception) -> str:
         kind = text.split(":", 1)[0]
         return f"unknown endpoint type {kind!r} in {text!r}"
     return f"invalid endpoint {text!r}: {detail}"
-
-
-def _parseRate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        raise usage.UsageError(f"invalid --udp-rate {text!r}: not a number") from None
-    if not 0 <= rate < float("inf"):
-        raise usage.UsageError(
-            f"invalid --udp-rate {text!r}: must be 0 (no limit) or more"
-        )
-    return rate
 
 
 def makeService(options: Options) -> MultiService:

@@ -107,6 +107,20 @@ def parseUDP(text: str) -> UDPListen:
     return UDPListen(text, port, interface)
 
 
+def parseRate(text: str) -> float:
+    """Parse a C{--udp-rate}: datagrams a second, 0 for no limit.
+
+    Raise L{ValueError} with a one-line reason for anything else.
+    """
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ValueError(f"invalid --udp-rate {text!r}: not a number") from None
+    if not 0 <= rate < float("inf"):
+        raise ValueError(f"invalid --udp-rate {text!r}: must be 0 (no limit) or more")
+    return rate
+
+
 def _checkUDPPort(text: str) -> int:
     try:
         return checkPort(text)

@@ -55,6 +55,7 @@ class UDPOptionsTests(SynchronousTestCase):
             (["--udp-rate", "fast"], "invalid --udp-rate 'fast'"),
             (["--udp-rate", "-3"], "invalid --udp-rate '-3'"),
             (["--udp-rate", "inf"], "invalid --udp-rate 'inf'"),
+            (["--udp-rate", "nan"], "invalid --udp-rate 'nan'"),
         ):
             errors = io.StringIO()
             options = Options(reactor=MemoryReactorClock(), errorStream=errors)
