@@ -33,9 +33,10 @@ def normalizeListen(text: str) -> str:
 
     A bare number is a TCP port on every IPv4 address (C{"5000"} becomes
     C{"tcp:5000"}; bare numbers stopped being endpoint descriptions in
-    Twisted 17.1).  Anything else must be an endpoint description; for
-    the types that take a port, the port is range-checked here because
-    Twisted only notices a bad one when it binds.
+    Twisted 17.1), and C{tls:} is another name for the C{ssl:} server.
+    Anything else must be an endpoint description; for the types that
+    take a port, the port is range-checked here because Twisted only
+    notices a bad one when it binds.
     """
     text = text.strip()
     if not text:
@@ -48,6 +49,10 @@ def normalizeListen(text: str) -> str:
             " such as tcp:5000, tcp6:5000 or unix:/path"
         )
     kind, *args = _UNESCAPED_COLON.split(text)
+    if kind == "tls":
+        # Twisted parses "tls:" only as a client endpoint; as a server it is
+        # the same thing as "ssl:", which users reasonably expect to type.
+        text = "ssl" + text[len(kind) :]
     if kind in _PORT_TYPES:
         positional = [a for a in args if "=" not in a]
         keywords = dict(a.split("=", 1) for a in args if "=" in a)

@@ -5,26 +5,47 @@ from __future__ import annotations
 import sys
 from typing import TextIO, cast
 
-from twisted.application.service import IService
+from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IReactorTime,
+    IReactorUDP,
+    IStreamServerEndpoint,
+)
 from twisted.python import usage
 
 from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
 from echotwist.protocol import EchoFactory
 from echotwist.server import ListeningService
+from echotwist.stats import ServerStats
+from echotwist.udp import (
+    DEFAULT_RATE,
+    DatagramEcho,
+    ReflectionGuard,
+    parseRate,
+    parseUDP,
+)
+from echotwist.udpserver import DatagramListeningService
 
 
 class Options(usage.Options):
     """Command-line options of C{twistd echo}."""
 
-    synopsis = "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...]"
+    synopsis = (
+        "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...]"
+        " [--udp PORT_OR_UDP ...] [--udp-rate N]"
+    )
     longdesc = (
         "An RFC 862 echo server: every byte a client sends comes back. "
         "PORT_OR_ENDPOINT is a port number (5000 means tcp:5000) or a Twisted "
         "endpoint description such as tcp6:5000, "
-        "tcp:5000:interface=127.0.0.1 or unix:/run/echo.sock. "
-        f"With neither --port nor --listen it listens on tcp:{DEFAULT_PORT}."
+        "tcp:5000:interface=127.0.0.1, unix:/run/echo.sock, "
+        "ssl:5443:privateKey=key.pem:certKey=cert.pem (tls: is the same) or "
+        "systemd:domain=INET:index=0 (socket activation). "
+        f"With neither --port nor --listen it listens on tcp:{DEFAULT_PORT}. "
+        "UDP echo is off unless --udp is given; datagrams from privileged "
+        "source ports (<1024) or broadcast/multicast addresses are dropped, "
+        "and each source host is limited to --udp-rate datagrams a second."
     )
     optParameters = [
         [
@@ -33,6 +54,12 @@ class Options(usage.Options):
             None,
             "Port number or endpoint description to listen on.",
         ],
+        [
+            "udp-rate",
+            None,
+            str(int(DEFAULT_RATE)),
+            "UDP datagrams a second answered per source host (0: no limit).",
+        ],
     ]
 
     def __init__(
@@ -40,6 +67,7 @@ class Options(usage.Options):
     ) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
+        self["udp"] = []
         self._reactor = reactor
         self.errorStream = errorStream if errorStream is not None else sys.stderr
 
@@ -60,6 +88,12 @@ class Options(usage.Options):
         """Listen on ENDPOINT too (repeatable; a bare number means tcp:N)."""
         self["listen"].append(description)
 
+    def opt_udp(self, description: str) -> None:
+        """Echo UDP datagrams on PORT (all IPv4 addresses) or
+        udp:PORT:interface=ADDR (repeatable).
+        """
+        self["udp"].append(description)
+
     def postOptions(self) -> None:
         """Check every listening description and build its endpoint."""
         wanted: list[str] = list(self["listen"])
@@ -72,10 +106,18 @@ class Options(usage.Options):
             try:
                 description = normalizeListen(text)
                 endpoint = serverFromString(self.reactor, description)
-            except (BadEndpoint, ValueError, KeyError, IndexError, TypeError) as e:
+            except _endpointErrors() as e:
                 raise usage.UsageError(_endpointError(text, e)) from None
             endpoints.append((description, endpoint))
         self["endpoints"] = endpoints
+        try:
+            self["udpListens"] = [parseUDP(text) for text in self["udp"]]
+        except BadEndpoint as e:
+            raise usage.UsageError(str(e)) from None
+        try:
+            self["udp-rate"] = parseRate(self["udp-rate"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse C{options}; on a usage error print one line and exit 2.
@@ -94,9 +136,35 @@ class Options(usage.Options):
             raise SystemExit(2) from None
 
 
+def _endpointErrors() -> tuple[type[Exception], ...]:
+    """What building an endpoint raises for a bad description or key file."""
+    errors: tuple[type[Exception], ...] = (
+        BadEndpoint,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        # A TLS key or certificate file that cannot be read.
+        OSError,
+        # ssl:/tls: without the echotwist[tls] extra installed.
+        ImportError,
+        NotImplementedError,
+    )
+    try:
+        from OpenSSL import SSL, crypto
+    except ImportError:
+        return errors
+    # A key or certificate file that is not PEM, or that do not match.
+    return (*errors, SSL.Error, crypto.Error)
+
+
 def _endpointError(text: str, error: Exception) -> str:
     if isinstance(error, BadEndpoint):
         return str(error)
+    if isinstance(error, ImportError | NotImplementedError):
+        return (
+            f"cannot listen on {text!r}: TLS needs pyOpenSSL (install echotwist[tls])"
+        )
     detail = str(error).strip() or type(error).__name__
     if isinstance(error, ValueError) and "Unknown endpoint type" in detail:
         kind = text.split(":", 1)[0]
@@ -104,7 +172,26 @@ def _endpointError(text: str, error: Exception) -> str:
     return f"invalid endpoint {text!r}: {detail}"
 
 
-def makeService(options: Options) -> IService:
-    """Build the echo service that C{twistd echo} runs."""
-    factory = EchoFactory(clock=options.reactor)
-    return ListeningService(options["endpoints"], factory)
+def makeService(options: Options) -> MultiService:
+    """Build the echo service that C{twistd echo} runs.
+
+    A L{MultiService} holding the TCP/stream L{ListeningService} and one
+    L{DatagramListeningService} per C{--udp}, all counting in one
+    L{ServerStats}; other features add their own children to it.
+    """
+    stats = ServerStats()
+    root = MultiService()
+    factory = EchoFactory(clock=options.reactor, stats=stats)
+    ListeningService(options["endpoints"], factory).setServiceParent(root)
+    if options["udpListens"]:
+        # One guard for every UDP port: a source's budget is per host, not
+        # per port it aims at.
+        guard = ReflectionGuard(options.reactor, rate=options["udp-rate"])
+        # twistd's reactor provides IReactorUDP as well as IReactorTime.
+        reactor = cast(IReactorUDP, options.reactor)
+        for listen in options["udpListens"]:
+            service = DatagramListeningService(
+                reactor, listen, DatagramEcho(guard, stats)
+            )
+            service.setServiceParent(root)
+    return root

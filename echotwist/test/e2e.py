@@ -8,6 +8,7 @@ synchronise: waits block on the process's output or exit, with a bound.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -104,6 +105,13 @@ class OutputReader:
         """Wait for the first line (from line C{after} on) matching C{pattern}."""
         return self.waitForAll(pattern, 1, timeout, after)[0]
 
+    def waitClosed(self, timeout: float = WAIT) -> str:
+        """Wait for the end of the output; return all of it."""
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.closed, timeout):
+                raise AssertionError(f"output still open after {timeout} s")
+            return "\n".join(self.lines)
+
     def text(self) -> str:
         """Everything read so far."""
         with self._condition:
@@ -118,6 +126,7 @@ class ServerProcess:
         self.output = output
         self.addresses: list[str] = []
         self.port = 0
+        self.udpPorts: list[int] = []
 
     @property
     def pid(self) -> int:
@@ -132,6 +141,11 @@ class ServerProcess:
             if address.startswith(("tcp:", "tcp6:")):
                 self.port = int(address.rsplit(":", 1)[1])
                 break
+        self.udpPorts = [
+            int(address.rsplit(":", 1)[1])
+            for address in self.addresses
+            if address.startswith("udp:")
+        ]
 
     def signal(self, number: int = signal.SIGTERM) -> None:
         """Send C{number} to the server."""
@@ -166,10 +180,12 @@ def startServer(
     twistdOptions: Sequence[str] = (),
     env: dict[str, str] | None = None,
     wait: bool = True,
+    udp: Sequence[str] = (),
 ) -> ServerProcess:
     """Start C{twistd -n echo} listening on C{listen}, killed at cleanup.
 
-    With C{wait}, return once every listener has logged its address.
+    C{udp} values are passed as C{--udp} options.  With C{wait}, return
+    once every listener (stream and UDP) has logged its address.
     """
     command = twistdCommand(
         "-n",
@@ -177,23 +193,103 @@ def startServer(
         *twistdOptions,
         "echo",
         *(a for endpoint in listen for a in ("--listen", endpoint)),
+        *(a for endpoint in udp for a in ("--udp", endpoint)),
         *arguments,
     )
+    server = startProcess(test, command, env=env)
+    if wait:
+        server.waitListening(len(listen) + len(udp))
+    return server
+
+
+def startProcess(
+    test: SynchronousTestCase,
+    command: Sequence[str],
+    env: dict[str, str] | None = None,
+    passFds: Sequence[int] = (),
+    newSession: bool = False,
+) -> ServerProcess:
+    """Start C{command} (a server), its output read as it comes, killed at cleanup.
+
+    C{passFds} are file descriptors the child inherits (at their numbers).
+    With C{newSession} the command runs in a process group of its own, and
+    cleanup kills that whole group: for launchers (such as
+    C{systemd-socket-activate}) that fork the server they run.
+    """
     process = subprocess.Popen(
-        command,
+        list(command),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
         cwd=str(PROJECT_ROOT),
         env=env if env is not None else childEnvironment(),
+        pass_fds=tuple(passFds),
+        start_new_session=newSession,
     )
     assert process.stdout is not None
     server = ServerProcess(process, OutputReader(cast(TextIO, process.stdout)))
     test.addCleanup(_kill, process)
-    if wait:
-        server.waitListening(len(listen))
+    if newSession:
+        # Cleanups run last-added first: the group goes before the wait.
+        test.addCleanup(_killGroup, process.pid)
     return server
+
+
+def _killGroup(groupId: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(groupId, signal.SIGKILL)
+
+
+def makeCertificate(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
+    """Write a fresh self-signed key and certificate for C{hostname}.
+
+    Return the paths of the PEM key and certificate in C{directory}; the
+    certificate is valid for C{hostname} and 127.0.0.1, for one day.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(hostname),
+                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    keyPath = directory / "key.pem"
+    certPath = directory / "cert.pem"
+    keyPath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return keyPath, certPath
 
 
 def _kill(process: subprocess.Popen[str]) -> None:

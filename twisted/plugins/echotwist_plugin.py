@@ -5,6 +5,6 @@ from twisted.application.service import ServiceMaker
 echo = ServiceMaker(
     "echotwist",
     "echotwist.tap",
-    "An RFC 862 echo server (TCP), with flow control and half-close.",
+    "An RFC 862 echo server (TCP, TLS, UNIX, UDP), with flow control and half-close.",
     "echo",
 )
