@@ -39,9 +39,9 @@ def childEnvironment(**extra: str) -> dict[str, str]:
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"
-    # Children read their arguments and write their output as UTF-8 whatever
-    # the locale, so a test can compare non-ASCII text exactly.
-    env["PYTHONIOENCODING"] = "utf-8"
+    # Children run in Python's UTF-8 mode whatever the locale (arguments
+    # and output are UTF-8), so a test can compare non-ASCII text exactly.
+    env["PYTHONUTF8"] = "1"
     env.update(extra)
     return env
 

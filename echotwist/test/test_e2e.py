@@ -24,6 +24,7 @@ from echotwist.test.e2e import (
     OneConnectionServer,
     RawClients,
     ServerProcess,
+    childEnvironment,
     closedPort,
     listeningSocket,
     pushWithoutReading,
@@ -81,6 +82,21 @@ class ClientEchoTests(SynchronousTestCase):
         # The server counts bytes, not characters.
         size = len(word.encode("utf-8"))
         server.output.waitFor(rf"Closed client 127\.0\.0\.1/\d+: {size} bytes echoed")
+
+    def test_outputCannotShowWord(self) -> None:
+        """A word the output encoding cannot hold is shown escaped, not a traceback."""
+        server = startServer(self)
+        result = runClient(
+            "127.0.0.1",
+            "caf\u00e9 \u2713",
+            str(server.port),
+            env=childEnvironment(PYTHONIOENCODING="ascii"),
+        )
+        assertNoTraceback(self, result)
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (0, "Received: caf\\xe9 \\u2713\n", ""),
+        )
 
     def test_ipv6(self) -> None:
         """A server on C{tcp6:0:interface=::1} echoes to the client given C{::1}."""
