@@ -149,9 +149,17 @@ def echo(
         if isinstance(protocol, EchoClient) and protocol.transport is not None:
             cast(ITCPTransport, protocol.transport).abortConnection()
 
+    def timedOut(outcome: bytes | Failure, seconds: float) -> bytes | Failure:
+        # Cancelled while resolving the name, the endpoint fails with
+        # DNSLookupError; while connecting, with ConnectingCancelledError.
+        # Either way what happened is that time ran out.
+        if isinstance(outcome, Failure):
+            return Failure(TimeoutError(f"no echo within {seconds:g} s"))
+        return outcome
+
     wrapped: Deferred[bytes] = Deferred(cancelConnection)
     result.chainDeferred(wrapped)
-    return wrapped.addTimeout(timeout, reactor)
+    return wrapped.addTimeout(timeout, reactor, timedOut)
 
 
 def parsePort(text: str) -> int:

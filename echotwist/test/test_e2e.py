@@ -356,6 +356,33 @@ class ClientBadInputTests(SynchronousTestCase):
             f"no echo from 127.0.0.1:{port} within 1 s",
         )
 
+    def test_connectTimeout(self) -> None:
+        """A connection the server never completes times out with the same line."""
+        # With a full listen queue the kernel drops the client's handshake,
+        # so the client is still connecting when its time runs out.
+        full = listeningSocket(self, backlog=0)
+        port = full.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.addCleanup(filler.close)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        self.assertOneLine(
+            ["127.0.0.1", "hi", str(port), "--timeout", "1"],
+            f"no echo from 127.0.0.1:{port} within 1 s",
+        )
+
+    def test_timeoutWhileResolving(self) -> None:
+        """A timeout that ends name resolution is reported as a timeout."""
+        # Even an address literal is resolved (getaddrinfo in a thread),
+        # which takes longer than 0.1 ms; whichever stage the time runs out
+        # in, nothing answers on this socket, so the line is the same.
+        port = listeningSocket(self).getsockname()[1]
+        self.assertOneLine(
+            ["127.0.0.1", "hi", str(port), "--timeout", "0.0001"],
+            f"no echo from 127.0.0.1:{port} within 0.0001 s",
+        )
+
     def test_serverClosesEarly(self) -> None:
         """A server that closes after part of the echo: one line, exit 1."""
         word = b"hello world"
