@@ -72,7 +72,10 @@ class Options(usage.Options):
             try:
                 description = normalizeListen(text)
                 endpoint = serverFromString(self.reactor, description)
-            except (BadEndpoint, ValueError, KeyError, IndexError, TypeError) as e:
+            # Twisted's endpoint parsers raise whatever their arguments
+            # provoke: ValueError, KeyError, TypeError, IndexError, and
+            # OSError when ssl: cannot read its default server.pem.
+            except Exception as e:
                 raise usage.UsageError(_endpointError(text, e)) from None
             endpoints.append((description, endpoint))
         self["endpoints"] = endpoints

@@ -9,6 +9,7 @@ synchronise: waits block on the process's output or exit, with a bound.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
 import selectors
@@ -499,3 +500,42 @@ class RawClients:
         else:
             selector.register(state.sock, events, state)
         return True
+
+
+def writeSelfSignedPEM(directory: Path, name: str = "localhost") -> Path:
+    """Write a key and a self-signed certificate for C{name} into C{directory}.
+
+    C{directory/NAME.pem} holds both, as Twisted's C{tls:PATH} server
+    endpoint reads them (it reads only C{.pem} files); the certificate alone
+    goes to C{NAME.crt}, for a client to trust.  Return the C{.crt} path.
+    """
+    # Imported here: only TLS tests need cryptography (the tls extra).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    keyPEM = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    certificatePEM = certificate.public_bytes(serialization.Encoding.PEM)
+    (directory / f"{name}.pem").write_bytes(keyPEM + certificatePEM)
+    trusted = directory / f"{name}.crt"
+    trusted.write_bytes(certificatePEM)
+    return trusted

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ from echotwist.test.e2e import (
     runClient,
     runServer,
     startServer,
+    writeSelfSignedPEM,
 )
 
 log = Logger()
@@ -117,6 +119,29 @@ class ClientEchoTests(SynchronousTestCase):
             raise SkipTest("localhost is not in /etc/hosts")
         server = startServer(self)
         self.assertEchoes(server, "localhost", "by name")
+
+
+class TLSTests(SynchronousTestCase):
+    """The server echoes over TLS on a C{tls:PATH:PORT} endpoint."""
+
+    def test_tlsEndpoint(self) -> None:
+        """C{--listen tls:DIR:0:interface=127.0.0.1} serves a verified TLS echo."""
+        # Absolute: the server runs in another directory.
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        trusted = writeSelfSignedPEM(directory)
+        path = str(directory).replace(":", "\\:")
+        server = startServer(self, listen=(f"tls:{path}:0:interface=127.0.0.1",))
+        context = ssl.create_default_context(cafile=str(trusted))
+        payload = random.Random(443).randbytes(64 * 1024)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+        self.addCleanup(raw.close)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(payload)
+            echoed = receiveExactly(tls, len(payload))
+        self.assertTrue(echoed == payload, "the TLS echo differs")
+        server.output.waitFor(r"Handling client 127\.0\.0\.1/\d+")
+        self.assertNotIn("Traceback", server.output.text())
 
 
 class FlowControlTests(SynchronousTestCase):
@@ -278,6 +303,14 @@ class ServerBadInputTests(SynchronousTestCase):
             ["--listen", "foo:1"],
             2,
             r"^twistd echo: error: unknown endpoint type 'foo' in 'foo:1'",
+        )
+
+    def test_unreadableKey(self) -> None:
+        """An C{ssl:} endpoint whose key file is missing is a usage error."""
+        self.assertRefuses(
+            ["--listen", "ssl:0:interface=127.0.0.1:privateKey=/nonexistent/k.pem"],
+            2,
+            r"^twistd echo: error: invalid endpoint 'ssl:.*No such file",
         )
 
     def test_portInUse(self) -> None:
