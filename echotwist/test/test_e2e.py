@@ -108,6 +108,24 @@ class ClientEchoTests(SynchronousTestCase):
         self.assertEchoes(server, "::1", "over six")
         server.output.waitFor(r"Handling client ::1/\d+")
 
+    def test_portAndListenTogether(self) -> None:
+        """C{--port} and C{--listen} combined: the server echoes on both."""
+        requireIPv6Loopback()
+        server = startServer(
+            self,
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            listen=(r"tcp6:0:interface=\:\:1",),
+            wait=False,
+        )
+        server.waitListening(2)
+        for host, address in zip(("127.0.0.1", "::1"), server.addresses, strict=True):
+            port = address.rsplit(":", 1)[1]
+            result = runClient(host, "both", port)
+            self.assertEqual(
+                (result.returncode, result.stdout), (0, "Received: both\n"), host
+            )
+
     def test_localhost(self) -> None:
         """The client resolves C{localhost} (from /etc/hosts) and gets its echo."""
         # Resolving a name that the hosts file lacks could send a DNS query
