@@ -318,6 +318,7 @@ class OneConnectionServer:
         self._handler = handler
         self._timeout = timeout
         self._errors: list[BaseException] = []
+        self._finishing = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
         test.addCleanup(self._finish)
@@ -325,6 +326,13 @@ class OneConnectionServer:
     def _serve(self) -> None:
         try:
             connection, _ = self._listening.accept()
+        except OSError as e:
+            # Woken by _finish when no client came: the test has failed
+            # already, or never connected on purpose.
+            if not self._finishing:
+                self._errors.append(e)
+            return
+        try:
             with connection:
                 connection.settimeout(self._timeout)
                 self._handler(connection)
@@ -332,6 +340,11 @@ class OneConnectionServer:
             self._errors.append(e)
 
     def _finish(self) -> None:
+        # Shutting the listening socket down wakes a thread still waiting
+        # in accept(), so a client that never came costs no timeout.
+        self._finishing = True
+        with contextlib.suppress(OSError):
+            self._listening.shutdown(socket.SHUT_RDWR)
         self._thread.join(self._timeout)
         if self._thread.is_alive():
             raise AssertionError("the one-connection server did not finish")
