@@ -393,8 +393,9 @@ class _Exchange:
 class RawClients:
     """Plain sockets connected to one server, driven together by a selector.
 
-    All of them are connected before any sends, so a server that served
-    one client at a time could not answer them all.  Closed at cleanup.
+    All of them are connected before an L{exchange} starts; one that keeps
+    them open (no half-close) cannot finish against a server that serves
+    one client at a time.  Closed at cleanup.
     """
 
     def __init__(
