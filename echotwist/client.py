@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, cast
+from typing import NoReturn, TextIO, cast
 
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -262,7 +262,21 @@ async def main(
         echoed = await echoOver(reactor, endpoint, message, args.timeout)
     except Exception:
         fail(describeFailure(Failure(), args.host, args.port, args.timeout))
-    sys.stdout.write(f"Received: {echoed.decode('utf-8', 'surrogateescape')}\n")
+    writeText(sys.stdout, f"Received: {echoed.decode('utf-8', 'surrogateescape')}\n")
+
+
+def writeText(stream: TextIO, text: str) -> None:
+    """Write C{text}, escaping what the encoding of C{stream} cannot hold.
+
+    A non-ASCII word on an ASCII-only output, or an argument byte that was
+    not UTF-8, is shown as a backslash escape (as Python's standard error
+    does) instead of ending the program with a traceback.
+    """
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def fail(message: str) -> NoReturn:

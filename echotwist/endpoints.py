@@ -8,8 +8,12 @@ from twisted.internet.interfaces import IAddress
 
 DEFAULT_PORT = 5000
 
-# Endpoint types whose first positional argument (or port=) is a TCP port.
-_PORT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls"})
+# Where each endpoint type takes its TCP port: the index of the positional
+# argument that is the port (it may also be given as port=).  Twisted's
+# tls:PATH[:PORT] names a directory of PEM files first, and its port
+# defaults to 443.
+_PORT_ARGUMENT = {"tcp": 0, "tcp6": 0, "ssl": 0, "tls": 1}
+_PORT_DEFAULTED = frozenset({"tls"})
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
@@ -49,17 +53,17 @@ def normalizeListen(text: str) -> str:
             " such as tcp:5000, tcp6:5000 or unix:/path"
         )
     kind, *args = _UNESCAPED_COLON.split(text)
-    if kind == "tls":
-        # Twisted parses "tls:" only as a client endpoint; as a server it is
-        # the same thing as "ssl:", which users reasonably expect to type.
-        text = "ssl" + text[len(kind) :]
-    if kind in _PORT_TYPES:
+    index = _PORT_ARGUMENT.get(kind)
+    if index is not None:
         positional = [a for a in args if "=" not in a]
         keywords = dict(a.split("=", 1) for a in args if "=" in a)
-        port = keywords.get("port", positional[0] if positional else None)
-        if port is None:
+        port = keywords.get(
+            "port", positional[index] if len(positional) > index else None
+        )
+        if port is not None:
+            checkPort(port)
+        elif kind not in _PORT_DEFAULTED:
             raise BadEndpoint(f"{text!r}: no port given")
-        checkPort(port)
     return text
 
 

@@ -106,7 +106,10 @@ class Options(usage.Options):
             try:
                 description = normalizeListen(text)
                 endpoint = serverFromString(self.reactor, description)
-            except _endpointErrors() as e:
+            # Twisted's endpoint parsers raise whatever their arguments
+            # provoke: ValueError, KeyError, TypeError, IndexError, and
+            # OSError when ssl: cannot read its default server.pem.
+            except Exception as e:
                 raise usage.UsageError(_endpointError(text, e)) from None
             endpoints.append((description, endpoint))
         self["endpoints"] = endpoints
@@ -134,28 +137,6 @@ class Options(usage.Options):
             )
             self.errorStream.flush()
             raise SystemExit(2) from None
-
-
-def _endpointErrors() -> tuple[type[Exception], ...]:
-    """What building an endpoint raises for a bad description or key file."""
-    errors: tuple[type[Exception], ...] = (
-        BadEndpoint,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        # A TLS key or certificate file that cannot be read.
-        OSError,
-        # ssl:/tls: without the echotwist[tls] extra installed.
-        ImportError,
-        NotImplementedError,
-    )
-    try:
-        from OpenSSL import SSL, crypto
-    except ImportError:
-        return errors
-    # A key or certificate file that is not PEM, or that do not match.
-    return (*errors, SSL.Error, crypto.Error)
 
 
 def _endpointError(text: str, error: Exception) -> str:

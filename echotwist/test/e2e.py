@@ -9,13 +9,17 @@ synchronise: waits block on the process's output or exit, with a bound.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO, cast
 
@@ -36,6 +40,9 @@ def childEnvironment(**extra: str) -> dict[str, str]:
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"
+    # Children run in Python's UTF-8 mode whatever the locale (arguments
+    # and output are UTF-8), so a test can compare non-ASCII text exactly.
+    env["PYTHONUTF8"] = "1"
     env.update(extra)
     return env
 
@@ -167,10 +174,17 @@ class ServerProcess:
 
     def rssKiB(self) -> int:
         """The server's resident set size in KiB (Linux)."""
+        return self._status("VmRSS")
+
+    def peakRssKiB(self) -> int:
+        """The largest resident set size the server has had, in KiB (Linux)."""
+        return self._status("VmHWM")
+
+    def _status(self, field: str) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-        raise AssertionError("no VmRSS for the server")
+        raise AssertionError(f"no {field} for the server")
 
 
 def startServer(
@@ -222,6 +236,8 @@ def startProcess(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         cwd=str(PROJECT_ROOT),
         env=env if env is not None else childEnvironment(),
         pass_fds=tuple(passFds),
@@ -247,7 +263,6 @@ def makeCertificate(directory: Path, hostname: str = "localhost") -> tuple[Path,
     Return the paths of the PEM key and certificate in C{directory}; the
     certificate is valid for C{hostname} and 127.0.0.1, for one day.
     """
-    import datetime
     import ipaddress
 
     from cryptography import x509
@@ -308,9 +323,302 @@ def runClient(
         [sys.executable, "-m", "echotwist.client", *arguments],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=timeout,
         cwd=str(PROJECT_ROOT),
         env=env if env is not None else childEnvironment(),
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def runServer(
+    *arguments: str, timeout: float = WAIT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run C{twistd -n echo ARGUMENTS} to completion, its two outputs apart.
+
+    For a server that is expected to refuse to start: one that starts
+    instead is killed after C{timeout} seconds and the wait raises
+    L{subprocess.TimeoutExpired}.
+    """
+    return subprocess.run(
+        twistdCommand("-n", "--pidfile=", "echo", *arguments),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        cwd=str(PROJECT_ROOT),
+        env=env if env is not None else childEnvironment(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def listeningSocket(
+    test: SynchronousTestCase, host: str = "127.0.0.1", backlog: int = 8
+) -> socket.socket:
+    """A TCP socket listening on port 0 of C{host} that never accepts.
+
+    The kernel still completes connections to it (up to C{backlog}), so a
+    client connects and sends, and nothing ever answers.  Closed at cleanup.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    test.addCleanup(sock.close)
+    sock.bind((host, 0))
+    sock.listen(backlog)
+    return sock
+
+
+def closedPort(host: str = "127.0.0.1") -> int:
+    """A port on C{host} that was free a moment ago and has no listener."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def receiveExactly(sock: socket.socket, count: int) -> bytes:
+    """Read from blocking C{sock} until C{count} bytes or end of stream."""
+    data = bytearray()
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+class OneConnectionServer:
+    """A TCP server on 127.0.0.1 that handles one connection in a thread.
+
+    C{handler} gets the accepted socket (blocking, with a timeout of
+    L{WAIT} seconds) and decides what the peer sees; the socket is closed
+    when it returns.  It stands in for a misbehaving echo server.  At
+    cleanup the thread is joined and any exception from it is raised.
+    """
+
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        handler: Callable[[socket.socket], object],
+        timeout: float = WAIT,
+    ) -> None:
+        self._listening = listeningSocket(test, backlog=1)
+        self._listening.settimeout(timeout)
+        self.port: int = self._listening.getsockname()[1]
+        self._handler = handler
+        self._timeout = timeout
+        self._errors: list[BaseException] = []
+        self._finishing = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        test.addCleanup(self._finish)
+
+    def _serve(self) -> None:
+        try:
+            connection, _ = self._listening.accept()
+        except OSError as e:
+            # Woken by _finish when no client came: the test has failed
+            # already, or never connected on purpose.
+            if not self._finishing:
+                self._errors.append(e)
+            return
+        try:
+            with connection:
+                connection.settimeout(self._timeout)
+                self._handler(connection)
+        except BaseException as e:  # Reported by _finish, in the test thread.
+            self._errors.append(e)
+
+    def _finish(self) -> None:
+        # Shutting the listening socket down wakes a thread still waiting
+        # in accept(), so a client that never came costs no timeout.
+        self._finishing = True
+        with contextlib.suppress(OSError):
+            self._listening.shutdown(socket.SHUT_RDWR)
+        self._thread.join(self._timeout)
+        if self._thread.is_alive():
+            raise AssertionError("the one-connection server did not finish")
+        if self._errors:
+            raise self._errors[0]
+
+
+def pushWithoutReading(
+    sock: socket.socket, limit: int, stall: float = 1.0, timeout: float = WAIT
+) -> int:
+    """Send up to C{limit} bytes on C{sock}, never reading; return the count.
+
+    Sending stops once C{sock} has not been writable for C{stall} seconds
+    (the peer stopped reading and every buffer on the way is full), after
+    C{limit} bytes, or after C{timeout} seconds in all.  The socket is left
+    non-blocking and open.
+    """
+    chunk = memoryview(bytes(range(256)) * 4096)
+    sent = 0
+    deadline = time.monotonic() + timeout
+    sock.setblocking(False)
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_WRITE)
+        while sent < limit and time.monotonic() < deadline:
+            if not selector.select(stall):
+                break
+            try:
+                sent += sock.send(chunk[: min(len(chunk), limit - sent)])
+            except BlockingIOError:
+                continue
+    return sent
+
+
+class _Exchange:
+    """The state of one socket in L{RawClients.exchange}."""
+
+    def __init__(self, sock: socket.socket, payload: bytes) -> None:
+        self.sock = sock
+        self.payload = payload
+        self.offset = 0
+        self.received = bytearray()
+        self.shut = False
+        self.ended = False
+
+
+class RawClients:
+    """Plain sockets connected to one server, driven together by a selector.
+
+    All of them are connected before an L{exchange} starts; one that keeps
+    them open (no half-close) cannot finish against a server that serves
+    one client at a time.  Closed at cleanup.
+    """
+
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        address: tuple[str, int],
+        count: int = 0,
+        timeout: float = WAIT,
+    ) -> None:
+        self._test = test
+        self._address = address
+        self._timeout = timeout
+        self.sockets: list[socket.socket] = []
+        self.connect(count)
+
+    def connect(self, count: int) -> None:
+        """Connect C{count} more sockets, one after the other.
+
+        Connections the server has not accepted yet wait in its listen
+        queue (50 deep for Twisted); past that the kernel drops the
+        handshake and the client retries a second later.  To connect
+        many quickly, connect them in batches smaller than the queue and
+        wait for the server to report each batch in between.
+        """
+        family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            self._test.addCleanup(sock.close)
+            sock.settimeout(self._timeout)
+            sock.connect(self._address)
+            sock.setblocking(False)
+            self.sockets.append(sock)
+
+    def exchange(
+        self, payloads: Sequence[bytes], halfClose: bool, timeout: float = WAIT
+    ) -> list[bytes]:
+        """Send C{payloads[i]} on socket C{i}, all at once; return what came back.
+
+        A socket reads whenever it cannot send, so flow control on the
+        server cannot deadlock the exchange.  Without C{halfClose} a
+        socket reads until as many bytes as it sent are back, and stays
+        open.  With C{halfClose} it shuts its sending side once its payload
+        is out and reads until the server closes.  A socket the server
+        closes early ends with what it had.  Raise L{AssertionError} when
+        the exchange is not over within C{timeout} seconds.
+        """
+        states = [_Exchange(s, p) for s, p in zip(self.sockets, payloads, strict=True)]
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            pending = 0
+            for state in states:
+                if self._progress(state, selector, halfClose, registered=False):
+                    pending += 1
+            while pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"{pending} of {len(states)} sockets unfinished after"
+                        f" {timeout} s"
+                    )
+                for key, events in selector.select(remaining):
+                    state = cast(_Exchange, key.data)
+                    # Sending comes first; reading waits until the socket
+                    # cannot take more.  So when a socket shuts its sending
+                    # side, every buffer between it and the server is full
+                    # and the server still holds unsent echo: the case where
+                    # a server that closes on end-of-input loses data.
+                    if events & selectors.EVENT_WRITE:
+                        self._send(state)
+                    elif events & selectors.EVENT_READ:
+                        self._receive(state)
+                    if not self._progress(state, selector, halfClose, registered=True):
+                        pending -= 1
+        return [bytes(state.received) for state in states]
+
+    @staticmethod
+    def _send(state: _Exchange) -> None:
+        view = memoryview(state.payload)[state.offset : state.offset + 2**20]
+        # A selector can report a socket writable that then is not.
+        with contextlib.suppress(BlockingIOError):
+            state.offset += state.sock.send(view)
+
+    @staticmethod
+    def _receive(state: _Exchange) -> None:
+        try:
+            data = state.sock.recv(2**20)
+        except BlockingIOError:
+            return
+        if data:
+            state.received += data
+        else:
+            state.ended = True
+
+    @staticmethod
+    def _progress(
+        state: _Exchange,
+        selector: selectors.BaseSelector,
+        halfClose: bool,
+        registered: bool,
+    ) -> bool:
+        """Update what C{state} waits for; return whether it is still going."""
+        sending = state.offset < len(state.payload)
+        if halfClose and not sending and not state.shut:
+            state.sock.shutdown(socket.SHUT_WR)
+            state.shut = True
+        done = state.ended or (
+            not halfClose and len(state.received) >= len(state.payload)
+        )
+        if done:
+            if registered:
+                selector.unregister(state.sock)
+            return False
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sending else 0)
+        if registered:
+            selector.modify(state.sock, events, state)
+        else:
+            selector.register(state.sock, events, state)
+        return True
+
+
+def writeSelfSignedPEM(directory: Path, name: str = "localhost") -> Path:
+    """Write a key and a self-signed certificate for C{name} into C{directory}.
+
+    C{directory/NAME.pem} holds both, as Twisted's C{tls:PATH} server
+    endpoint reads them (it reads only C{.pem} files); the certificate alone
+    goes to C{NAME.crt}, for a client to trust.  Return the C{.crt} path.
+    """
+    key, certificate = makeCertificate(directory / "parts", name)
+    (directory / f"{name}.pem").write_bytes(key.read_bytes() + certificate.read_bytes())
+    trusted = directory / f"{name}.crt"
+    trusted.write_bytes(certificate.read_bytes())
+    return trusted

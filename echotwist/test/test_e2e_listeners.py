@@ -71,7 +71,7 @@ def shortTemporaryDirectory(test: SynchronousTestCase) -> Path:
 
 
 class TLSTests(SynchronousTestCase):
-    """C{--listen ssl:...} and C{--listen tls:...} serve TLS clients."""
+    """C{--listen ssl:...} serves TLS clients (C{tls:PATH} is in test_e2e)."""
 
     def echoOverTLS(self, kind: str) -> None:
         """Start a C{kind} listener with a fresh certificate and echo 256 KiB."""
@@ -96,16 +96,12 @@ class TLSTests(SynchronousTestCase):
         """An C{ssl:} listener echoes over TLS with the certificate it was given."""
         self.echoOverTLS("ssl")
 
-    def test_tls(self) -> None:
-        """A C{tls:} listener is the same as an C{ssl:} one."""
-        self.echoOverTLS("tls")
-
     def test_plainClientGetsNoEcho(self) -> None:
         """A client that does not speak TLS never gets its bytes back in clear."""
         key, cert = makeCertificate(Path(self.mktemp()).resolve())
         server = startServer(
             self,
-            listen=[f"tls:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+            listen=[f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
         )
         with socket.create_connection(("127.0.0.1", server.port), WAIT) as sock:
             sock.settimeout(WAIT)

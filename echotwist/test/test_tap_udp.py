@@ -12,7 +12,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from echotwist.protocol import EchoFactory
 from echotwist.server import ListeningService
 from echotwist.tap import Options, makeService
-from echotwist.test.e2e import makeCertificate
 from echotwist.udp import UDPListen
 from echotwist.udpserver import DatagramListeningService
 
@@ -65,13 +64,13 @@ class UDPOptionsTests(SynchronousTestCase):
             self.assertEqual(line.count("\n"), 1, line)
             self.assertIn(expected, line)
 
-    def test_tlsIsSSL(self) -> None:
-        """C{--listen tls:...} is accepted as the C{ssl:} server endpoint."""
-        key, cert = makeCertificate(Path(self.mktemp()))
-        options, _ = parse("--listen", f"tls:0:privateKey={key}:certKey={cert}")
+    def test_tlsIsTwistedsTLS(self) -> None:
+        """C{--listen tls:PATH:PORT} is Twisted's own TLS server endpoint."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        options, _ = parse("--listen", f"tls:{directory}:5000")
         self.assertEqual(
-            [d for d, _ in options["endpoints"]],
-            [f"ssl:0:privateKey={key}:certKey={cert}"],
+            [d for d, _ in options["endpoints"]], [f"tls:{directory}:5000"]
         )
 
     def test_badKeyFile(self) -> None:
@@ -81,11 +80,11 @@ class UDPOptionsTests(SynchronousTestCase):
         errors = io.StringIO()
         options = Options(reactor=MemoryReactorClock(), errorStream=errors)
         exit = self.assertRaises(
-            SystemExit, options.parseOptions, ["--listen", f"tls:0:privateKey={bad}"]
+            SystemExit, options.parseOptions, ["--listen", f"ssl:0:privateKey={bad}"]
         )
         self.assertEqual(exit.code, 2)
         self.assertEqual(errors.getvalue().count("\n"), 1)
-        self.assertIn(f"invalid endpoint 'tls:0:privateKey={bad}'", errors.getvalue())
+        self.assertIn(f"invalid endpoint 'ssl:0:privateKey={bad}'", errors.getvalue())
 
     def test_missingKeyFile(self) -> None:
         """A TLS listener whose key file is missing is one line and exit 2."""
