@@ -3,28 +3,55 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO, cast
+from collections.abc import Callable
+from typing import TextIO, TypeVar, cast
 
-from twisted.application.service import IService
+from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.python import usage
 
+from echotwist import limits
+from echotwist.emfile import guardAccept
 from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
 from echotwist.protocol import EchoFactory
-from echotwist.server import ListeningService
+from echotwist.server import DrainService, ListeningService
+from echotwist.stats import ServerStats
+
+T = TypeVar("T")
+
+
+def _checked(parse: Callable[[str], T], option: str, text: str) -> T:
+    """Parse C{text} for C{--option}, turning a bad value into a usage error."""
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option}: {e}") from None
 
 
 class Options(usage.Options):
     """Command-line options of C{twistd echo}."""
 
-    synopsis = "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...]"
+    synopsis = (
+        "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...] [--idle-timeout SECONDS]"
+        " [--max-connections N] [--max-per-ip N] [--allow CIDR ...]"
+        " [--deny CIDR ...] [--shutdown-timeout SECONDS]"
+    )
     longdesc = (
         "An RFC 862 echo server: every byte a client sends comes back. "
         "PORT_OR_ENDPOINT is a port number (5000 means tcp:5000) or a Twisted "
         "endpoint description such as tcp6:5000, "
         "tcp:5000:interface=127.0.0.1 or unix:/run/echo.sock. "
-        f"With neither --port nor --listen it listens on tcp:{DEFAULT_PORT}."
+        f"With neither --port nor --listen it listens on tcp:{DEFAULT_PORT}. "
+        "Limits apply to all listeners together; --allow/--deny only to IP "
+        "clients. On SIGTERM it stops accepting, lets open connections finish "
+        "for up to --shutdown-timeout seconds, aborts the rest and exits 0. "
+        "See docs/hardening.md."
     )
     optParameters = [
         [
@@ -33,6 +60,34 @@ class Options(usage.Options):
             None,
             "Port number or endpoint description to listen on.",
         ],
+        [
+            "idle-timeout",
+            None,
+            f"{limits.DEFAULT_IDLE_TIMEOUT:g}",
+            "Abort a connection without traffic either way for this many"
+            " seconds (closed after 1 to 1.25 times this); 0 turns it off.",
+        ],
+        [
+            "max-connections",
+            None,
+            str(limits.DEFAULT_MAX_CONNECTIONS),
+            "Serve at most N connections at once; more are closed at once,"
+            " logged and counted (reason limit). 0: no limit.",
+        ],
+        [
+            "max-per-ip",
+            None,
+            "0",
+            "Serve at most N connections at once per client IP address"
+            " (reason per-ip). 0: no limit.",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            f"{limits.DEFAULT_SHUTDOWN_TIMEOUT:g}",
+            "On SIGTERM, let open connections finish for up to this many"
+            " seconds, then abort them.",
+        ],
     ]
 
     def __init__(
@@ -40,6 +95,8 @@ class Options(usage.Options):
     ) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
+        self["allow"] = []
+        self["deny"] = []
         self._reactor = reactor
         self.errorStream = errorStream if errorStream is not None else sys.stderr
 
@@ -60,8 +117,20 @@ class Options(usage.Options):
         """Listen on ENDPOINT too (repeatable; a bare number means tcp:N)."""
         self["listen"].append(description)
 
+    def opt_allow(self, network: str) -> None:
+        """Serve only clients in CIDR (repeatable; IPv4 or IPv6; reason denied)."""
+        self["allow"].append(_checked(limits.parseNetwork, "allow", network))
+
+    def opt_deny(self, network: str) -> None:
+        """Never serve clients in CIDR (repeatable; wins over --allow)."""
+        self["deny"].append(_checked(limits.parseNetwork, "deny", network))
+
     def postOptions(self) -> None:
-        """Check every listening description and build its endpoint."""
+        """Check the numbers and every listening description (build endpoints)."""
+        for name in ("idle-timeout", "shutdown-timeout"):
+            self[name] = _checked(limits.parseSeconds, name, str(self[name]))
+        for name in ("max-connections", "max-per-ip"):
+            self[name] = _checked(limits.parseCount, name, str(self[name]))
         wanted: list[str] = list(self["listen"])
         if self["port"] is not None:
             wanted.insert(0, self["port"])
@@ -104,7 +173,33 @@ def _endpointError(text: str, error: Exception) -> str:
     return f"invalid endpoint {text!r}: {detail}"
 
 
-def makeService(options: Options) -> IService:
-    """Build the echo service that C{twistd echo} runs."""
-    factory = EchoFactory(clock=options.reactor)
-    return ListeningService(options["endpoints"], factory)
+def makeService(options: Options) -> MultiService:
+    """Build the echo service that C{twistd echo} runs.
+
+    A L{MultiService} holding the echo listeners (guarded against running
+    out of file descriptors), the graceful-shutdown drain and, when asked
+    for, the metrics endpoint; other listeners can be added as children.
+    """
+    reactor = options.reactor
+    stats = ServerStats()
+    connectionLimits = limits.ConnectionLimits(
+        maxConnections=options["max-connections"],
+        maxPerIp=options["max-per-ip"],
+        policy=limits.AddressPolicy(options["allow"], options["deny"]),
+    )
+    factory = EchoFactory(
+        clock=reactor,
+        stats=stats,
+        limits=connectionLimits,
+        idleTimeout=options["idle-timeout"],
+    )
+
+    def guard(port: IListeningPort) -> None:
+        guardAccept(port, reactor, lambda: stats.reject(limits.EMFILE))
+
+    top = MultiService()
+    ListeningService(options["endpoints"], factory, onPort=guard).setServiceParent(top)
+    DrainService(
+        cast(IReactorCore, reactor), factory, options["shutdown-timeout"]
+    ).setServiceParent(top)
+    return top
