@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable
 from typing import TextIO, TypeVar, cast
@@ -40,7 +41,7 @@ class Options(usage.Options):
     synopsis = (
         "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...] [--idle-timeout SECONDS]"
         " [--max-connections N] [--max-per-ip N] [--allow CIDR ...]"
-        " [--deny CIDR ...] [--shutdown-timeout SECONDS]"
+        " [--deny CIDR ...] [--shutdown-timeout SECONDS] [--metrics ENDPOINT]"
     )
     longdesc = (
         "An RFC 862 echo server: every byte a client sends comes back. "
@@ -87,6 +88,13 @@ class Options(usage.Options):
             f"{limits.DEFAULT_SHUTDOWN_TIMEOUT:g}",
             "On SIGTERM, let open connections finish for up to this many"
             " seconds, then abort them.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on ENDPOINT (such as"
+            " tcp:9100:interface=127.0.0.1; needs echotwist[metrics]).",
         ],
     ]
 
@@ -136,15 +144,23 @@ class Options(usage.Options):
             wanted.insert(0, self["port"])
         if not wanted:
             wanted = [f"tcp:{DEFAULT_PORT}"]
-        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-        for text in wanted:
-            try:
-                description = normalizeListen(text)
-                endpoint = serverFromString(self.reactor, description)
-            except (BadEndpoint, ValueError, KeyError, IndexError, TypeError) as e:
-                raise usage.UsageError(_endpointError(text, e)) from None
-            endpoints.append((description, endpoint))
-        self["endpoints"] = endpoints
+        self["endpoints"] = [self._endpoint(text) for text in wanted]
+        if self["metrics"] is not None:
+            if importlib.util.find_spec("prometheus_client") is None:
+                raise usage.UsageError(
+                    "--metrics needs prometheus_client:"
+                    " pip install 'echotwist[metrics]'"
+                )
+            self["metricsEndpoint"] = self._endpoint(self["metrics"])
+
+    def _endpoint(self, text: str) -> tuple[str, IStreamServerEndpoint]:
+        """Check a listening description and build its endpoint."""
+        try:
+            description = normalizeListen(text)
+            endpoint = serverFromString(self.reactor, description)
+        except (BadEndpoint, ValueError, KeyError, IndexError, TypeError) as e:
+            raise usage.UsageError(_endpointError(text, e)) from None
+        return description, endpoint
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse C{options}; on a usage error print one line and exit 2.
@@ -202,4 +218,13 @@ def makeService(options: Options) -> MultiService:
     DrainService(
         cast(IReactorCore, reactor), factory, options["shutdown-timeout"]
     ).setServiceParent(top)
+    if options["metrics"] is not None:
+        # Imported only when asked for: prometheus_client is an extra.
+        from echotwist.metrics import metricsSite
+
+        ListeningService(
+            [options["metricsEndpoint"]],
+            metricsSite(stats),
+            logFormat="Metrics on {address}",
+        ).setServiceParent(top)
     return top
