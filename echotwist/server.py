@@ -102,11 +102,20 @@ class ListeningService(Service):
         raise SystemExit(1)
 
     def stopService(self) -> Deferred[object]:
-        """Stop listening on every port."""
+        """Stop listening on every port; log each once its socket is closed."""
         Service.stopService(self)
         ports, self.ports = self.ports, []
-        stopping = [maybeDeferred(port.stopListening) for port in ports]
+        stopping = [self._stop(port) for port in ports]
         return DeferredList(stopping, consumeErrors=True).addCallback(lambda _: None)
+
+    def _stop(self, port: IListeningPort) -> Deferred[object]:
+        address = formatAddress(port.getHost())
+
+        def stopped(result: object) -> object:
+            self.log.info("Stopped listening on {address}", address=address)
+            return result
+
+        return maybeDeferred(port.stopListening).addCallback(stopped)
 
 
 class DrainService(Service):

@@ -8,13 +8,18 @@ synchronise: waits block on the process's output or exit, with a bound.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO, cast
 
@@ -166,19 +171,25 @@ def startServer(
     twistdOptions: Sequence[str] = (),
     env: dict[str, str] | None = None,
     wait: bool = True,
+    launcher: Sequence[str] = (),
 ) -> ServerProcess:
     """Start C{twistd -n echo} listening on C{listen}, killed at cleanup.
 
     With C{wait}, return once every listener has logged its address.
+    C{launcher} is a command prefix that execs the rest (see
+    L{withFileLimit}).
     """
-    command = twistdCommand(
-        "-n",
-        "--pidfile=",
-        *twistdOptions,
-        "echo",
-        *(a for endpoint in listen for a in ("--listen", endpoint)),
-        *arguments,
-    )
+    command = [
+        *launcher,
+        *twistdCommand(
+            "-n",
+            "--pidfile=",
+            *twistdOptions,
+            "echo",
+            *(a for endpoint in listen for a in ("--listen", endpoint)),
+            *arguments,
+        ),
+    ]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -218,3 +229,120 @@ def runClient(
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def withFileLimit(count: int) -> list[str]:
+    """A launcher prefix that runs its command with C{RLIMIT_NOFILE} = C{count}.
+
+    A small Python program sets the limit on itself and execs the command,
+    so the limit is inherited without C{preexec_fn}.
+    """
+    return [
+        sys.executable,
+        "-c",
+        "import os, resource, sys; n = int(sys.argv[1]);"
+        " resource.setrlimit(resource.RLIMIT_NOFILE, (n, n));"
+        " os.execv(sys.argv[2], sys.argv[2:])",
+        str(count),
+    ]
+
+
+def connect(port: int, timeout: float = WAIT, source: str = "") -> socket.socket:
+    """A TCP connection to 127.0.0.1:C{port}, from C{source} if given."""
+    return socket.create_connection(
+        ("127.0.0.1", port), timeout, (source, 0) if source else None
+    )
+
+
+def receiveExactly(sock: socket.socket, count: int, timeout: float = WAIT) -> bytes:
+    """Read C{count} bytes, failing if the peer closes or C{timeout} passes."""
+    deadline = time.monotonic() + timeout
+    received = bytearray()
+    while len(received) < count:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(count - len(received))
+        if not chunk:
+            raise AssertionError(f"closed after {len(received)} of {count} bytes")
+        received += chunk
+    return bytes(received)
+
+
+def closedByPeer(sock: socket.socket, timeout: float = WAIT) -> bool:
+    """Whether the peer closes (or resets) C{sock} within C{timeout} seconds.
+
+    Anything the peer sent first is read and discarded.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def transfer(
+    port: int,
+    payload: bytes,
+    midway: Callable[[], object] | None = None,
+    timeout: float = WAIT,
+    chunk: int = 65536,
+) -> bytes:
+    """Echo C{payload} through the server, sending and reading interleaved.
+
+    C{midway} is called once, when half the payload has been sent.  After
+    sending everything the write side is shut (half-close) and the echo is
+    read until the server closes.  Return everything received.
+    """
+    deadline = time.monotonic() + timeout
+    sock = connect(port, timeout)
+    sock.setblocking(False)
+    received = bytearray()
+    sent = 0
+    called = midway is None
+    with sock, selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"transfer timed out: sent {sent}, received {len(received)}"
+                )
+            for _, events in selector.select(min(left, 1.0)):
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = sock.recv(262144)
+                    except BlockingIOError:
+                        data = None
+                    if data == b"":
+                        return bytes(received)
+                    if data:
+                        received += data
+                if events & selectors.EVENT_WRITE and sent < len(payload):
+                    with contextlib.suppress(BlockingIOError):
+                        sent += sock.send(payload[sent : sent + chunk])
+                    if not called and sent >= len(payload) // 2:
+                        called = True
+                        assert midway is not None
+                        midway()
+                    if sent == len(payload):
+                        sock.shutdown(socket.SHUT_WR)
+                        selector.modify(sock, selectors.EVENT_READ)
+
+
+def scrapeMetrics(address: str, timeout: float = WAIT) -> dict[str, float]:
+    """Fetch C{/metrics} from a C{tcp:HOST:PORT} address: sample -> value."""
+    _, host, port = address.rsplit(":", 2)
+    url = f"http://{host}:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode("utf-8")
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
