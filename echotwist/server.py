@@ -129,11 +129,13 @@ class DrainService(Service):
     Why a SIGTERM handler of our own: the reactor's records the signal,
     and twistd then kills itself with it after a clean shutdown, so a
     drained server would still exit with status -15 and look failed to
-    its supervisor.  Once the reactor runs (and so has installed its own
-    handlers), this service replaces the SIGTERM handler with one that
-    only asks the reactor to stop, from the reactor thread: the same
-    shutdown, drain included, then exit status 0.  SIGINT is left to
-    Twisted.
+    its supervisor.  This service installs a SIGTERM handler that only
+    asks the reactor to stop, from the reactor thread: the same shutdown,
+    drain included, then exit status 0.  It is installed as soon as the
+    application starts (so add this service before the listeners: a
+    SIGTERM right after "Listening on" would otherwise kill the process
+    outright) and again in the reactor's "during startup" phase, right
+    after the reactor has installed its own.  SIGINT is left to Twisted.
     """
 
     log = Logger()
@@ -151,11 +153,17 @@ class DrainService(Service):
         self.timeout = timeout
         self.installHandler = installHandler
 
-    def startService(self) -> None:
-        """Take over SIGTERM once the reactor runs."""
-        Service.startService(self)
+    def privilegedStartService(self) -> None:
+        """Take over SIGTERM now and again once the reactor has started."""
+        Service.privilegedStartService(self)
         if self.installHandler is not None:
-            self.reactor.callWhenRunning(self._installHandler)
+            self._installHandler()
+            # "during startup" triggers run in the order added; the
+            # reactor's own (which installs its handlers) was added when
+            # it was created, so this one runs after it.
+            self.reactor.addSystemEventTrigger(
+                "during", "startup", self._installHandler
+            )
 
     def _installHandler(self) -> None:
         assert self.installHandler is not None

@@ -214,10 +214,11 @@ def makeService(options: Options) -> MultiService:
         guardAccept(port, reactor, lambda: stats.reject(limits.EMFILE))
 
     top = MultiService()
-    ListeningService(options["endpoints"], factory, onPort=guard).setServiceParent(top)
+    # The drain comes first: it takes over SIGTERM before anything listens.
     DrainService(
         cast(IReactorCore, reactor), factory, options["shutdown-timeout"]
     ).setServiceParent(top)
+    ListeningService(options["endpoints"], factory, onPort=guard).setServiceParent(top)
     if options["metrics"] is not None:
         # Imported only when asked for: prometheus_client is an extra.
         from echotwist.metrics import metricsSite

@@ -285,6 +285,20 @@ def closedByPeer(sock: socket.socket, timeout: float = WAIT) -> bool:
     return False
 
 
+def closedAtOnce(port: int, source: str = "", timeout: float = WAIT) -> bool:
+    """Whether the server closes a new connection from C{source} unserved.
+
+    A server that aborts at once may reset the connection before
+    C{connect} even returns; that counts as closed too.
+    """
+    try:
+        sock = connect(port, timeout, source)
+    except ConnectionResetError:
+        return True
+    with sock:
+        return closedByPeer(sock, timeout)
+
+
 def transfer(
     port: int,
     payload: bytes,

@@ -252,16 +252,22 @@ class DrainTests(SynchronousTestCase):
 class FakeReactor(MemoryReactorClock):
     """A memory reactor that runs calls from 'other threads' at once."""
 
+    stopRequests = 0
+
     def callFromThread(self, f: Callable[..., object], *args: object) -> None:
         """Run C{f} now (signal handlers use this to reach the reactor)."""
         f(*args)
+
+    def stop(self) -> None:
+        """Count requests to stop."""
+        self.stopRequests += 1
 
 
 class DrainServiceTests(SynchronousTestCase):
     """L{DrainService} handles SIGTERM itself and drains on stop."""
 
     def test_sigtermStopsReactorWithoutExitSignal(self) -> None:
-        """Once running, SIGTERM is ours: it stops the reactor, records no signal."""
+        """SIGTERM is ours from the start: it stops the reactor, records no signal."""
         reactor = FakeReactor()
         installed: list[tuple[int, Callable[[int, FrameType | None], None]]] = []
 
@@ -271,12 +277,14 @@ class DrainServiceTests(SynchronousTestCase):
             installed.append((number, handler))
 
         service = DrainService(reactor, echoFactory(reactor), 10, install)
-        service.startService()
-        self.assertEqual(installed, [], "installed only once the reactor runs")
-        reactor.run()
+        service.privilegedStartService()
         self.assertEqual([number for number, _ in installed], [signal.SIGTERM])
-        installed[0][1](signal.SIGTERM, None)
-        self.assertTrue(reactor.hasStopped)
+        # Installed again right after the reactor installs its own handlers.
+        for trigger, args, kwargs in reactor.triggers["during"]["startup"]:
+            trigger(*args, **kwargs)
+        self.assertEqual(len(installed), 2)
+        installed[-1][1](signal.SIGTERM, None)
+        self.assertEqual(reactor.stopRequests, 1)
         self.assertIsNone(getattr(reactor, "_exitSignal", None))
 
     def test_stopDrains(self) -> None:
@@ -285,6 +293,7 @@ class DrainServiceTests(SynchronousTestCase):
         factory = echoFactory(reactor)
         _, transport = connect(factory)
         service = DrainService(reactor, factory, 5, None)
+        service.privilegedStartService()
         service.startService()
         stopping = service.stopService()
         self.assertNoResult(stopping)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import cast
 
 from prometheus_client import generate_latest
@@ -119,6 +120,8 @@ class PageTests(SynchronousTestCase):
             [c.logFormat for c in listeners],
             ["Listening on {address}", "Metrics on {address}"],
         )
+        # Starting takes over this process's SIGTERM; give it back after.
+        self.addCleanup(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
         service.privilegedStartService()
         self.assertEqual(
             [(port, interface) for port, _, _, interface in reactor.tcpServers],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import signal
 
 from twisted.application.service import IServiceCollection, MultiService
 from twisted.internet.testing import MemoryReactorClock
@@ -107,6 +108,7 @@ class MakeServiceTests(SynchronousTestCase):
         listening = [c for c in children if isinstance(c, ListeningService)]
         draining = [c for c in children if isinstance(c, DrainService)]
         self.assertEqual((len(listening), len(draining)), (1, 1))
+        self.assertIs(children[0], draining[0], "SIGTERM is handled before listening")
         factory = listening[0].factory
         self.assertIsInstance(factory, EchoFactory)
         self.assertIs(draining[0].factory, factory)
@@ -114,6 +116,9 @@ class MakeServiceTests(SynchronousTestCase):
         assert factory.limits is not None
         self.assertEqual(factory.limits.maxConnections, 7)
         self.assertEqual(factory.idleTimeout, 300.0)
+        # Starting takes over this process's SIGTERM; give it back after.
+        self.addCleanup(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
         service.privilegedStartService()
+        self.assertEqual(signal.getsignal(signal.SIGTERM), draining[0].sigTerm)
         self.assertEqual(len(reactor.tcpServers), 1)
         self.assertIs(reactor.tcpServers[0][1], factory)
