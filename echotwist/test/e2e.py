@@ -308,7 +308,9 @@ def transfer(
 ) -> bytes:
     """Echo C{payload} through the server, sending and reading interleaved.
 
-    C{midway} is called once, when half the payload has been sent.  After
+    C{midway} is called once, when half the payload has been sent and
+    some of the echo has come back (so the server has accepted the
+    connection, not merely the kernel completed it in the backlog).  After
     sending everything the write side is shut (half-close) and the echo is
     read until the server closes.  Return everything received.
     """
@@ -318,6 +320,7 @@ def transfer(
     received = bytearray()
     sent = 0
     called = midway is None
+    shut = False
     with sock, selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
         while True:
@@ -339,13 +342,17 @@ def transfer(
                 if events & selectors.EVENT_WRITE and sent < len(payload):
                     with contextlib.suppress(BlockingIOError):
                         sent += sock.send(payload[sent : sent + chunk])
-                    if not called and sent >= len(payload) // 2:
-                        called = True
-                        assert midway is not None
-                        midway()
                     if sent == len(payload):
-                        sock.shutdown(socket.SHUT_WR)
                         selector.modify(sock, selectors.EVENT_READ)
+            if not called and sent >= len(payload) // 2 and received:
+                called = True
+                assert midway is not None
+                midway()
+            if sent == len(payload) and called and not shut:
+                # Shut the write side only once midway has happened, so
+                # that midway always falls inside the transfer.
+                shut = True
+                sock.shutdown(socket.SHUT_WR)
 
 
 def scrapeMetrics(address: str, timeout: float = WAIT) -> dict[str, float]:
