@@ -151,7 +151,10 @@ class Options(usage.Options):
                     "--metrics needs prometheus_client:"
                     " pip install 'echotwist[metrics]'"
                 )
-            self["metricsEndpoint"] = self._endpoint(self["metrics"])
+            try:
+                self["metricsEndpoint"] = self._endpoint(self["metrics"])
+            except usage.UsageError as e:
+                raise usage.UsageError(f"--metrics: {e}") from None
 
     def _endpoint(self, text: str) -> tuple[str, IStreamServerEndpoint]:
         """Check a listening description and build its endpoint."""

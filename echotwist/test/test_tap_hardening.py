@@ -71,6 +71,7 @@ class OptionsTests(SynchronousTestCase):
             ["--shutdown-timeout=inf"],
             ["--allow=10.0.0.1/8"],
             ["--deny=example.org"],
+            ["--metrics=tcp:99999"],
         ):
             errors = io.StringIO()
             options = Options(reactor=MemoryReactorClock(), errorStream=errors)
@@ -91,6 +92,7 @@ class OptionsTests(SynchronousTestCase):
             "--allow",
             "--deny",
             "--shutdown-timeout",
+            "--metrics",
         ):
             self.assertIn(option, text)
 
