@@ -19,6 +19,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.test.e2e import (
+    WAIT,
     ServerProcess,
     closedAtOnce,
     closedByPeer,
@@ -100,6 +101,36 @@ class AdversarialTests(SynchronousTestCase):
         self.assertLessEqual(echoed, sent)
         self.assertIn("Idle client", line)
         self.assertServes(server)
+
+    def test_slowReaderIsNotIdle(self) -> None:
+        """A client slowly reading a long echo is not idle: it gets all of it."""
+        server = startServer(self, "--idle-timeout=1")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive buffer keeps the echo queued in the server's
+        # kernel buffers, where the server sees it drain as we read.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(WAIT)
+        sock.connect(("127.0.0.1", server.port))
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        received = bytearray()
+        sent = 0
+        deadline = time.monotonic() + WAIT
+        with sock:
+            while len(received) < len(payload) and time.monotonic() < deadline:
+                if sent < len(payload):
+                    _, writable, _ = select.select([], [sock], [], 0)
+                    if writable:
+                        sent += sock.send(payload[sent : sent + 65536])
+                        continue
+                # Pacing, not synchronisation: this is what a slow reader
+                # does, reading about 128 KiB twice per idle timeout.
+                time.sleep(0.5)
+                chunk = sock.recv(131072)
+                if not chunk:
+                    break
+                received += chunk
+        self.assertEqual(bytes(received), payload)
+        self.assertNotIn("Idle client", server.output.text())
 
     def test_resetMidStream(self) -> None:
         """Clients that reset (SO_LINGER 0) mid-transfer leave the server sound."""
