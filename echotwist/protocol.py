@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import cast
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -109,6 +110,8 @@ class Echo(Protocol):
     # The host this connection was admitted for by the factory's limits.
     admittedHost: str | None = None
     admitted = False
+    # Why we closed the connection ourselves (idle, shutdown), if we did.
+    closeReason: str | None = None
 
     @property
     def stream(self) -> IStreamTransport:
@@ -165,10 +168,11 @@ class Echo(Protocol):
             timeout=meter.timeout,
             reason="idle",
         )
-        self.abort()
+        self.abort("idle")
 
-    def abort(self) -> None:
-        """Close at once, discarding anything not yet sent."""
+    def abort(self, reason: str) -> None:
+        """Close at once for C{reason}, discarding anything not yet sent."""
+        self.closeReason = reason
         cast(ITCPTransport, self.transport).abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -202,6 +206,8 @@ class Echo(Protocol):
             port=self.client[1],
             bytes=self.bytesEchoed,
             duration=duration,
+            reason=self.closeReason
+            or ("done" if reason.check(ConnectionDone) else "lost"),
         )
 
 
@@ -315,4 +321,4 @@ class EchoFactory(Factory[Echo]):
             reason="shutdown",
         )
         for protocol in list(self.connections):
-            protocol.abort()
+            protocol.abort("shutdown")

@@ -94,6 +94,7 @@ class HardeningTests(SynchronousTestCase):
         self.assertEqual(record["host"], "127.0.0.1")
         self.assertTrue(record["port"].isdigit())
         self.assertEqual(record["bytes"], 4)
+        self.assertEqual(record["reason"], "done")
         self.assertIsInstance(record["duration"], float)
         self.assertEqual(record["level"], "info")
         server.signal(signal.SIGTERM)

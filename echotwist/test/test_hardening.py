@@ -10,10 +10,12 @@ from collections.abc import Callable
 from types import FrameType
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import ITransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.limits import AddressPolicy, ConnectionLimits, parseNetwork
@@ -84,8 +86,9 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertFalse(transport.connected)
         self.assertTrue(transport.disconnected, "aborted, not closed cleanly")
         idle = [e for e in events if e.get("reason") == "idle"]
-        self.assertEqual(len(idle), 1)
+        self.assertEqual(len(idle), 2, "the idle line and the close line")
         self.assertEqual(idle[0]["timeout"], 4)
+        self.assertEqual(idle[1]["bytes"], 0)
         self.assertEqual(factory.stats.connectionsActive, 0)
 
     def test_trafficKeepsAlive(self) -> None:
@@ -243,6 +246,23 @@ class DrainTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertTrue(transport.disconnected)
         self.successResultOf(drained)
+
+    def test_closeReasons(self) -> None:
+        """The close line says why: done, lost, or shutdown when the drain aborts."""
+        clock = Clock()
+        factory = echoFactory(clock)
+        _, clean = connect(factory)
+        _, lost = connect(factory, port=40001)
+        connect(factory, port=40002)
+        with capturedLogs() as events:
+            clean.loseConnection()
+            assert lost.protocol is not None
+            lost.protocol.connectionLost(Failure(ConnectionLost()))
+            factory.drain(1)
+            clock.advance(1)
+        self.assertEqual(
+            [e["reason"] for e in events if "bytes" in e], ["done", "lost", "shutdown"]
+        )
 
     def test_nothingToDrain(self) -> None:
         """With no connection open the drain ends at once."""
