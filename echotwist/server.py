@@ -129,13 +129,15 @@ class DrainService(Service):
     Why a SIGTERM handler of our own: the reactor's records the signal,
     and twistd then kills itself with it after a clean shutdown, so a
     drained server would still exit with status -15 and look failed to
-    its supervisor.  This service installs a SIGTERM handler that only
-    asks the reactor to stop, from the reactor thread: the same shutdown,
-    drain included, then exit status 0.  It is installed as soon as the
-    application starts (so add this service before the listeners: a
-    SIGTERM right after "Listening on" would otherwise kill the process
-    outright) and again in the reactor's "during startup" phase, right
-    after the reactor has installed its own.  SIGINT is left to Twisted.
+    its supervisor.  This service's handler only asks the reactor to stop,
+    from the reactor thread: the same shutdown, drain included, then exit
+    status 0.  It is installed as soon as the application starts (add this
+    service before the listeners: a SIGTERM right after "Listening on"
+    would otherwise kill the process outright), and it also replaces the
+    reactor's C{sigTerm} method, which the reactor installs as the SIGTERM
+    handler when it starts running; replacing the handler again after
+    that would leave a moment in which a SIGTERM reaches the reactor's own.
+    SIGINT is left to Twisted.
     """
 
     log = Logger()
@@ -154,20 +156,13 @@ class DrainService(Service):
         self.installHandler = installHandler
 
     def privilegedStartService(self) -> None:
-        """Take over SIGTERM now and again once the reactor has started."""
+        """Take over SIGTERM, now and for when the reactor starts running."""
         Service.privilegedStartService(self)
         if self.installHandler is not None:
-            self._installHandler()
-            # "during startup" triggers run in the order added; the
-            # reactor's own (which installs its handlers) was added when
-            # it was created, so this one runs after it.
-            self.reactor.addSystemEventTrigger(
-                "during", "startup", self._installHandler
-            )
-
-    def _installHandler(self) -> None:
-        assert self.installHandler is not None
-        self.installHandler(signal.SIGTERM, self.sigTerm)
+            self.installHandler(signal.SIGTERM, self.sigTerm)
+            # ReactorBase looks sigTerm up when run() builds its signal
+            # handling (pinned by test_e2e_hardening.test_reactorSigTerm).
+            self.reactor.sigTerm = self.sigTerm  # type: ignore[attr-defined]
 
     def sigTerm(self, number: int, frame: FrameType | None = None) -> None:
         """Stop the reactor (and so drain) without recording an exit signal."""

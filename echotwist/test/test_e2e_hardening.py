@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.test.e2e import (
+    WAIT,
+    childEnvironment,
     closedAtOnce,
     connect,
     receiveExactly,
@@ -101,6 +105,33 @@ class HardeningTests(SynchronousTestCase):
         self.assertEqual(server.wait(), 0)
         for line in server.output.lines:
             self.assertIsInstance(json.loads(line), dict, line)
+
+    def test_reactorSigTerm(self) -> None:
+        """Pin: a running reactor's SIGTERM handler is its sigTerm attribute.
+
+        L{DrainService} relies on this to have the reactor install its
+        handler instead of its own.
+        """
+        script = (
+            "import signal, sys\n"
+            "from twisted.internet import reactor\n"
+            "def ours(number, frame): pass\n"
+            "reactor.sigTerm = ours\n"
+            "def check():\n"
+            "    sys.stdout.write(str(signal.getsignal(signal.SIGTERM) is ours))\n"
+            "    reactor.stop()\n"
+            "reactor.callWhenRunning(check)\n"
+            "reactor.run()\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            env=childEnvironment(),
+            check=False,
+        )
+        self.assertEqual((result.stdout, result.returncode), ("True", 0), result.stderr)
 
     def test_sigtermExitsZero(self) -> None:
         """A drained twistd exits with status 0 on SIGTERM, not -15."""
