@@ -359,7 +359,9 @@ def scrapeMetrics(address: str, timeout: float = WAIT) -> dict[str, float]:
     """Fetch C{/metrics} from a C{tcp:HOST:PORT} address: sample -> value."""
     _, host, port = address.rsplit(":", 2)
     url = f"http://{host}:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    # No proxy, whatever the environment says: this must stay on loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as response:
         text = response.read().decode("utf-8")
     samples: dict[str, float] = {}
     for line in text.splitlines():
