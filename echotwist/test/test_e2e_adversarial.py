@@ -87,19 +87,16 @@ class AdversarialTests(SynchronousTestCase):
                 stalled = 0 if writable else stalled + 1
         self.assertServes(server, "while one client never reads")
         grown = server.rssKiB() - before
-        line = server.output.waitFor(
-            r"Idle client 127\.0\.0\.1/\d+: no traffic for 2 s"
-        ).group(0)
-        echoed = int(
-            server.output.waitFor(r"Closed client 127\.0\.0\.1/\d+: (\d+) bytes").group(
-                1
-            )
+        port = sock.getsockname()[1]
+        server.output.waitFor(rf"Idle client 127\.0\.0\.1/{port}: no traffic for 2 s")
+        closed = server.output.waitFor(
+            rf"Closed client 127\.0\.0\.1/{port}: (\d+) bytes"
         )
         sock.close()
-        self.assertLess(sent, 512 * 2**20, "the server stopped reading")
+        self.assertEqual(stalled, 10, f"the server kept reading: {sent} bytes sent")
         self.assertLess(grown, 64 * 1024, f"RSS grew {grown} KiB for {sent} bytes")
-        self.assertLessEqual(echoed, sent)
-        self.assertIn("Idle client", line)
+        # The server read only what its buffers could hold, not all we sent.
+        self.assertLess(int(closed.group(1)), sent)
         self.assertServes(server)
 
     def test_slowReaderIsNotIdle(self) -> None:
