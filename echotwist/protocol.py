@@ -9,11 +9,18 @@ sending side still gets every byte back before we close.
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
+from collections.abc import Callable
 from typing import cast
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
+    IDelayedCall,
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
@@ -26,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echotwist.limits import ConnectionLimits, IdleMeter
 from echotwist.stats import ServerStats
 
 
@@ -53,6 +61,27 @@ class IStreamTransport(ITransport, IConsumer, IPushProducer):
     """
 
 
+def unsentBytes(transport: ITransport) -> int | None:
+    """How many bytes the kernel still holds unsent on C{transport}'s socket.
+
+    Linux's C{SIOCOUTQ} (the same number as C{TIOCOUTQ}) on the socket from
+    C{getHandle()}; C{None} when the transport has no such socket (TLS in
+    memory, test transports) or the system does not answer.  Only the idle
+    check calls this, once per quiet interval, never per read.
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    try:
+        fileno = getHandle().fileno() if getHandle is not None else -1
+        if not isinstance(fileno, int) or fileno < 0:
+            return None
+        answer = fcntl.ioctl(fileno, termios.TIOCOUTQ, b"\0\0\0\0")
+    except Exception:
+        # Any handle that cannot answer simply gives no drain information.
+        return None
+    count: int = struct.unpack("i", answer)[0]
+    return count
+
+
 def transportKind(transport: ITransport) -> str:
     """Name the kind of C{transport} for statistics: tls, tcp or unix."""
     if ISSLTransport.providedBy(transport):
@@ -73,6 +102,16 @@ class Echo(Protocol):
     startedAt = 0.0
     client: tuple[str, str] = ("", "")
     kind = "tcp"
+    # Set by every read (and so every echo write); the idle check clears it.
+    traffic = False
+    idleMeter: IdleMeter | None = None
+    idleCall: IDelayedCall | None = None
+    lastUnsent = 0
+    # The host this connection was admitted for by the factory's limits.
+    admittedHost: str | None = None
+    admitted = False
+    # Why we closed the connection ourselves (idle, shutdown), if we did.
+    closeReason: str | None = None
 
     @property
     def stream(self) -> IStreamTransport:
@@ -92,14 +131,53 @@ class Echo(Protocol):
         self.startedAt = self.factory.clock.seconds()
         self.factory.stats.connectionOpened()
         self.client = describeAddress(transport.getPeer())
+        self.factory.connections.add(self)
         self.log.info(
             "Handling client {host}/{port}",
             host=self.client[0],
             port=self.client[1],
         )
+        if self.factory.idleTimeout > 0:
+            self.idleMeter = IdleMeter(self.factory.idleTimeout)
+            self.idleCall = self.factory.clock.callLater(
+                self.idleMeter.interval, self.checkIdle
+            )
+
+    def checkIdle(self) -> None:
+        """Once per idle interval: abort the connection if it has gone idle.
+
+        Traffic is a read (every echo write happens in a read) or a change
+        in what the kernel still holds unsent, so a client slowly reading a
+        long echo is not idle while one that never reads is.
+        """
+        meter = self.idleMeter
+        assert meter is not None
+        traffic, self.traffic = self.traffic, False
+        unsent = self.factory.unsentBytes(self.stream)
+        if unsent is not None and unsent != self.lastUnsent:
+            traffic = True
+            self.lastUnsent = unsent
+        if not meter.tick(traffic):
+            self.idleCall = self.factory.clock.callLater(meter.interval, self.checkIdle)
+            return
+        self.idleCall = None
+        self.log.info(
+            "Idle client {host}/{port}: no traffic for {timeout:g} s, aborting",
+            host=self.client[0],
+            port=self.client[1],
+            timeout=meter.timeout,
+            reason="idle",
+        )
+        self.abort("idle")
+
+    def abort(self, reason: str) -> None:
+        """Close at once for C{reason}, discarding anything not yet sent."""
+        self.closeReason = reason
+        cast(ITCPTransport, self.transport).abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Send C{data} straight back."""
+        self.traffic = True
         self.bytesEchoed += len(data)
         self.factory.stats.echoed(self.kind, len(data))
         self.stream.write(data)
@@ -116,23 +194,131 @@ class Echo(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Log how many bytes were echoed and for how long."""
+        if self.idleCall is not None and self.idleCall.active():
+            self.idleCall.cancel()
+        self.idleCall = None
         duration = self.factory.clock.seconds() - self.startedAt
         self.factory.stats.connectionClosed(duration)
+        self.factory.connectionEnded(self)
         self.log.info(
             "Closed client {host}/{port}: {bytes} bytes echoed in {duration:.3f} s",
             host=self.client[0],
             port=self.client[1],
             bytes=self.bytesEchoed,
             duration=duration,
+            reason=self.closeReason
+            or ("done" if reason.check(ConnectionDone) else "lost"),
         )
 
 
+class Rejected(Protocol):
+    """A protocol for a connection that must not be served: abort it at once.
+
+    Returning C{None} from C{buildProtocol} would close a plain TCP
+    connection just as well, but wrapping factories (TLS) cannot handle
+    C{None}; this works behind every listener.
+    """
+
+    def makeConnection(self, transport: ITransport) -> None:
+        """Abort instead of connecting."""
+        cast(ITCPTransport, transport).abortConnection()
+
+
 class EchoFactory(Factory[Echo]):
-    """Build L{Echo} protocols that tell time by C{clock} and count in C{stats}."""
+    """Build L{Echo} protocols that tell time by C{clock} and count in C{stats}.
+
+    With C{limits}, each new client is first admitted by them; a rejected
+    one is logged, counted in C{stats.rejected} by reason and closed at
+    once.  With a positive C{idleTimeout}, connections without traffic for
+    that long are aborted.  L{drain} lets the open connections finish.
+    """
 
     protocol = Echo
     noisy = False
+    log = Logger()
 
-    def __init__(self, clock: IReactorTime, stats: ServerStats | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        stats: ServerStats | None = None,
+        limits: ConnectionLimits | None = None,
+        idleTimeout: float = 0.0,
+        unsentBytes: Callable[[ITransport], int | None] = unsentBytes,
+    ) -> None:
         self.clock = clock
         self.stats = stats if stats is not None else ServerStats()
+        self.limits = limits
+        self.idleTimeout = idleTimeout
+        self.unsentBytes = unsentBytes
+        self.connections: set[Echo] = set()
+        self.draining = False
+        self._drained: list[Deferred[None]] = []
+
+    # Factory[Echo].buildProtocol is typed to return an Echo; a refused
+    # client gets a Rejected instead, which Twisted's typing cannot express.
+    def buildProtocol(self, addr: IAddress | None) -> Echo | Rejected:  # type: ignore[override]
+        """Admit the client at C{addr} under the limits, or reject it."""
+        host = getattr(addr, "host", None)
+        if self.limits is not None:
+            reason = self.limits.admit(host)
+            if reason is not None:
+                self.stats.reject(reason)
+                client = describeAddress(addr) if addr is not None else ("", "")
+                self.log.info(
+                    "Rejected client {host}/{port}: {reason}",
+                    host=client[0],
+                    port=client[1],
+                    reason=reason,
+                )
+                return Rejected()
+        protocol = Factory.buildProtocol(self, addr)
+        assert isinstance(protocol, Echo)
+        protocol.admittedHost = host
+        protocol.admitted = self.limits is not None
+        return protocol
+
+    def connectionEnded(self, protocol: Echo) -> None:
+        """Forget a finished connection; finish a drain when it was the last."""
+        self.connections.discard(protocol)
+        if protocol.admitted and self.limits is not None:
+            protocol.admitted = False
+            self.limits.release(protocol.admittedHost)
+        if self.draining and not self.connections:
+            drained, self._drained = self._drained, []
+            for waiting in drained:
+                waiting.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Let open connections finish for up to C{timeout} s, then abort them.
+
+        The result fires once no connection is left.  Connections keep
+        echoing (and flushing) normally meanwhile; only those still open
+        when the time is up are aborted.
+        """
+        self.draining = True
+        if not self.connections:
+            return succeed(None)
+        self.log.info(
+            "Draining {count} connections for up to {timeout:g} s",
+            count=len(self.connections),
+            timeout=timeout,
+        )
+        waiting: Deferred[None] = Deferred()
+        self._drained.append(waiting)
+        deadline = self.clock.callLater(timeout, self._abortAll)
+
+        def stopDeadline(result: None) -> None:
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        return waiting.addCallback(stopDeadline)
+
+    def _abortAll(self) -> None:
+        self.log.info(
+            "Shutdown timeout: aborting {count} connections",
+            count=len(self.connections),
+            reason="shutdown",
+        )
+        for protocol in list(self.connections):
+            protocol.abort("shutdown")

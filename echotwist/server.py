@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, NoReturn, TextIO, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorFromThreads,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echotwist.endpoints import formatAddress
+from echotwist.protocol import EchoFactory
 
 
 class ListeningService(Service):
@@ -23,6 +31,10 @@ class ListeningService(Service):
     is bound before twistd drops privileges) and synchronously, so that a
     port in use ends the program at start-up with one line on standard
     error and exit status 1, instead of a traceback in the log.
+
+    Each bound port is logged with C{logFormat} (C{Listening on ADDRESS}
+    for the echo, C{Metrics on ADDRESS} for the metrics endpoint) and
+    passed to C{onPort}, if given, before any client is accepted.
     """
 
     log = Logger()
@@ -32,9 +44,13 @@ class ListeningService(Service):
         endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
         factory: Factory[Any],
         errorStream: TextIO | None = None,
+        logFormat: str = "Listening on {address}",
+        onPort: Callable[[IListeningPort], object] | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
         self.factory = factory
+        self.logFormat = logFormat
+        self.onPort = onPort
         # twistd redirects sys.stderr into its log before services start;
         # the start-up error belongs on the terminal's standard error.
         self.errorStream = errorStream if errorStream is not None else sys.__stderr__
@@ -64,9 +80,9 @@ class ListeningService(Service):
                 self._fail(description, result)
             assert not isinstance(result, Failure)
             self.ports.append(result)
-            self.log.info(
-                "Listening on {address}", address=formatAddress(result.getHost())
-            )
+            if self.onPort is not None:
+                self.onPort(result)
+            self.log.info(self.logFormat, address=formatAddress(result.getHost()))
 
     def _fail(self, description: str, reason: Failure) -> NoReturn:
         message = reason.getErrorMessage()
@@ -86,8 +102,76 @@ class ListeningService(Service):
         raise SystemExit(1)
 
     def stopService(self) -> Deferred[object]:
-        """Stop listening on every port."""
+        """Stop listening on every port; log each once its socket is closed."""
         Service.stopService(self)
         ports, self.ports = self.ports, []
-        stopping = [maybeDeferred(port.stopListening) for port in ports]
+        stopping = [self._stop(port) for port in ports]
         return DeferredList(stopping, consumeErrors=True).addCallback(lambda _: None)
+
+    def _stop(self, port: IListeningPort) -> Deferred[object]:
+        address = formatAddress(port.getHost())
+
+        def stopped(result: object) -> object:
+            self.log.info("Stopped listening on {address}", address=address)
+            return result
+
+        return maybeDeferred(port.stopListening).addCallback(stopped)
+
+
+class DrainService(Service):
+    """Graceful shutdown: on stop, let the echo connections finish.
+
+    Stopping (twistd's shutdown, on SIGTERM) waits for C{factory}'s open
+    connections for up to C{timeout} seconds and then aborts the rest; the
+    listeners stop accepting at the same moment, since every service of
+    the application is stopped together.
+
+    Why a SIGTERM handler of our own: the reactor's records the signal,
+    and twistd then kills itself with it after a clean shutdown, so a
+    drained server would still exit with status -15 and look failed to
+    its supervisor.  This service's handler only asks the reactor to stop,
+    from the reactor thread: the same shutdown, drain included, then exit
+    status 0.  It is installed as soon as the application starts (add this
+    service before the listeners: a SIGTERM right after "Listening on"
+    would otherwise kill the process outright), and it also replaces the
+    reactor's C{sigTerm} method, which the reactor installs as the SIGTERM
+    handler when it starts running; replacing the handler again after
+    that would leave a moment in which a SIGTERM reaches the reactor's own.
+    SIGINT is left to Twisted.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        factory: EchoFactory,
+        timeout: float,
+        installHandler: Callable[[int, Callable[[int, FrameType | None], None]], object]
+        | None = signal.signal,
+    ) -> None:
+        self.reactor = reactor
+        self.factory = factory
+        self.timeout = timeout
+        self.installHandler = installHandler
+
+    def privilegedStartService(self) -> None:
+        """Take over SIGTERM, now and for when the reactor starts running."""
+        Service.privilegedStartService(self)
+        if self.installHandler is not None:
+            self.installHandler(signal.SIGTERM, self.sigTerm)
+            # ReactorBase looks sigTerm up when run() builds its signal
+            # handling (pinned by test_e2e_hardening.test_reactorSigTerm).
+            self.reactor.sigTerm = self.sigTerm  # type: ignore[attr-defined]
+
+    def sigTerm(self, number: int, frame: FrameType | None = None) -> None:
+        """Stop the reactor (and so drain) without recording an exit signal."""
+        self.log.info("Received SIGTERM, draining and shutting down.")
+        # A signal handler may run between any two bytecodes; the reactor
+        # must be stopped from its own loop.
+        cast(IReactorFromThreads, self.reactor).callFromThread(self.reactor.stop)
+
+    def stopService(self) -> Deferred[None]:
+        """Drain the open connections, aborting what is left after the timeout."""
+        Service.stopService(self)
+        return self.factory.drain(self.timeout)

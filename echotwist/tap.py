@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-from typing import TextIO, cast
+from collections.abc import Callable
+from typing import TextIO, TypeVar, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
     IReactorTime,
     IReactorUDP,
     IStreamServerEndpoint,
 )
 from twisted.python import usage
 
+from echotwist import limits
+from echotwist.emfile import guardAccept
 from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
 from echotwist.protocol import EchoFactory
-from echotwist.server import ListeningService
+from echotwist.server import DrainService, ListeningService
 from echotwist.stats import ServerStats
 from echotwist.udp import (
     DEFAULT_RATE,
@@ -27,12 +33,24 @@ from echotwist.udp import (
 )
 from echotwist.udpserver import DatagramListeningService
 
+T = TypeVar("T")
+
+
+def _checked(parse: Callable[[str], T], option: str, text: str) -> T:
+    """Parse C{text} for C{--option}, turning a bad value into a usage error."""
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option}: {e}") from None
+
 
 class Options(usage.Options):
     """Command-line options of C{twistd echo}."""
 
     synopsis = (
-        "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...]"
+        "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...] [--idle-timeout SECONDS]"
+        " [--max-connections N] [--max-per-ip N] [--allow CIDR ...]"
+        " [--deny CIDR ...] [--shutdown-timeout SECONDS] [--metrics ENDPOINT]"
         " [--udp PORT_OR_UDP ...] [--udp-rate N]"
     )
     longdesc = (
@@ -40,12 +58,16 @@ class Options(usage.Options):
         "PORT_OR_ENDPOINT is a port number (5000 means tcp:5000) or a Twisted "
         "endpoint description such as tcp6:5000, "
         "tcp:5000:interface=127.0.0.1, unix:/run/echo.sock, "
-        "ssl:5443:privateKey=key.pem:certKey=cert.pem (tls: is the same) or "
+        "ssl:5443:privateKey=key.pem:certKey=cert.pem, tls:PEM_DIRECTORY:5443 or "
         "systemd:domain=INET:index=0 (socket activation). "
         f"With neither --port nor --listen it listens on tcp:{DEFAULT_PORT}. "
         "UDP echo is off unless --udp is given; datagrams from privileged "
         "source ports (<1024) or broadcast/multicast addresses are dropped, "
-        "and each source host is limited to --udp-rate datagrams a second."
+        "and each source host is limited to --udp-rate datagrams a second. "
+        "Limits apply to all listeners together; --allow/--deny only to IP "
+        "clients. On SIGTERM it stops accepting, lets open connections finish "
+        "for up to --shutdown-timeout seconds, aborts the rest and exits 0. "
+        "See docs/hardening.md."
     )
     optParameters = [
         [
@@ -53,6 +75,41 @@ class Options(usage.Options):
             "p",
             None,
             "Port number or endpoint description to listen on.",
+        ],
+        [
+            "idle-timeout",
+            None,
+            f"{limits.DEFAULT_IDLE_TIMEOUT:g}",
+            "Abort a connection without traffic either way for this many"
+            " seconds (closed after 1 to 1.25 times this); 0 turns it off.",
+        ],
+        [
+            "max-connections",
+            None,
+            str(limits.DEFAULT_MAX_CONNECTIONS),
+            "Serve at most N connections at once; more are closed at once,"
+            " logged and counted (reason limit). 0: no limit.",
+        ],
+        [
+            "max-per-ip",
+            None,
+            "0",
+            "Serve at most N connections at once per client IP address"
+            " (reason per-ip). 0: no limit.",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            f"{limits.DEFAULT_SHUTDOWN_TIMEOUT:g}",
+            "On SIGTERM, let open connections finish for up to this many"
+            " seconds, then abort them.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on ENDPOINT (such as"
+            " tcp:9100:interface=127.0.0.1; needs echotwist[metrics]).",
         ],
         [
             "udp-rate",
@@ -68,6 +125,8 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self["listen"] = []
         self["udp"] = []
+        self["allow"] = []
+        self["deny"] = []
         self._reactor = reactor
         self.errorStream = errorStream if errorStream is not None else sys.stderr
 
@@ -94,25 +153,36 @@ class Options(usage.Options):
         """
         self["udp"].append(description)
 
+    def opt_allow(self, network: str) -> None:
+        """Serve only clients in CIDR (repeatable; IPv4 or IPv6; reason denied)."""
+        self["allow"].append(_checked(limits.parseNetwork, "allow", network))
+
+    def opt_deny(self, network: str) -> None:
+        """Never serve clients in CIDR (repeatable; wins over --allow)."""
+        self["deny"].append(_checked(limits.parseNetwork, "deny", network))
+
     def postOptions(self) -> None:
-        """Check every listening description and build its endpoint."""
+        """Check the numbers and every listening description (build endpoints)."""
+        for name in ("idle-timeout", "shutdown-timeout"):
+            self[name] = _checked(limits.parseSeconds, name, str(self[name]))
+        for name in ("max-connections", "max-per-ip"):
+            self[name] = _checked(limits.parseCount, name, str(self[name]))
         wanted: list[str] = list(self["listen"])
         if self["port"] is not None:
             wanted.insert(0, self["port"])
         if not wanted:
             wanted = [f"tcp:{DEFAULT_PORT}"]
-        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-        for text in wanted:
+        self["endpoints"] = [self._endpoint(text) for text in wanted]
+        if self["metrics"] is not None:
+            if importlib.util.find_spec("prometheus_client") is None:
+                raise usage.UsageError(
+                    "--metrics needs prometheus_client:"
+                    " pip install 'echotwist[metrics]'"
+                )
             try:
-                description = normalizeListen(text)
-                endpoint = serverFromString(self.reactor, description)
-            # Twisted's endpoint parsers raise whatever their arguments
-            # provoke: ValueError, KeyError, TypeError, IndexError, and
-            # OSError when ssl: cannot read its default server.pem.
-            except Exception as e:
-                raise usage.UsageError(_endpointError(text, e)) from None
-            endpoints.append((description, endpoint))
-        self["endpoints"] = endpoints
+                self["metricsEndpoint"] = self._endpoint(self["metrics"])
+            except usage.UsageError as e:
+                raise usage.UsageError(f"--metrics: {e}") from None
         try:
             self["udpListens"] = [parseUDP(text) for text in self["udp"]]
         except BadEndpoint as e:
@@ -121,6 +191,18 @@ class Options(usage.Options):
             self["udp-rate"] = parseRate(self["udp-rate"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _endpoint(self, text: str) -> tuple[str, IStreamServerEndpoint]:
+        """Check a listening description and build its endpoint."""
+        try:
+            description = normalizeListen(text)
+            endpoint = serverFromString(self.reactor, description)
+        # Twisted's endpoint parsers raise whatever their arguments
+        # provoke: ValueError, KeyError, TypeError, IndexError, and OSError
+        # when ssl: cannot read its key file.
+        except Exception as e:
+            raise usage.UsageError(_endpointError(text, e)) from None
+        return description, endpoint
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse C{options}; on a usage error print one line and exit 2.
@@ -156,23 +238,50 @@ def _endpointError(text: str, error: Exception) -> str:
 def makeService(options: Options) -> MultiService:
     """Build the echo service that C{twistd echo} runs.
 
-    A L{MultiService} holding the TCP/stream L{ListeningService} and one
-    L{DatagramListeningService} per C{--udp}, all counting in one
-    L{ServerStats}; other features add their own children to it.
+    A L{MultiService} holding the echo listeners (guarded against running
+    out of file descriptors), one L{DatagramListeningService} per C{--udp},
+    the graceful-shutdown drain and, when asked for, the metrics endpoint,
+    all counting in one L{ServerStats}.
     """
+    reactor = options.reactor
     stats = ServerStats()
-    root = MultiService()
-    factory = EchoFactory(clock=options.reactor, stats=stats)
-    ListeningService(options["endpoints"], factory).setServiceParent(root)
+    connectionLimits = limits.ConnectionLimits(
+        maxConnections=options["max-connections"],
+        maxPerIp=options["max-per-ip"],
+        policy=limits.AddressPolicy(options["allow"], options["deny"]),
+    )
+    factory = EchoFactory(
+        clock=reactor,
+        stats=stats,
+        limits=connectionLimits,
+        idleTimeout=options["idle-timeout"],
+    )
+
+    def guard(port: IListeningPort) -> None:
+        guardAccept(port, reactor, lambda: stats.reject(limits.EMFILE))
+
+    top = MultiService()
+    # The drain comes first: it takes over SIGTERM before anything listens.
+    DrainService(
+        cast(IReactorCore, reactor), factory, options["shutdown-timeout"]
+    ).setServiceParent(top)
+    ListeningService(options["endpoints"], factory, onPort=guard).setServiceParent(top)
+    if options["metrics"] is not None:
+        # Imported only when asked for: prometheus_client is an extra.
+        from echotwist.metrics import metricsSite
+
+        ListeningService(
+            [options["metricsEndpoint"]],
+            metricsSite(stats),
+            logFormat="Metrics on {address}",
+        ).setServiceParent(top)
     if options["udpListens"]:
         # One guard for every UDP port: a source's budget is per host, not
         # per port it aims at.
-        guard = ReflectionGuard(options.reactor, rate=options["udp-rate"])
+        udpGuard = ReflectionGuard(reactor, rate=options["udp-rate"])
         # twistd's reactor provides IReactorUDP as well as IReactorTime.
-        reactor = cast(IReactorUDP, options.reactor)
         for listen in options["udpListens"]:
-            service = DatagramListeningService(
-                reactor, listen, DatagramEcho(guard, stats)
-            )
-            service.setServiceParent(root)
-    return root
+            DatagramListeningService(
+                cast(IReactorUDP, reactor), listen, DatagramEcho(udpGuard, stats)
+            ).setServiceParent(top)
+    return top

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO, cast
@@ -195,21 +196,27 @@ def startServer(
     env: dict[str, str] | None = None,
     wait: bool = True,
     udp: Sequence[str] = (),
+    launcher: Sequence[str] = (),
 ) -> ServerProcess:
     """Start C{twistd -n echo} listening on C{listen}, killed at cleanup.
 
     C{udp} values are passed as C{--udp} options.  With C{wait}, return
     once every listener (stream and UDP) has logged its address.
+    C{launcher} is a command prefix that execs the rest (see
+    L{withFileLimit}).
     """
-    command = twistdCommand(
-        "-n",
-        "--pidfile=",
-        *twistdOptions,
-        "echo",
-        *(a for endpoint in listen for a in ("--listen", endpoint)),
-        *(a for endpoint in udp for a in ("--udp", endpoint)),
-        *arguments,
-    )
+    command = [
+        *launcher,
+        *twistdCommand(
+            "-n",
+            "--pidfile=",
+            *twistdOptions,
+            "echo",
+            *(a for endpoint in listen for a in ("--listen", endpoint)),
+            *(a for endpoint in udp for a in ("--udp", endpoint)),
+            *arguments,
+        ),
+    ]
     server = startProcess(test, command, env=env)
     if wait:
         server.waitListening(len(listen) + len(udp))
@@ -380,15 +387,26 @@ def closedPort(host: str = "127.0.0.1") -> int:
     return port
 
 
-def receiveExactly(sock: socket.socket, count: int) -> bytes:
-    """Read from blocking C{sock} until C{count} bytes or end of stream."""
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
+def receiveExactly(sock: socket.socket, count: int, timeout: float = WAIT) -> bytes:
+    """Read from C{sock} until C{count} bytes have come or the peer closes.
+
+    Return what arrived (short only if the peer closed first); fail if
+    C{timeout} seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    received = bytearray()
+    while len(received) < count:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(count - len(received))
+        except TimeoutError:
+            raise AssertionError(
+                f"{len(received)} of {count} bytes within {timeout} s"
+            ) from None
         if not chunk:
             break
-        data += chunk
-    return bytes(data)
+        received += chunk
+    return bytes(received)
 
 
 class OneConnectionServer:
@@ -622,3 +640,130 @@ def writeSelfSignedPEM(directory: Path, name: str = "localhost") -> Path:
     trusted = directory / f"{name}.crt"
     trusted.write_bytes(certificate.read_bytes())
     return trusted
+
+
+def withFileLimit(count: int) -> list[str]:
+    """A launcher prefix that runs its command with C{RLIMIT_NOFILE} = C{count}.
+
+    A small Python program sets the limit on itself and execs the command,
+    so the limit is inherited without C{preexec_fn}.
+    """
+    return [
+        sys.executable,
+        "-c",
+        "import os, resource, sys; n = int(sys.argv[1]);"
+        " resource.setrlimit(resource.RLIMIT_NOFILE, (n, n));"
+        " os.execv(sys.argv[2], sys.argv[2:])",
+        str(count),
+    ]
+
+
+def connect(port: int, timeout: float = WAIT, source: str = "") -> socket.socket:
+    """A TCP connection to 127.0.0.1:C{port}, from C{source} if given."""
+    return socket.create_connection(
+        ("127.0.0.1", port), timeout, (source, 0) if source else None
+    )
+
+
+def closedByPeer(sock: socket.socket, timeout: float = WAIT) -> bool:
+    """Whether the peer closes (or resets) C{sock} within C{timeout} seconds.
+
+    Anything the peer sent first is read and discarded.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def closedAtOnce(port: int, source: str = "", timeout: float = WAIT) -> bool:
+    """Whether the server closes a new connection from C{source} unserved.
+
+    A server that aborts at once may reset the connection before
+    C{connect} even returns; that counts as closed too.
+    """
+    try:
+        sock = connect(port, timeout, source)
+    except ConnectionResetError:
+        return True
+    with sock:
+        return closedByPeer(sock, timeout)
+
+
+def transfer(
+    port: int,
+    payload: bytes,
+    midway: Callable[[], object] | None = None,
+    timeout: float = WAIT,
+    chunk: int = 65536,
+) -> bytes:
+    """Echo C{payload} through the server, sending and reading interleaved.
+
+    C{midway} is called once, when half the payload has been sent and
+    some of the echo has come back (so the server has accepted the
+    connection, not merely the kernel completed it in the backlog).  After
+    sending everything the write side is shut (half-close) and the echo is
+    read until the server closes.  Return everything received.
+    """
+    deadline = time.monotonic() + timeout
+    sock = connect(port, timeout)
+    sock.setblocking(False)
+    received = bytearray()
+    sent = 0
+    called = midway is None
+    shut = False
+    with sock, selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"transfer timed out: sent {sent}, received {len(received)}"
+                )
+            for _, events in selector.select(min(left, 1.0)):
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = sock.recv(262144)
+                    except BlockingIOError:
+                        data = None
+                    if data == b"":
+                        return bytes(received)
+                    if data:
+                        received += data
+                if events & selectors.EVENT_WRITE and sent < len(payload):
+                    with contextlib.suppress(BlockingIOError):
+                        sent += sock.send(payload[sent : sent + chunk])
+                    if sent == len(payload):
+                        selector.modify(sock, selectors.EVENT_READ)
+            if not called and sent >= len(payload) // 2 and received:
+                called = True
+                assert midway is not None
+                midway()
+            if sent == len(payload) and called and not shut:
+                # Shut the write side only once midway has happened, so
+                # that midway always falls inside the transfer.
+                shut = True
+                sock.shutdown(socket.SHUT_WR)
+
+
+def scrapeMetrics(address: str, timeout: float = WAIT) -> dict[str, float]:
+    """Fetch C{/metrics} from a C{tcp:HOST:PORT} address: sample -> value."""
+    _, host, port = address.rsplit(":", 2)
+    url = f"http://{host}:{port}/metrics"
+    # No proxy, whatever the environment says: this must stay on loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as response:
+        text = response.read().decode("utf-8")
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples

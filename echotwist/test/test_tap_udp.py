@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.protocol import EchoFactory
-from echotwist.server import ListeningService
+from echotwist.server import DrainService, ListeningService
 from echotwist.tap import Options, makeService
 from echotwist.udp import UDPListen
 from echotwist.udpserver import DatagramListeningService
@@ -112,21 +112,26 @@ class MakeServiceTests(SynchronousTestCase):
         children = list(service)
         self.assertEqual(
             [type(c) for c in children],
-            [ListeningService, DatagramListeningService, DatagramListeningService],
+            [
+                DrainService,
+                ListeningService,
+                DatagramListeningService,
+                DatagramListeningService,
+            ],
         )
-        tcp = children[0]
+        tcp = children[1]
         assert isinstance(tcp, ListeningService)
         assert isinstance(tcp.factory, EchoFactory)
         stats = {id(tcp.factory.stats)}
         guards = set()
-        for child in children[1:]:
+        for child in children[2:]:
             assert isinstance(child, DatagramListeningService)
             stats.add(id(child.protocol.stats))
             guards.add(id(child.protocol.guard))
         self.assertEqual((len(stats), len(guards)), (1, 1))
 
     def test_tcpOnly(self) -> None:
-        """Without C{--udp} the service holds the TCP listener only."""
+        """Without C{--udp} the service holds the drain and the TCP listener only."""
         options, _ = parse()
         service = makeService(options)
-        self.assertEqual([type(c) for c in service], [ListeningService])
+        self.assertEqual([type(c) for c in service], [DrainService, ListeningService])

@@ -1,0 +1,121 @@
+"""Prometheus metrics from L{ServerStats}, served at C{/metrics}.
+
+Needs the C{metrics} extra (C{pip install echotwist[metrics]}), which
+brings C{prometheus_client}.  The hot path only bumps the plain counters
+of L{ServerStats}; L{StatsCollector} reads them when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from echotwist.limits import DENIED, EMFILE, LIMIT, PER_IP
+from echotwist.stats import ServerStats
+
+# Reasons exported even before they first happen, so that dashboards and
+# alerts see a 0 rather than a missing series.
+REJECT_REASONS = (LIMIT, PER_IP, DENIED, EMFILE)
+
+
+class StatsCollector:
+    """A C{prometheus_client} custom collector reading a L{ServerStats}."""
+
+    def __init__(self, stats: ServerStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        """Describe the statistics as they are now."""
+        stats = self.stats
+        yield CounterMetricFamily(
+            "echotwist_connections",
+            "Connections accepted and served.",
+            value=stats.connectionsTotal,
+        )
+        yield GaugeMetricFamily(
+            "echotwist_connections_active",
+            "Connections open now.",
+            value=stats.connectionsActive,
+        )
+        echoed = CounterMetricFamily(
+            "echotwist_bytes_echoed",
+            "Bytes echoed, by transport.",
+            labels=["transport"],
+        )
+        for transport, count in sorted(stats.bytesEchoed.items()):
+            echoed.add_metric([transport], count)
+        yield echoed
+        rejected = CounterMetricFamily(
+            "echotwist_rejected",
+            "Connections refused or not accepted, by reason.",
+            labels=["reason"],
+        )
+        for reason in sorted({*REJECT_REASONS, *stats.rejected}):
+            rejected.add_metric([reason], stats.rejected[reason])
+        yield rejected
+        dropped = CounterMetricFamily(
+            "echotwist_udp_dropped",
+            "UDP datagrams dropped, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.udpDropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        histogram = stats.durations
+        yield HistogramMetricFamily(
+            "echotwist_connection_duration_seconds",
+            "How long served connections lasted.",
+            buckets=[
+                ("+Inf" if math.isinf(bound) else repr(bound), count)
+                for bound, count in histogram.cumulative()
+            ],
+            sum_value=histogram.total,
+        )
+
+
+def metricsRegistry(stats: ServerStats) -> CollectorRegistry:
+    """A registry of its own (not the global one) exporting C{stats}."""
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(stats))
+    return registry
+
+
+class MetricsPage(Resource):
+    """C{GET /metrics}: the registry in Prometheus's text format.
+
+    C{prometheus_client.twisted.MetricsResource} would do, but it imports
+    the global reactor at import time and renders in a thread pool; reading
+    a few counters is quick, so this renders in the reactor thread.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        Resource.__init__(self)
+        self.registry = registry
+
+    def render_GET(self, request: IRequest) -> bytes:
+        """Render the current metrics."""
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self.registry)
+
+
+def metricsSite(stats: ServerStats) -> Site:
+    """A web site serving C{stats} at C{/metrics}."""
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(metricsRegistry(stats)))
+    site = Site(root)
+    site.noisy = False
+    return site
