@@ -218,3 +218,61 @@ def runClient(
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def runModule(
+    module: str,
+    *arguments: str,
+    timeout: float = WAIT,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run C{python -m MODULE ARGUMENTS} to completion (e.g. the bench)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(PROJECT_ROOT),
+        env=env if env is not None else childEnvironment(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def makeSelfSignedCertificate(directory: Path, name: str = "localhost") -> Path:
+    """Write a self-signed key and certificate for C{name} to one PEM file.
+
+    Return its path, usable as both C{privateKey=} and C{certKey=} of an
+    C{ssl:} server endpoint.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "server.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        + certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    return path
