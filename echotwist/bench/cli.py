@@ -279,8 +279,11 @@ class Progress:
         rate = count / (end - start) if end > start else 0.0
         p50 = batch.get_value_at_percentile(50) if count else 0
         errors = sum(run.errors.values())
+        from rich.text import Text
+
+        # Plain Text: rich's number highlighting would only add noise.
         self.live.update(
-            f"{end:6.1f} s  {rate:,.0f} echoes/s  p50 {p50} us  errors {errors}",
+            Text(f"{end:6.1f} s  {rate:,.0f} echoes/s  p50 {p50} us  errors {errors}"),
             refresh=True,
         )
 

@@ -8,7 +8,12 @@ doubles of L{echotwist.test.doubles}.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,13 @@ from echotwist.test.doubles import (
     startStreamDouble,
     swallowAfter,
 )
-from echotwist.test.e2e import runModule, startServer
+from echotwist.test.e2e import (
+    PROJECT_ROOT,
+    WAIT,
+    childEnvironment,
+    runModule,
+    startServer,
+)
 
 SHORT = ("--duration", "1", "--warmup", "0.2")
 
@@ -243,3 +254,63 @@ class BenchCommandLineTests(SynchronousTestCase):
             (result.returncode, result.stderr),
             (1, f"echotwist.bench: error: {path} holds no interval histograms\n"),
         )
+
+
+class InstalledTests(SynchronousTestCase):
+    """The installed package (not just the source tree) carries the bench."""
+
+    def test_installedBench(self) -> None:
+        """C{python -m echotwist.bench --help} works outside the source tree."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        result = subprocess.run(
+            [sys.executable, "-m", "echotwist.bench", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd=str(directory),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("usage: python -m echotwist.bench", result.stdout)
+
+
+class ProgressTests(SynchronousTestCase):
+    """The live progress line appears on a terminal, and only there."""
+
+    def test_terminal(self) -> None:
+        """On a pseudo-terminal the progress line is drawn, then the report."""
+        server = startServer(self)
+        primary, secondary = pty.openpty()
+        self.addCleanup(os.close, primary)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "echotwist.bench", "-c", "2", "--duration",
+             "1.2", "--warmup", "0", "--interval", "0.3", "127.0.0.1",
+             str(server.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            cwd=str(PROJECT_ROOT),
+            env=childEnvironment(),
+        )  # fmt: skip
+        os.close(secondary)
+        self.addCleanup(process.kill)
+        output = b""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal.
+                break
+            if not chunk:
+                break
+            output += chunk
+        self.assertEqual(process.wait(WAIT), 0)
+        self.assertRegex(output, rb"echoes/s  p50 \d+ us  errors 0")
+        self.assertIn(b"errors: 0", output)
