@@ -30,7 +30,12 @@ from typing import cast
 
 from hdrh.histogram import HdrHistogram
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    DeferredSemaphore,
+    TimeoutError,
+)
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IConnector,
@@ -686,7 +691,13 @@ async def runHold(
     async def openOne() -> None:
         factory = startTransaction(run, hold=True)
         factories.append(factory)
-        await factory.finished.addTimeout(config.connectTimeout * 2, reactor)
+        try:
+            await factory.finished.addTimeout(config.connectTimeout * 2, reactor)
+        except TimeoutError:
+            # No verified echo in time: count it, and do not hold it.
+            run.error("timeout")
+            if factory.connection is not None:
+                factory.connection.end(None)
 
     def held() -> list[TransactionConnection]:
         return [

@@ -339,6 +339,12 @@ class PingEndToEndTests(SynchronousTestCase):
         self.assertEqual(lines[1], "no echo from 127.0.0.1: seq=1 timeout after 0.3 s")
         self.assertIn("4 probes sent, 2 received, 50.0% loss", lines)
 
+    def test_udpOneShot(self) -> None:
+        """Without --count, --udp echoes one datagram and prints it."""
+        double = startDatagramDouble(self, lambda n: True)
+        result = runClient("--udp", "127.0.0.1", "hello", str(double.port))
+        self.assertEqual((result.returncode, result.stdout), (0, "Received: hello\n"))
+
     def test_udpAllLost(self) -> None:
         """With no echo at all the summary is printed and the exit status is 1."""
         double = startDatagramDouble(self, lambda n: False)
@@ -377,6 +383,8 @@ class PingEndToEndTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("2 probes sent, 2 received, 0.0% loss", result.stdout)
+        oneShot = runClient("--tls", "--insecure", "127.0.0.1", "hello", port)
+        self.assertEqual((oneShot.returncode, oneShot.stdout), (0, "Received: hello\n"))
         verified = runClient("--tls", "127.0.0.1", "hello", port)
         self.assertEqual(verified.returncode, 1)
         self.assertEqual(len(verified.stderr.splitlines()), 1, verified.stderr)
