@@ -247,6 +247,11 @@ class LoadConnection(Protocol):
             self.socket = sock
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        if not self.run.running:
+            # A replacement that connected after the run ended.
+            self.failed = True
+            self.abort()
+            return
         self.run.slots[self.slot] = self
         if self.run.begun:
             self.start()

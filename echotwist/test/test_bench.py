@@ -449,3 +449,17 @@ class HistogramTests(SynchronousTestCase):
         self.assertEqual(histogram.get_value_at_percentile(25), 1)
         self.assertEqual(histogram.get_value_at_percentile(50), 999)
         self.assertEqual(json.loads(json.dumps(percentiles(histogram)))["p50_us"], 999)
+
+
+class LateConnectionTests(SynchronousTestCase):
+    """A connection made after the run ended is closed, not used."""
+
+    def test_lateConnection(self) -> None:
+        """It sends nothing, takes no slot and counts no error."""
+        _reactor, run = startRun()
+        run.finish()
+        connection, written = attach(run)
+        self.assertEqual(
+            (written.getvalue(), run.slots, connection.closed, run.errors),
+            (b"", [None], True, Counter()),
+        )
