@@ -22,10 +22,10 @@ logs, progress) runs once per interval.
 
 from __future__ import annotations
 
-import socket
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
 from typing import cast
 
 from hdrh.histogram import HdrHistogram
@@ -76,6 +76,13 @@ class LoadConfig:
     sources: tuple[str | None, ...] = (None,)
     connectTimeout: float = 5.0
     interval: float = 1.0
+
+
+class Sender(TypingProtocol):
+    """What L{LoadConnection.write} needs of a socket."""
+
+    def send(self, data: bytes, /) -> int:
+        """Send what the kernel takes of C{data} now; return how much."""
 
 
 class SetupError(Exception):
@@ -237,14 +244,14 @@ class LoadConnection(Protocol):
         self.previous: bytes | None = None
         self.failed = False
         self.closed = False
-        self.socket: socket.socket | None = None
+        self.socket: Sender | None = None
 
     def connectionMade(self) -> None:
         """Disable Nagle, take the slot, and start if the run has begun."""
         assert self.transport is not None
         sock = getattr(self.transport, "socket", None)
-        if isinstance(sock, socket.socket) and hasattr(self.transport, "dataBuffer"):
-            self.socket = sock
+        if hasattr(sock, "send") and hasattr(self.transport, "dataBuffer"):
+            self.socket = cast(Sender, sock)
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         if not self.run.running:

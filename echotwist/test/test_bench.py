@@ -463,3 +463,59 @@ class LateConnectionTests(SynchronousTestCase):
             (written.getvalue(), run.slots, connection.closed, run.errors),
             (b"", [None], True, Counter()),
         )
+
+
+class FakeSocket:
+    """A socket that takes at most C{room} bytes per send."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent = b""
+
+    def send(self, data: bytes, /) -> int:
+        """Take what fits."""
+        taken = data[: self.room]
+        self.sent += taken
+        return len(taken)
+
+
+class BufferedTransport(StringTransportWithDisconnection):
+    """A string transport with FileDescriptor's queue attributes and a socket."""
+
+    socket = FakeSocket(0)
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+
+
+class DirectWriteTests(SynchronousTestCase):
+    """Messages go straight to the socket only when nothing is queued."""
+
+    def connect(self, room: int) -> tuple[LoadConnection, BufferedTransport]:
+        """A connection whose transport has a fake socket with C{room}."""
+        _reactor, run = startRun()
+        connection = LoadConnection(run, 0, run.newCid())
+        transport = BufferedTransport()
+        transport.socket = FakeSocket(room)
+        transport.protocol = connection
+        connection.makeConnection(transport)
+        return connection, transport
+
+    def test_direct(self) -> None:
+        """With nothing queued, the whole message is sent on the socket."""
+        connection, transport = self.connect(room=100)
+        connection.write(b"hello")
+        self.assertEqual((transport.socket.sent, transport.value()), (b"hello", b""))
+
+    def test_partial(self) -> None:
+        """What the socket does not take is queued on the transport."""
+        connection, transport = self.connect(room=2)
+        connection.write(b"hello")
+        self.assertEqual((transport.socket.sent, transport.value()), (b"he", b"llo"))
+
+    def test_queued(self) -> None:
+        """With bytes queued in the transport, the transport keeps the order."""
+        connection, transport = self.connect(room=100)
+        transport._tempDataLen = 3
+        connection.write(b"hello")
+        self.assertEqual((transport.socket.sent, transport.value()), (b"", b"hello"))
