@@ -400,6 +400,7 @@ async def runProcesses(args: argparse.Namespace, argv: Sequence[str]) -> Results
         else:
             merged.add(results)
     assert merged is not None
+    merged.processes, merged.runs = len(shares), 1
     return merged
 
 
@@ -457,7 +458,7 @@ async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
             merged = mergeLogs(mergeArgs.logs)
         except BadLog as e:
             fail(str(e))
-        merged.machine = machineContext(type(reactor).__name__)
+        # No machine context: the logs may come from other machines.
         emit(merged, mergeArgs)
         return
     parser = buildParser()

@@ -89,7 +89,9 @@ class Results:
     pipeline: int = 1
     uncorrected: HdrHistogram | None = None
     targetRate: float | None = None
+    # Load processes of one run (--processes), and runs merged (merge).
     processes: int = 1
+    runs: int = 1
     machine: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -116,7 +118,7 @@ class Results:
         if self.targetRate is not None and other.targetRate is not None:
             self.targetRate += other.targetRate
         self.seconds = max(self.seconds, other.seconds)
-        self.processes += other.processes
+        self.runs += other.runs
 
     def toJSON(self) -> dict[str, Any]:
         """The results as one JSON-ready object."""
@@ -126,6 +128,7 @@ class Results:
             "size": self.size,
             "pipeline": self.pipeline,
             "processes": self.processes,
+            **({"runs": self.runs} if self.runs > 1 else {}),
             "seconds": round(self.seconds, 6),
             "echoes": self.echoes,
             "echoes_per_s": round(self.echoesPerSecond, 1),
@@ -153,7 +156,9 @@ def formatReport(results: Results) -> list[str]:
     lines = [
         f"{results.mode}: {results.connections} connections,"
         f" {results.size} bytes, pipeline {results.pipeline},"
-        f" {results.seconds:.2f} s measured",
+        f" {results.seconds:.2f} s measured"
+        + (f", {results.processes} processes" if results.processes > 1 else "")
+        + (f", merged from {results.runs} runs" if results.runs > 1 else ""),
         f"{results.echoes} {what}: {results.echoesPerSecond:,.0f}/s,"
         f" {results.megabytesPerSecond:.2f} MB/s",
     ]
@@ -162,7 +167,9 @@ def formatReport(results: Results) -> list[str]:
             f"rate: {results.echoesPerSecond:,.0f}/s achieved"
             f" of {results.targetRate:,.0f}/s target"
         )
-    label = "latency (from intended send)" if results.uncorrected else "latency"
+    label = (
+        "latency (from intended send)" if results.uncorrected is not None else "latency"
+    )
     lines.append(f"{label}: {formatPercentiles(percentiles(results.histogram))}")
     if results.uncorrected is not None:
         lines.append(
@@ -177,7 +184,6 @@ def formatReport(results: Results) -> list[str]:
         lines.append(
             f"machine: {machine.get('cpus')} CPUs, {machine.get('kernel')},"
             f" {machine.get('python')}, {machine.get('reactor')}"
-            + (f", {results.processes} processes" if results.processes > 1 else "")
         )
     return lines
 

@@ -145,6 +145,7 @@ class BenchAgainstServerTests(SynchronousTestCase):
         merged = bench("merge", "--json", *logs)
         self.assertEqual(merged.returncode, 0, merged.stderr)
         values = report(merged)
+        self.assertEqual(values["runs"], 2)
         self.assertEqual(values["echoes"], runs[0]["echoes"] + runs[1]["echoes"])
         self.assertEqual(values["errors"], 0)
         self.assertGreaterEqual(
