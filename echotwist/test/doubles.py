@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +59,22 @@ def duplicateAfter(offset: int) -> Transform:
         start = state.received - len(data)
         if start <= offset < state.received:
             return data + data
+        return data
+
+    return transform
+
+
+def stallAt(offset: int, seconds: float) -> Transform:
+    """Echo correctly, but hold the chunk with stream offset C{offset} back.
+
+    The double's thread blocks for C{seconds} (a server that stalls, as
+    a garbage collection pause would make it), then echoes the chunk.
+    """
+
+    def transform(state: StreamState, data: bytes) -> bytes:
+        start = state.received - len(data)
+        if start <= offset < state.received:
+            time.sleep(seconds)
         return data
 
     return transform

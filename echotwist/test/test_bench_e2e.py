@@ -22,6 +22,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from echotwist.test.doubles import (
     corruptAfter,
     duplicateAfter,
+    stallAt,
     startStreamDouble,
     swallowAfter,
 )
@@ -211,6 +212,20 @@ class BenchAgainstBrokenServerTests(SynchronousTestCase):
             f"echotwist.bench: error: cannot echo with 127.0.0.1:{double.port}"
             " (corrupt)",
         )
+
+
+class CoordinatedOmissionTests(SynchronousTestCase):
+    """The open loop shows a server stall that the actual-send timing hides."""
+
+    def test_stall(self) -> None:
+        """A 300 ms stall: every message due meanwhile carries it, corrected."""
+        double = startStreamDouble(self, stallAt(512 * 100, 0.3))
+        result = bench("--json", "--rate", "200", "-c", "1", "--duration", "1.5",
+                       "--warmup", "0", "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertGreaterEqual(values["max_us"], 300000)
+        self.assertGreater(values["p90_us"], values["uncorrected"]["p90_us"])
 
 
 class BenchCommandLineTests(SynchronousTestCase):
