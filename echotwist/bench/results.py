@@ -159,17 +159,26 @@ def formatReport(results: Results) -> list[str]:
         f" {results.seconds:.2f} s measured"
         + (f", {results.processes} processes" if results.processes > 1 else "")
         + (f", merged from {results.runs} runs" if results.runs > 1 else ""),
-        f"{results.echoes} {what}: {results.echoesPerSecond:,.0f}/s,"
-        f" {results.megabytesPerSecond:.2f} MB/s",
     ]
+    if results.mode == "hold":
+        # Rates mean nothing for connections that are only held.
+        lines.append(f"{results.echoes} {what} for {results.seconds:.2f} s")
+    else:
+        lines.append(
+            f"{results.echoes} {what}: {results.echoesPerSecond:,.0f}/s,"
+            f" {results.megabytesPerSecond:.2f} MB/s"
+        )
     if results.targetRate is not None:
         lines.append(
             f"rate: {results.echoesPerSecond:,.0f}/s achieved"
             f" of {results.targetRate:,.0f}/s target"
         )
-    label = (
-        "latency (from intended send)" if results.uncorrected is not None else "latency"
-    )
+    if results.uncorrected is not None:
+        label = "latency (from intended send)"
+    elif results.mode == "hold":
+        label = "set-up latency (connect to verified echo)"
+    else:
+        label = "latency"
     lines.append(f"{label}: {formatPercentiles(percentiles(results.histogram))}")
     if results.uncorrected is not None:
         lines.append(

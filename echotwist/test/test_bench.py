@@ -128,6 +128,15 @@ class ResultsTests(SynchronousTestCase):
         self.assertEqual(report["error_kinds"], {"corrupt": 2, "stalled": 1})
         self.assertIn("errors: 3 (corrupt 2, stalled 1)", formatReport(results))
 
+    def test_holdReport(self) -> None:
+        """Hold mode reports connections held and set-up latency, no rates."""
+        recorder = LatencyRecorder()
+        recorder.samples.extend([300] * 10)
+        recorder.flush()
+        lines = formatReport(Results("hold", 10, 512, 2.0, 9, recorder.histogram))
+        self.assertEqual(lines[1], "9 connections held for 2.00 s")
+        self.assertTrue(lines[2].startswith("set-up latency (connect to verified"))
+
     def test_addIsExact(self) -> None:
         """Adding runs adds counts and merges histograms, never averaging."""
         fast, slow = LatencyRecorder(), LatencyRecorder()
