@@ -214,6 +214,33 @@ class BenchAgainstBrokenServerTests(SynchronousTestCase):
         )
 
 
+class HoldAgainstBrokenServerTests(SynchronousTestCase):
+    """Hold mode verifies each connection's set-up echo."""
+
+    def test_corrupt(self) -> None:
+        """Connections whose first echo is corrupt are not held; all bad: exit 1."""
+        double = startStreamDouble(self, corruptAfter(3))
+        result = bench("--mode", "hold", "-c", "3", "--duration", "0.2",
+                       "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                1,
+                "",
+                "echotwist.bench: error: cannot hold connections to"
+                f" 127.0.0.1:{double.port} (corrupt)\n",
+            ),
+        )
+
+    def test_silent(self) -> None:
+        """A server that never echoes times the set-up out, counted as errors."""
+        double = startStreamDouble(self, swallowAfter(0))
+        result = bench("--mode", "hold", "-c", "2", "--timeout", "0.2",
+                       "--duration", "0.2", "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("(timeout)", result.stderr)
+
+
 class CoordinatedOmissionTests(SynchronousTestCase):
     """The open loop shows a server stall that the actual-send timing hides."""
 
