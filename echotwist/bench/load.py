@@ -297,7 +297,8 @@ class LoadConnection(Protocol):
         if (
             sock is not None
             and not getattr(transport, "_tempDataLen", 1)
-            and getattr(transport, "offset", 1) == len(transport.dataBuffer)  # type: ignore[attr-defined]
+            and getattr(transport, "offset", 1)
+            == len(getattr(transport, "dataBuffer", b""))
         ):
             try:
                 sent = sock.send(data)
