@@ -302,10 +302,9 @@ class LoadConnection(Protocol):
         ):
             try:
                 sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
             except OSError:
-                # Let the transport meet (and report) the same error.
+                # A full socket buffer, or an error the transport will meet
+                # (and report) itself when it writes the rest.
                 sent = 0
             if sent == len(data):
                 return
