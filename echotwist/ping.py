@@ -24,7 +24,11 @@ from twisted.internet import task
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorTCP,
@@ -97,12 +101,13 @@ class StreamProbe(Protocol):
         self.connected = False
         if self.waiting is not None:
             waiting, self.waiting = self.waiting, None
-            waiting.errback(
-                EchoError(
-                    f"the server closed the connection after {self.count}"
-                    f" of {self.expected} bytes"
-                )
-            )
+            why = f"after {self.count} of {self.expected} bytes"
+            if reason.check(ConnectionDone, ConnectionLost):
+                message = f"the server closed the connection {why}"
+            else:
+                # A TLS failure, say: its own words are the useful part.
+                message = f"the connection failed {why}: {reason.getErrorMessage()}"
+            waiting.errback(EchoError(message))
 
     def abort(self) -> None:
         """Drop the connection without waiting for anything."""

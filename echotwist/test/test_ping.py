@@ -224,6 +224,17 @@ class StreamProbeTests(SynchronousTestCase):
             str(failure.value), "the server closed the connection after 2 of 5 bytes"
         )
 
+    def test_failedConnection(self) -> None:
+        """A connection that fails (not closes) says why."""
+        protocol, _transport = self.connect()
+        d = protocol.probe(b"hello")
+        protocol.connectionLost(Failure(ValueError("wrong version number")))
+        failure = self.failureResultOf(d, EchoError)
+        self.assertEqual(
+            str(failure.value),
+            "the connection failed after 0 of 5 bytes: wrong version number",
+        )
+
 
 class DatagramProbeTests(SynchronousTestCase):
     """L{DatagramProbe} matches a reply to the probe in flight only."""
