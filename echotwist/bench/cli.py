@@ -339,8 +339,13 @@ async def runOnce(
         )
     progress = None
     if not args.json and not args.child and sys.stdout.isatty():
-        progress = Progress()
-        observers.append(progress.update)
+        try:
+            progress = Progress()
+        except ModuleNotFoundError:
+            # rich is missing: the progress line is a nicety, the run is not.
+            progress = None
+        else:
+            observers.append(progress.update)
 
     def observe(
         batch: HdrHistogram,

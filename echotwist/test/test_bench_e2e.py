@@ -357,3 +357,34 @@ class ProgressTests(SynchronousTestCase):
         self.assertEqual(process.wait(WAIT), 0)
         self.assertRegex(output, rb"echoes/s  p50 \d+ us  errors 0")
         self.assertIn(b"errors: 0", output)
+
+
+class MissingExtraTests(SynchronousTestCase):
+    """Without the bench extra the bench says what to install."""
+
+    def test_noHdrHistogram(self) -> None:
+        """With hdrhistogram unimportable: one line naming the extra, exit 1."""
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import runpy, sys; sys.modules['hdrh'] = None;"
+                " runpy.run_module('echotwist.bench', run_name='__main__')",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd=str(PROJECT_ROOT),
+            env=childEnvironment(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        self.assertEqual(
+            (result.returncode, result.stderr),
+            (
+                1,
+                "echotwist.bench: error: needs hdrh (the 'bench' extra):"
+                " pip install 'echotwist[bench]'\n",
+            ),
+        )
