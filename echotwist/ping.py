@@ -10,8 +10,9 @@ that times out, or whose echo differs from what was sent, leaves the
 stream out of step, so the connection is dropped and the next probe
 opens a new one (the time to connect is not part of any round trip).
 Over UDP each probe is one datagram with its own timeout; a reply that
-arrives after its probe timed out is ignored rather than matched to the
-next probe.
+arrives after its probe timed out, while no probe is outstanding, is
+ignored.  Probes carry only the word, so a reply that comes later still
+is indistinguishable from the next probe's.
 """
 
 from __future__ import annotations
