@@ -1,8 +1,11 @@
-"""The one-shot echo client: C{python -m echotwist.client host word [port]}.
+"""The echo client: C{python -m echotwist.client [options] host word [port]}.
 
-It connects, sends the word, reads until exactly as many bytes have come
-back (an echo may arrive in pieces), prints C{Received: <word>} and stops
-the reactor, as the seed's C{TCPEchoClient4} does.
+By default it is one-shot: it connects, sends the word, reads until
+exactly as many bytes have come back (an echo may arrive in pieces),
+prints C{Received: <word>} and stops the reactor, as the seed's
+C{TCPEchoClient4} does.  With C{--count N} it is a ping: N timed and
+verified probes and a C{ping}-style summary (see L{echotwist.ping}).
+C{--tls} and C{--udp} choose the transport in both modes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from typing import NoReturn, TextIO, cast
 
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import (
     ConnectionRefusedError,
     DNSLookupError,
@@ -25,19 +27,26 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
+    IReactorTCP,
     IReactorTime,
+    IReactorUDP,
     IStreamClientEndpoint,
     ITCPTransport,
 )
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from echotwist.ping import (
+    DatagramProber,
+    EchoError,
+    StreamProber,
+    runPing,
+    streamEndpoint,
+)
+from echotwist.pingstats import summaryLines
+
 ECHO_PORT = 7
 DEFAULT_TIMEOUT = 10.0
-
-
-class EchoError(Exception):
-    """The echo failed; the message is the one line shown to the user."""
 
 
 class EchoClient(Protocol):
@@ -142,23 +151,24 @@ def describeFailure(failure: Failure, host: str, port: int, timeout: float) -> s
 
 
 def echo(
-    reactor: IReactorTime, host: str, port: int, message: bytes, timeout: float
+    reactor: IReactorTime,
+    host: str,
+    port: int,
+    message: bytes,
+    timeout: float,
+    *,
+    endpoint: IStreamClientEndpoint | None = None,
 ) -> Deferred[bytes]:
     """Connect to C{host}:C{port}, echo C{message}, return the echoed bytes.
 
     Host names and IPv4/IPv6 literals are accepted (L{HostnameEndpoint}).
     The whole exchange, connecting included, must finish within C{timeout}
-    seconds, or the result fails with L{TimeoutError}.
+    seconds, or the result fails with L{TimeoutError}.  C{endpoint}, when
+    given, is how to connect (a TLS endpoint, say); by default plain TCP.
     """
-    endpoint = hostnameEndpoint(reactor, host, port, timeout)
+    if endpoint is None:
+        endpoint = streamEndpoint(cast(IReactorTCP, reactor), host, port, timeout)
     return echoOver(reactor, endpoint, message, timeout)
-
-
-def hostnameEndpoint(
-    reactor: IReactorTime, host: str, port: int, timeout: float
-) -> IStreamClientEndpoint:
-    """A TCP client endpoint for a host name or an IPv4/IPv6 literal."""
-    return HostnameEndpoint(reactor, host, port, timeout=max(1, round(timeout)))
 
 
 def echoOver(
@@ -213,13 +223,38 @@ def parseTimeout(text: str) -> float:
     return value
 
 
+def parseCount(text: str) -> int:
+    """Parse a probe count for argparse: a positive whole number."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be >= 1")
+    return value
+
+
+def parseInterval(text: str) -> float:
+    """Parse a probe interval for argparse: seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: must be >= 0")
+    return value
+
+
 def buildParser() -> argparse.ArgumentParser:
     """The command line of C{python -m echotwist.client}."""
     parser = argparse.ArgumentParser(
         prog="python -m echotwist.client",
+        # One usage line, as the seed prints, however many options there are.
+        usage="%(prog)s [options] host word [port]",
         description=(
             "Send a word to an RFC 862 echo server and print what comes back,"
-            " as TCPEchoClient4 does."
+            " as TCPEchoClient4 does; with --count, measure round trips"
+            " like ping."
         ),
     )
     parser.add_argument("host", help="server name or address (IPv4 or IPv6)")
@@ -238,8 +273,32 @@ def buildParser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=(
             "give up after this long, connecting included"
-            f" (default {DEFAULT_TIMEOUT:g})"
+            f" (default {DEFAULT_TIMEOUT:g}); with --count, for each probe"
         ),
+    )
+    parser.add_argument(
+        "--count",
+        type=parseCount,
+        default=None,
+        metavar="N",
+        help="ping mode: send N timed, verified probes and print statistics",
+    )
+    parser.add_argument(
+        "--interval",
+        type=parseInterval,
+        default=1.0,
+        metavar="SECONDS",
+        help="ping mode: time from one probe to the next (default 1)",
+    )
+    transport = parser.add_mutually_exclusive_group()
+    transport.add_argument(
+        "--udp", action="store_true", help="send datagrams instead of a TCP stream"
+    )
+    transport.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="with --tls, do not verify the server's certificate",
     )
     return parser
 
@@ -247,19 +306,35 @@ def buildParser() -> argparse.ArgumentParser:
 async def main(
     reactor: IReactorTime,
     argv: Sequence[str],
-    connect: Callable[
-        [IReactorTime, str, int, float], IStreamClientEndpoint
-    ] = hostnameEndpoint,
+    connect: Callable[..., IStreamClientEndpoint] = streamEndpoint,
 ) -> None:
     """Run the client with C{argv} (without the program name).
 
-    C{connect} makes the endpoint for a host, port and timeout.
+    C{connect} makes the stream endpoint, as L{streamEndpoint} does.
     """
-    args = buildParser().parse_args(list(argv))
+    parser = buildParser()
+    args = parser.parse_args(list(argv))
     message = args.word.encode("utf-8", "surrogateescape")
-    endpoint = connect(reactor, args.host, args.port, args.timeout)
+    if args.insecure and not args.tls:
+        parser.error("--insecure needs --tls")
+    if args.count is not None:
+        if not message:
+            parser.error("ping mode needs a non-empty word")
+        await ping(reactor, args, message)
+        return
     try:
-        echoed = await echoOver(reactor, endpoint, message, args.timeout)
+        if args.udp:
+            echoed = await udpEcho(reactor, args.host, args.port, message, args.timeout)
+        else:
+            endpoint = connect(
+                cast(IReactorTCP, reactor),
+                args.host,
+                args.port,
+                args.timeout,
+                tls=args.tls,
+                insecure=args.insecure,
+            )
+            echoed = await echoOver(reactor, endpoint, message, args.timeout)
     except Exception:
         fail(describeFailure(Failure(), args.host, args.port, args.timeout))
     writeText(sys.stdout, f"Received: {echoed.decode('utf-8', 'surrogateescape')}\n")
@@ -277,6 +352,65 @@ def writeText(stream: TextIO, text: str) -> None:
     except UnicodeEncodeError:
         encoding = getattr(stream, "encoding", None) or "ascii"
         stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
+async def udpEcho(
+    reactor: IReactorTime, host: str, port: int, message: bytes, timeout: float
+) -> bytes:
+    """Echo C{message} as one datagram; the reply must match within C{timeout}."""
+    prober = DatagramProber(cast(IReactorUDP, reactor), host, port)
+    try:
+        await prober.ready()
+        echoed = await prober.probe(message).addTimeout(timeout, reactor)
+    finally:
+        prober.close()
+    if echoed != message:
+        raise EchoError(
+            f"the echo differs from what was sent ({len(echoed)} bytes"
+            f" back for {len(message)} sent)"
+        )
+    return echoed
+
+
+async def ping(reactor: IReactorTime, args: argparse.Namespace, message: bytes) -> None:
+    """Ping mode: probes, one line each, then the summary; exit 1 if none came back."""
+    if args.udp:
+        prober: StreamProber | DatagramProber = DatagramProber(
+            cast(IReactorUDP, reactor), args.host, args.port
+        )
+    else:
+        prober = StreamProber(
+            streamEndpoint(
+                cast(IReactorTCP, reactor),
+                args.host,
+                args.port,
+                args.timeout,
+                tls=args.tls,
+                insecure=args.insecure,
+            )
+        )
+
+    def output(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        stats = await runPing(
+            reactor,
+            prober,
+            host=args.host,
+            message=message,
+            count=args.count,
+            interval=args.interval,
+            timeout=args.timeout,
+            output=output,
+        )
+    except Exception:
+        fail(describeFailure(Failure(), args.host, args.port, args.timeout))
+    for line in summaryLines(args.host, stats):
+        output(line)
+    if not stats.received:
+        fail(f"no echo from {args.host} in {stats.sent} probes")
 
 
 def fail(message: str) -> NoReturn:

@@ -767,3 +767,24 @@ def scrapeMetrics(address: str, timeout: float = WAIT) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
     return samples
+
+
+def runModule(
+    module: str,
+    *arguments: str,
+    timeout: float = WAIT,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run C{python -m MODULE ARGUMENTS} to completion (e.g. the bench)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        cwd=str(PROJECT_ROOT),
+        env=env if env is not None else childEnvironment(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )

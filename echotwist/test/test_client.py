@@ -22,12 +22,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from echotwist.client import (
     ECHO_PORT,
     EchoClientFactory,
-    EchoError,
     buildParser,
     describeFailure,
     echoOver,
     main,
 )
+from echotwist.ping import EchoError
 from echotwist.protocol import EchoFactory
 
 
@@ -275,4 +275,4 @@ class MainTests(SynchronousTestCase):
 
 async def _mainWith(network: Network, argv: list[str]) -> None:
     """Run L{main} with its endpoint replaced by C{network}'s."""
-    await main(network.reactor, argv, connect=lambda *_: network.endpoint)
+    await main(network.reactor, argv, connect=lambda *_, **__: network.endpoint)

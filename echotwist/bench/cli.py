@@ -1,0 +1,503 @@
+"""The command line: C{python -m echotwist.bench [options] host [port]}.
+
+Also C{python -m echotwist.bench merge [--json] [--plot FILE] LOG...},
+which merges interval logs written with C{--hlog}.  Usage errors print
+argparse's usage and one error line and exit 2; a run that cannot start
+prints one line to standard error and exits 1; a run that counted errors
+prints its report and then one line to standard error, and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ipaddress
+import json
+import math
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, cast
+
+from hdrh.histogram import HdrHistogram
+from twisted.internet import task
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+
+from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs
+from echotwist.bench.load import (
+    IntervalObserver,
+    LoadConfig,
+    LoadRun,
+    SetupError,
+    runConnect,
+    runHold,
+    runPingpong,
+)
+from echotwist.bench.results import Results, formatReport, machineContext
+
+ECHO_PORT = 7
+MODES = ("pingpong", "connect", "hold")
+# Each source address gets at most this many held connections: a good
+# part of the ~28000 ephemeral ports Linux gives one address by default.
+PER_SOURCE = 25000
+# Connect mode rotates over this many source addresses so that the
+# TIME_WAIT sockets its closes leave behind do not use up one address.
+CONNECT_SOURCES = 8
+MAX_SIZE = 1 << 20
+
+
+class UsageError(Exception):
+    """Options that parse but do not fit together."""
+
+
+def _number(
+    kind: type[int] | type[float], name: str, minimum: float, strict: bool = False
+) -> Callable[[str], Any]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {name} {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value <= minimum):
+            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            raise argparse.ArgumentTypeError(
+                f"invalid {name} {text!r}: must be {bound}"
+            )
+        return value
+
+    return parse
+
+
+def parsePort(text: str) -> int:
+    """Parse a server port: a number from 1 to 65535."""
+    value = _number(int, "port", 1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 1 to 65535")
+    return int(value)
+
+
+def buildParser() -> argparse.ArgumentParser:
+    """The command line of C{python -m echotwist.bench}."""
+    parser = argparse.ArgumentParser(
+        prog="python -m echotwist.bench",
+        description=(
+            "Load an RFC 862 echo server and report verified echoes/s and"
+            " latency percentiles.  'python -m echotwist.bench merge --help'"
+            " for merging interval logs."
+        ),
+    )
+    parser.add_argument("host", help="server name or address")
+    parser.add_argument(
+        "port", nargs="?", type=parsePort, default=ECHO_PORT, help="default 7"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="pingpong",
+        help="pingpong (default): echo on open connections; connect:"
+        " connect/echo/close per transaction; hold: open and hold connections",
+    )
+    parser.add_argument(
+        "-c", "--connections", type=_number(int, "count", 1), default=50,
+        help="connections (slots in connect mode; default 50)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-s", "--size", type=_number(int, "size", 1), default=512,
+        help="bytes per message (default 512)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-d", "--duration", type=_number(float, "duration", 0, strict=True),
+        default=5.0, help="seconds measured (hold: seconds held; default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-w", "--warmup", type=_number(float, "warmup", 0), default=1.0,
+        help="seconds of load before measuring (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-P", "--pipeline", type=_number(int, "pipeline", 1), default=1,
+        help="messages in flight per connection (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=_number(float, "rate", 0, strict=True), default=None,
+        help="open loop: echoes/s in all, sent on schedule; latency is"
+        " measured from when each message was due",
+    )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=_number(int, "count", 1), default=1,
+        help="run K load processes and merge their histograms",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sources", type=_number(int, "count", 1), default=None,
+        help="source addresses to spread over (127.0.0.1 up; loopback"
+        " targets only; default: enough for the mode)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=_number(float, "timeout", 0, strict=True), default=5.0,
+        help="connect timeout in seconds (default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interval", type=_number(float, "interval", 0, strict=True), default=1.0,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--hlog", metavar="FILE", help="write an HDR interval log")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw the latency distribution"
+    )
+    # Internal: a --processes child prints JSON with its histograms.
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def buildMergeParser() -> argparse.ArgumentParser:
+    """The command line of C{python -m echotwist.bench merge}."""
+    parser = argparse.ArgumentParser(
+        prog="python -m echotwist.bench merge",
+        description="Merge HDR interval logs of runs made at the same time.",
+    )
+    parser.add_argument("logs", nargs="+", metavar="FILE")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw the latency distribution"
+    )
+    return parser
+
+
+def sourceAddresses(
+    address: str, mode: str, connections: int, requested: int | None
+) -> tuple[str | None, ...]:
+    """The local addresses to spread connections over.
+
+    Only for IPv4 loopback targets, where every 127.0.0.0/8 address is
+    local: hold mode needs one per L{PER_SOURCE} connections, connect
+    mode spreads over L{CONNECT_SOURCES}, pingpong needs no binding.
+    C{None} means "let the kernel choose".
+    """
+    try:
+        loopback = ipaddress.IPv4Address(address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        if requested is not None:
+            raise UsageError("--sources needs an IPv4 loopback target (127.x.x.x)")
+        return (None,)
+    if requested is None:
+        if mode == "hold":
+            requested = math.ceil(connections / PER_SOURCE)
+        elif mode == "connect":
+            requested = CONNECT_SOURCES
+        else:
+            return (None,)
+    if requested > 1 << 16:
+        raise UsageError("--sources: at most 65536")
+    first = ipaddress.IPv4Address("127.0.0.1")
+    return tuple(str(first + i) for i in range(requested))
+
+
+def checkOptions(args: argparse.Namespace) -> None:
+    """Reject option combinations that make no sense."""
+    if args.rate is not None and args.mode != "pingpong":
+        raise UsageError("--rate applies to --mode pingpong only")
+    if args.size > MAX_SIZE:
+        raise UsageError(f"--size: at most {MAX_SIZE}")
+    if args.processes > args.connections:
+        raise UsageError("--processes: at most one process per connection")
+    if args.plot is not None and not args.plot.lower().endswith(".png"):
+        raise UsageError("--plot: the file name must end in .png")
+
+
+def raiseFileLimit(connections: int) -> None:
+    """Allow enough open files for C{connections}, or fail with one line."""
+    needed = connections + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if needed <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        fail(f"{connections} connections need {needed} open files; the limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def splitEvenly(total: int, parts: int) -> list[int]:
+    """C{total} split into C{parts} whole shares differing by at most one."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def encodeHistogram(histogram: HdrHistogram) -> str:
+    """A histogram as text (HdrHistogram's compressed, base64 form)."""
+    encoded = histogram.encode()
+    return encoded.decode("ascii") if isinstance(encoded, bytes) else str(encoded)
+
+
+def decodeHistogram(text: str) -> HdrHistogram:
+    """The inverse of L{encodeHistogram}."""
+    base64.b64decode(text, validate=True)
+    return HdrHistogram.decode(text)
+
+
+def resultsFromChild(report: dict[str, Any]) -> Results:
+    """Rebuild L{Results} from a C{--child} process's JSON report."""
+    uncorrected = report.get("uncorrected_histogram")
+    return Results(
+        mode=report["mode"],
+        connections=report["connections"],
+        size=report["size"],
+        seconds=report["seconds"],
+        echoes=report["echoes"],
+        histogram=decodeHistogram(report["histogram"]),
+        errors=Counter(report["error_kinds"]),
+        pipeline=report["pipeline"],
+        uncorrected=decodeHistogram(uncorrected) if uncorrected else None,
+        targetRate=report.get("target_rate"),
+    )
+
+
+class Progress:
+    """A live one-line progress display (rich) for a terminal."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live("", console=Console(), auto_refresh=False, transient=True)
+        self.live.start()
+
+    def update(
+        self,
+        batch: HdrHistogram,
+        uncorrected: HdrHistogram | None,
+        start: float,
+        end: float,
+        run: LoadRun,
+    ) -> None:
+        """Show the last interval's rate and median, and the errors so far."""
+        count = batch.get_total_count()
+        rate = count / (end - start) if end > start else 0.0
+        p50 = batch.get_value_at_percentile(50) if count else 0
+        errors = sum(run.errors.values())
+        from rich.text import Text
+
+        # Plain Text: rich's number highlighting would only add noise.
+        self.live.update(
+            Text(f"{end:6.1f} s  {rate:,.0f} echoes/s  p50 {p50} us  errors {errors}"),
+            refresh=True,
+        )
+
+    def stop(self) -> None:
+        """Remove the line."""
+        self.live.stop()
+
+
+def fail(message: str) -> NoReturn:
+    """Print C{message} as one error line on standard error and exit 1."""
+    sys.stderr.write(f"echotwist.bench: error: {message}\n")
+    raise SystemExit(1)
+
+
+async def resolve(reactor: IReactorTime, host: str) -> str:
+    """The address of C{host}: an IP literal as is, a name via the reactor."""
+    if isIPAddress(host) or isIPv6Address(host):
+        return host
+    try:
+        return await cast(IReactorCore, reactor).resolve(host)
+    except Exception:
+        fail(f"unknown host {host!r}")
+
+
+async def runOnce(
+    reactor: IReactorTime, args: argparse.Namespace, address: str
+) -> Results:
+    """One load process: run the mode, with log and progress as asked."""
+    config = LoadConfig(
+        host=args.host,
+        port=args.port,
+        mode=args.mode,
+        connections=args.connections,
+        size=args.size,
+        duration=args.duration,
+        warmup=args.warmup,
+        pipeline=args.pipeline,
+        rate=args.rate,
+        sources=sourceAddresses(address, args.mode, args.connections, args.sources),
+        connectTimeout=args.timeout,
+        interval=args.interval,
+    )
+    observers: list[IntervalObserver] = []
+    logFile = None
+    if args.hlog is not None:
+        try:
+            logFile = open(args.hlog, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            fail(f"cannot write {args.hlog}: {e.strerror}")
+        log = IntervalLogWriter(logFile, time.time())
+        observers.append(
+            lambda batch, _u, start, end, _r: log.interval(batch, start, end)
+        )
+    progress = None
+    if not args.json and not args.child and sys.stdout.isatty():
+        try:
+            progress = Progress()
+        except ModuleNotFoundError:
+            # rich is missing: the progress line is a nicety, the run is not.
+            progress = None
+        else:
+            observers.append(progress.update)
+
+    def observe(
+        batch: HdrHistogram,
+        uncorrected: HdrHistogram | None,
+        start: float,
+        end: float,
+        run: LoadRun,
+    ) -> None:
+        for observer in observers:
+            observer(batch, uncorrected, start, end, run)
+
+    runner = {"pingpong": runPingpong, "connect": runConnect, "hold": runHold}[
+        args.mode
+    ]
+    try:
+        results = await runner(reactor, time.perf_counter, config, address, observe)
+    except SetupError as e:
+        fail(str(e))
+    finally:
+        if progress is not None:
+            progress.stop()
+    if logFile is not None:
+        log.finish(results)
+        logFile.close()
+    return results
+
+
+async def runProcesses(args: argparse.Namespace, argv: Sequence[str]) -> Results:
+    """Run C{--processes} children, each with its share, and merge them."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    shares = splitEvenly(args.connections, args.processes)
+    base = _childArguments(argv)
+    runs = []
+    for share in shares:
+        childArgv = [*base, "--child", "--connections", str(share)]
+        if args.rate is not None:
+            childArgv += ["--rate", repr(args.rate * share / args.connections)]
+        runs.append(
+            getProcessOutputAndValue(
+                sys.executable,
+                ["-m", "echotwist.bench", *childArgv],
+                env=dict(os.environ),
+            )
+        )
+    merged: Results | None = None
+    for running in runs:
+        out, err, _code = await running
+        try:
+            report = json.loads(out.decode("utf-8"))
+            results = resultsFromChild(report)
+        except (ValueError, KeyError):
+            lines = err.decode("utf-8", "replace").strip().splitlines()
+            fail(lines[-1] if lines else "a load process failed")
+        if merged is None:
+            merged = results
+        else:
+            merged.add(results)
+    assert merged is not None
+    merged.processes, merged.runs = len(shares), 1
+    return merged
+
+
+def _childArguments(argv: Sequence[str]) -> list[str]:
+    """C{argv} without the options the parent handles itself."""
+    dropValue = {"--processes", "--connections", "-c", "--rate", "--hlog", "--plot"}
+    dropFlag = {"--json"}
+    result: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip:
+            skip = False
+            continue
+        name = argument.split("=", 1)[0]
+        if name in dropValue:
+            skip = "=" not in argument
+            continue
+        if name in dropFlag:
+            continue
+        result.append(argument)
+    return result
+
+
+def emit(results: Results, args: argparse.Namespace) -> None:
+    """Print the report (text or JSON), plot it if asked; exit 1 on errors."""
+    if args.plot is not None:
+        from echotwist.bench.plot import PlotUnavailable, plotLatency
+
+        try:
+            plotLatency(results, args.plot)
+        except PlotUnavailable as e:
+            fail(str(e))
+    if getattr(args, "child", False):
+        report = results.toJSON()
+        report["histogram"] = encodeHistogram(results.histogram)
+        if results.uncorrected is not None:
+            report["uncorrected_histogram"] = encodeHistogram(results.uncorrected)
+        sys.stdout.write(json.dumps(report) + "\n")
+    elif args.json:
+        sys.stdout.write(json.dumps(results.toJSON(), sort_keys=False) + "\n")
+    else:
+        sys.stdout.write("\n".join(formatReport(results)) + "\n")
+    sys.stdout.flush()
+    errors = sum(results.errors.values())
+    if errors and not getattr(args, "child", False):
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(results.errors.items()))
+        fail(f"{errors} errors ({kinds})")
+
+
+async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
+    """Run the bench (or C{merge}) with C{argv} (without the program name)."""
+    if argv and argv[0] == "merge":
+        mergeArgs = buildMergeParser().parse_args(list(argv[1:]))
+        try:
+            merged = mergeLogs(mergeArgs.logs)
+        except BadLog as e:
+            fail(str(e))
+        # No machine context: the logs may come from other machines.
+        emit(merged, mergeArgs)
+        return
+    parser = buildParser()
+    args = parser.parse_args(list(argv))
+    try:
+        checkOptions(args)
+        address = await resolve(reactor, args.host)
+        sourceAddresses(address, args.mode, args.connections, args.sources)
+    except UsageError as e:
+        parser.error(str(e))
+    if args.processes > 1:
+        results = await runProcesses(args, argv)
+        if args.hlog is not None:
+            _writeMergedLog(args.hlog, results)
+    else:
+        raiseFileLimit(args.connections)
+        results = await runOnce(reactor, args, address)
+    results.machine = machineContext(type(reactor).__name__)
+    emit(results, args)
+
+
+def _writeMergedLog(path: str, results: Results) -> None:
+    """With --processes, log the merged run as one interval."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            log = IntervalLogWriter(f, time.time() - results.seconds)
+            log.interval(results.histogram, 0, results.seconds)
+            log.finish(results)
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror}")
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: start the reactor with L{task.react}."""
+    arguments = sys.argv[1:] if argv is None else argv
+    task.react(lambda reactor: Deferred.fromCoroutine(main(reactor, arguments)))
+    raise SystemExit(0)  # task.react always exits; this satisfies NoReturn.

@@ -1,0 +1,748 @@
+"""The load generator's protocols and its run loop (the I/O side).
+
+Three shapes of load:
+  - C{pingpong}: C connections each keep C{pipeline} messages in flight.
+    Closed loop, the next message leaves as soon as an echo is back; open
+    loop (C{rate}), messages leave on the L{OpenLoopSchedule} and latency
+    is measured from when each was meant to leave.
+  - C{connect}: C slots each loop connect, echo one message, close.
+  - C{hold}: C connections, each with one verified echo, held open.
+
+Every echoed byte is compared with what was sent; a connection that sees
+a wrong echo counts the error by kind, is dropped, and is replaced by a
+new one (with new message contents) 20 ms later.  Time for latencies
+comes from C{now} (C{time.perf_counter} in real runs, a L{task.Clock} in
+tests); waits go through the injected reactor.
+
+The per-echo work is kept small on purpose: one clock read, one bytes
+comparison, one list append and one write per echo in the common case
+of a whole echo arriving in one read.  Everything else (histograms,
+logs, progress) runs once per interval.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+from typing import cast
+
+from hdrh.histogram import HdrHistogram
+from twisted.internet import task
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    DeferredSemaphore,
+    TimeoutError,
+)
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import (
+    IConnector,
+    IDelayedCall,
+    IReactorTCP,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from echotwist.bench.content import Payload, classifyMismatch
+from echotwist.bench.results import LatencyRecorder, Results
+from echotwist.bench.schedule import OpenLoopSchedule
+
+# How long a dropped connection waits before it is replaced.
+RECONNECT_DELAY = 0.02
+# The open loop wakes at most this often; a send due in between leaves at
+# the next wake-up, and the wait counts in its (corrected) latency.
+TICK = 0.001
+# Connections being set up at once in hold mode.
+SETUP_CONCURRENCY = 200
+
+
+@dataclass
+class LoadConfig:
+    """What to run: the options of C{python -m echotwist.bench}."""
+
+    host: str
+    port: int
+    mode: str = "pingpong"
+    connections: int = 50
+    size: int = 512
+    duration: float = 5.0
+    warmup: float = 1.0
+    pipeline: int = 1
+    rate: float | None = None
+    sources: tuple[str | None, ...] = (None,)
+    connectTimeout: float = 5.0
+    interval: float = 1.0
+
+
+class Sender(TypingProtocol):
+    """What L{LoadConnection.write} needs of a socket."""
+
+    def send(self, data: bytes, /) -> int:
+        """Send what the kernel takes of C{data} now; return how much."""
+
+
+class SetupError(Exception):
+    """No connection could be made; the message is the one line for the user."""
+
+
+# Called once per interval with the interval's histogram (and the
+# uncorrected one in open loop), its start and end (seconds from the
+# measured window's start) and the running totals.
+IntervalObserver = Callable[
+    [HdrHistogram, HdrHistogram | None, float, float, "LoadRun"], None
+]
+
+
+class LoadRun:
+    """The state one run's connections share: contents, samples, errors."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        now: Callable[[], float],
+        config: LoadConfig,
+        address: str,
+    ) -> None:
+        self.reactor = reactor
+        self.now = now
+        self.config = config
+        self.address = address
+        self.payload = Payload(config.size)
+        self.openLoop = config.rate is not None
+        self.recorder = LatencyRecorder()
+        self.uncorrected = LatencyRecorder() if self.openLoop else None
+        self.errors: Counter[str] = Counter()
+        self.running = True
+        self.measuring = False
+        self.nextCid = 0
+        self.slots: list[LoadConnection | None] = [None] * config.connections
+        self.schedule: OpenLoopSchedule | None = None
+        self.ticker: IDelayedCall | None = None
+        self.unsent = 0
+        self.begun = False
+        self.pendingCalls: set[IDelayedCall] = set()
+
+    def newCid(self) -> int:
+        """A connection id never used before in this run."""
+        cid = self.nextCid
+        self.nextCid += 1
+        return cid
+
+    def source(self, cid: int) -> tuple[str, int] | None:
+        """The local address to bind connection C{cid} to, if any."""
+        sources = self.config.sources
+        chosen = sources[cid % len(sources)]
+        return None if chosen is None else (chosen, 0)
+
+    def error(self, kind: str) -> None:
+        """Count one error of C{kind}."""
+        self.errors[kind] += 1
+
+    def later(self, delay: float, f: Callable[[], object]) -> None:
+        """Call C{f} after C{delay} unless the run has finished by then."""
+
+        def call() -> None:
+            self.pendingCalls.discard(delayed)
+            if self.running:
+                f()
+
+        delayed = self.reactor.callLater(delay, call)
+        self.pendingCalls.add(delayed)
+
+    # Pingpong mode.
+
+    def connectSlot(self, slot: int) -> Deferred[None]:
+        """Open the connection for C{slot}; count a failure as an error."""
+        factory = LoadFactory(self, slot)
+        cast(IReactorTCP, self.reactor).connectTCP(
+            self.address,
+            self.config.port,
+            factory,
+            self.config.connectTimeout,
+            self.source(factory.cid),
+        )
+        return factory.connected
+
+    def replace(self, slot: int) -> None:
+        """Replace the dropped connection of C{slot} shortly."""
+        self.slots[slot] = None
+
+        def reconnect() -> None:
+            self.connectSlot(slot).addErrback(lambda _: self.replace(slot))
+
+        self.later(RECONNECT_DELAY, reconnect)
+
+    def begin(self) -> None:
+        """Start sending on every connection (and the schedule, in open loop)."""
+        self.begun = True
+        for connection in self.slots:
+            if connection is not None:
+                connection.start()
+        if self.config.rate is not None:
+            self.schedule = OpenLoopSchedule(
+                self.config.rate, self.now(), self.config.connections
+            )
+            self.tick()
+
+    def tick(self) -> None:
+        """Open loop: hand out the sends due by now, then sleep until the next."""
+        assert self.schedule is not None
+        now = self.now()
+        schedule = self.schedule
+        for n in schedule.due(now):
+            connection = self.slots[schedule.slot(n)]
+            if connection is None:
+                # Its connection is being replaced: the send is lost, and
+                # said so, rather than silently lowering the rate.
+                self.unsent += 1
+                if self.measuring:
+                    self.error("unsent")
+            else:
+                connection.sendScheduled(schedule.intended(n), now)
+        delay = max(schedule.nextDue() - self.now(), TICK)
+        self.ticker = self.reactor.callLater(delay, self.tick)
+
+    def finish(self) -> None:
+        """Stop: count stalled echoes, cancel timers, drop every connection."""
+        self.running = False
+        self.measuring = False
+        if self.ticker is not None and self.ticker.active():
+            self.ticker.cancel()
+        for delayed in list(self.pendingCalls):
+            if delayed.active():
+                delayed.cancel()
+        self.pendingCalls.clear()
+        now = self.now()
+        stall = min(1.0, self.config.duration / 2)
+        for connection in self.slots:
+            if connection is not None:
+                if connection.oldestSend(now) > stall:
+                    self.error("stalled")
+                connection.abort()
+
+
+class LoadConnection(Protocol):
+    """One pingpong connection: send, verify every echoed byte, repeat."""
+
+    def __init__(self, run: LoadRun, slot: int, cid: int) -> None:
+        self.run = run
+        self.slot = slot
+        self.cid = cid
+        self.seq = 0
+        self.payload = run.payload
+        self.pipeline = run.config.pipeline
+        self.openLoop = run.openLoop
+        self.now = run.now
+        # (message, intended send time, actual send time) per echo due.
+        self.inflight: deque[tuple[bytes, float, float]] = deque()
+        self.backlog: deque[float] = deque()
+        self.pending = b""
+        self.previous: bytes | None = None
+        self.failed = False
+        self.closed = False
+        self.socket: Sender | None = None
+
+    def connectionMade(self) -> None:
+        """Disable Nagle, take the slot, and start if the run has begun."""
+        assert self.transport is not None
+        sock = getattr(self.transport, "socket", None)
+        if hasattr(sock, "send") and hasattr(self.transport, "dataBuffer"):
+            self.socket = cast(Sender, sock)
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+        if not self.run.running:
+            # A replacement that connected after the run ended.
+            self.failed = True
+            self.abort()
+            return
+        self.run.slots[self.slot] = self
+        if self.run.begun:
+            self.start()
+
+    def start(self) -> None:
+        """Closed loop: put C{pipeline} messages in flight."""
+        if not self.openLoop:
+            now = self.now()
+            for _ in range(self.pipeline):
+                self.send(now, now)
+
+    def send(self, intended: float, now: float) -> None:
+        """Send the next message, due at C{intended}, leaving at C{now}."""
+        message = self.payload.message(self.cid, self.seq)
+        self.seq += 1
+        self.inflight.append((message, intended, now))
+        self.write(message)
+
+    def write(self, data: bytes) -> None:
+        """Write C{data}: straight to the socket when nothing is queued.
+
+        C{transport.write} only queues: the bytes leave on the reactor's
+        next turn, after every other ready connection has been read, at the
+        cost of two C{epoll_ctl} calls and a write event per message.  For
+        a load generator that delay and work is most of its own cost per
+        echo, so a message goes out with one C{send} when the transport
+        has nothing queued (then ordering is kept); whatever C{send} does
+        not take goes through C{transport.write} as usual.  The queue is
+        read from L{twisted.internet.abstract.FileDescriptor}'s buffer
+        attributes; a transport without them (TLS, a test's) always gets
+        C{transport.write}.
+        """
+        transport = self.transport
+        assert transport is not None
+        sock = self.socket
+        if (
+            sock is not None
+            and not getattr(transport, "_tempDataLen", 1)
+            and getattr(transport, "offset", 1)
+            == len(getattr(transport, "dataBuffer", b""))
+        ):
+            try:
+                sent = sock.send(data)
+            except OSError:
+                # A full socket buffer, or an error the transport will meet
+                # (and report) itself when it writes the rest.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
+
+    def sendScheduled(self, intended: float, now: float) -> None:
+        """Open loop: send now, or as soon as the pipeline has room."""
+        if len(self.inflight) < self.pipeline:
+            self.send(intended, now)
+        else:
+            self.backlog.append(intended)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Verify the echo; the common case is one whole message per read."""
+        now = self.now()
+        if not self.pending and self.inflight:
+            message, intended, sent = self.inflight[0]
+            if data == message:
+                self.inflight.popleft()
+                self.echoed(message, intended, sent, now)
+                return
+        self.verifyPieces(data, now)
+
+    def verifyPieces(self, data: bytes, now: float) -> None:
+        """Verify echoes that arrive in pieces, several at once, or wrong."""
+        buffer = self.pending + data
+        while buffer:
+            if not self.inflight:
+                self.fail("excess")
+                return
+            message, intended, sent = self.inflight[0]
+            head = buffer[: len(message)]
+            if not message.startswith(head):
+                later = [m for m, _, _ in list(self.inflight)[1:]]
+                self.fail(classifyMismatch(head, later, self.previous))
+                return
+            if len(head) < len(message):
+                break
+            self.inflight.popleft()
+            buffer = buffer[len(message) :]
+            self.echoed(message, intended, sent, now)
+            if self.failed:
+                return
+        self.pending = buffer
+
+    def echoed(self, message: bytes, intended: float, sent: float, now: float) -> None:
+        """Record one verified echo and send the next message."""
+        self.previous = message
+        run = self.run
+        if run.measuring:
+            run.recorder.samples.append(int((now - intended) * 1e6))
+            if run.uncorrected is not None:
+                run.uncorrected.samples.append(int((now - sent) * 1e6))
+        if not run.running:
+            return
+        if not self.openLoop:
+            self.send(now, now)
+        elif self.backlog:
+            self.send(self.backlog.popleft(), now)
+
+    def oldestSend(self, now: float) -> float:
+        """How long the oldest echo still due has been waiting (0 if none)."""
+        if not self.inflight:
+            return 0.0
+        return now - self.inflight[0][2]
+
+    def fail(self, kind: str) -> None:
+        """Count an error of C{kind}; drop this connection and replace it."""
+        if self.failed:
+            return
+        self.failed = True
+        self.run.error(kind)
+        self.abort()
+        self.run.replace(self.slot)
+
+    def abort(self) -> None:
+        """Drop the connection without waiting for anything."""
+        if self.transport is not None and not self.closed:
+            cast(ITCPTransport, self.transport).abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """A close the run did not ask for is an error: the server hung up."""
+        self.closed = True
+        if self.failed or not self.run.running:
+            return
+        self.failed = True
+        if self.pending:
+            self.run.error("truncated")
+        else:
+            self.run.error("closed")
+        self.run.replace(self.slot)
+
+
+class LoadFactory(ClientFactory):
+    """Build the one L{LoadConnection} of a slot; C{connected} fires on connect."""
+
+    noisy = False
+
+    def __init__(self, run: LoadRun, slot: int) -> None:
+        self.run = run
+        self.slot = slot
+        self.cid = run.newCid()
+        self.connected: Deferred[None] = Deferred()
+
+    def buildProtocol(self, addr: object) -> LoadConnection:
+        """The slot's connection (it takes its slot once connected)."""
+        protocol = LoadConnection(self.run, self.slot, self.cid)
+        protocol.factory = self
+        self.run.reactor.callLater(0, self._made)
+        return protocol
+
+    def _made(self) -> None:
+        if not self.connected.called:
+            self.connected.callback(None)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        """Count the failure; the caller decides whether to retry."""
+        self.run.error("connect")
+        if not self.connected.called:
+            self.connected.errback(reason)
+
+
+async def sleep(reactor: IReactorTime, seconds: float) -> None:
+    """Wait C{seconds} on C{reactor}'s clock."""
+    if seconds > 0:
+        await task.deferLater(reactor, seconds, lambda: None)
+
+
+def _firstFailure(results: list[tuple[bool, object]]) -> Failure | None:
+    for ok, result in results:
+        if not ok and isinstance(result, Failure):
+            return result
+    return None
+
+
+def describeConnectFailure(failure: Failure, host: str, port: int) -> str:
+    """One line saying why no connection to C{host}:C{port} could be made."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if failure.check(ConnectionRefusedError):
+        return f"connection refused by {where}"
+    return f"cannot connect to {where}: {failure.getErrorMessage()}"
+
+
+async def measure(
+    run: LoadRun,
+    reactor: IReactorTime,
+    observer: IntervalObserver | None,
+    warmup: float,
+) -> float:
+    """Warm up, then measure for the configured duration; return the window.
+
+    Every C{interval} seconds the collected latencies go into the
+    histograms and C{observer} hears about the interval.
+    """
+    await sleep(reactor, warmup)
+    run.recorder.samples.clear()
+    if run.uncorrected is not None:
+        run.uncorrected.samples.clear()
+    run.measuring = True
+    start = previous = run.now()
+    end = start + run.config.duration
+    while True:
+        await sleep(reactor, min(run.config.interval, end - run.now()))
+        now = run.now()
+        last = now >= end
+        if last:
+            # Stop counting in the same turn as the final flush, so no echo
+            # falls between the two.
+            run.measuring = False
+        batch = run.recorder.flush()
+        uncorrected = run.uncorrected.flush() if run.uncorrected is not None else None
+        if observer is not None:
+            observer(batch, uncorrected, previous - start, now - start, run)
+        previous = now
+        if last:
+            return now - start
+
+
+def _results(run: LoadRun, seconds: float, echoes: int | None = None) -> Results:
+    config = run.config
+    histogram = run.recorder.histogram
+    return Results(
+        mode=config.mode,
+        connections=config.connections,
+        size=config.size,
+        seconds=seconds,
+        echoes=histogram.get_total_count() if echoes is None else echoes,
+        histogram=histogram,
+        errors=run.errors,
+        pipeline=config.pipeline,
+        uncorrected=run.uncorrected.histogram if run.uncorrected else None,
+        targetRate=config.rate,
+    )
+
+
+async def runPingpong(
+    reactor: IReactorTime,
+    now: Callable[[], float],
+    config: LoadConfig,
+    address: str,
+    observer: IntervalObserver | None = None,
+) -> Results:
+    """Pingpong load, closed or open loop, on C{config.connections} connections."""
+    run = LoadRun(reactor, now, config, address)
+    outcomes = await DeferredList(
+        [run.connectSlot(slot) for slot in range(config.connections)],
+        consumeErrors=True,
+    )
+    failure = _firstFailure(list(outcomes))
+    if all(not ok for ok, _ in outcomes) and failure is not None:
+        run.finish()
+        raise SetupError(describeConnectFailure(failure, config.host, config.port))
+    for slot, (ok, _) in enumerate(outcomes):
+        if not ok:
+            run.replace(slot)
+    run.begin()
+    try:
+        seconds = await measure(run, reactor, observer, config.warmup)
+    finally:
+        run.finish()
+    return _results(run, seconds)
+
+
+class TransactionConnection(Protocol):
+    """Connect mode: send one message, verify its echo, close (TCP_CRR)."""
+
+    def __init__(self, run: LoadRun, message: bytes, started: float) -> None:
+        self.run = run
+        self.message = message
+        self.started = started
+        self.received = b""
+        self.done = False
+        self.finished: Deferred[None] = Deferred()
+        # Set when the whole echo is verified and the connection held (hold).
+        self.holding = False
+        self.hold = False
+
+    def connectionMade(self) -> None:
+        """Send the message at once."""
+        assert self.transport is not None
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+        self.transport.write(self.message)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Verify the echo as it comes; close when it is whole."""
+        if self.holding:
+            self.end("hold_data")
+            return
+        self.received += data
+        if not self.message.startswith(self.received[: len(self.message)]):
+            self.end("corrupt")
+        elif len(self.received) > len(self.message):
+            self.end("excess")
+        elif len(self.received) == len(self.message):
+            run = self.run
+            if run.measuring or self.hold:
+                run.recorder.samples.append(int((run.now() - self.started) * 1e6))
+            if self.hold:
+                self.holding = True
+                self.finished.callback(None)
+            else:
+                self.end(None)
+
+    def end(self, error: str | None) -> None:
+        """Close (aborting after an error) and let the slot go on."""
+        if self.done:
+            return
+        self.done = True
+        assert self.transport is not None
+        if error is not None:
+            self.run.error(error)
+            cast(ITCPTransport, self.transport).abortConnection()
+        else:
+            self.transport.loseConnection()
+        if not self.finished.called:
+            self.finished.callback(None)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """A close before the echo was whole, or during a hold, is an error."""
+        if self.done or not self.run.running:
+            self.done = True
+            return
+        kind = (
+            "hold_closed"
+            if self.holding
+            else ("truncated" if self.received else "closed")
+        )
+        self.end(kind)
+
+
+class TransactionFactory(ClientFactory):
+    """Make one L{TransactionConnection}; C{finished} fires when it is over."""
+
+    noisy = False
+
+    def __init__(self, run: LoadRun, message: bytes, hold: bool = False) -> None:
+        self.run = run
+        self.message = message
+        self.started = run.now()
+        self.finished: Deferred[None] = Deferred()
+        self.connection: TransactionConnection | None = None
+        self.hold = hold
+
+    def buildProtocol(self, addr: object) -> TransactionConnection:
+        """The connection, reporting to C{finished}."""
+        protocol = TransactionConnection(self.run, self.message, self.started)
+        protocol.hold = self.hold
+        protocol.finished.chainDeferred(self.finished)
+        self.connection = protocol
+        return protocol
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        """Count the failure and let the slot go on."""
+        self.run.error("connect")
+        if not self.finished.called:
+            self.finished.callback(None)
+
+
+def startTransaction(run: LoadRun, hold: bool = False) -> TransactionFactory:
+    """Connect for one transaction from the next source address."""
+    cid = run.newCid()
+    factory = TransactionFactory(run, run.payload.message(cid, 0), hold)
+    cast(IReactorTCP, run.reactor).connectTCP(
+        run.address,
+        run.config.port,
+        factory,
+        run.config.connectTimeout,
+        run.source(cid),
+    )
+    return factory
+
+
+async def runConnect(
+    reactor: IReactorTime,
+    now: Callable[[], float],
+    config: LoadConfig,
+    address: str,
+    observer: IntervalObserver | None = None,
+) -> Results:
+    """Connect mode: C{config.connections} slots loop connect/echo/close."""
+    run = LoadRun(reactor, now, config, address)
+
+    def slotLoop(_: object = None) -> None:
+        if not run.running:
+            return
+        errors = sum(run.errors.values())
+        factory = startTransaction(run)
+
+        def next(_: object) -> None:
+            # Back off a little after an error so a dead server is not
+            # hammered in a tight loop; otherwise go straight on.
+            if sum(run.errors.values()) > errors:
+                run.later(RECONNECT_DELAY, slotLoop)
+            else:
+                run.later(0, slotLoop)
+
+        factory.finished.addCallback(next)
+
+    # Check that the server is there before starting the slots.
+    probe = startTransaction(run)
+    await probe.finished
+    if run.errors:
+        run.finish()
+        raise SetupError(
+            f"cannot echo with {config.host}:{config.port}"
+            f" ({', '.join(sorted(run.errors))})"
+        )
+    for _ in range(config.connections):
+        slotLoop()
+    try:
+        seconds = await measure(run, reactor, observer, config.warmup)
+    finally:
+        run.finish()
+    return _results(run, seconds)
+
+
+async def runHold(
+    reactor: IReactorTime,
+    now: Callable[[], float],
+    config: LoadConfig,
+    address: str,
+    observer: IntervalObserver | None = None,
+) -> Results:
+    """Hold mode: open C{config.connections}, one verified echo each, hold them.
+
+    The histogram holds the set-up latencies (connect to verified echo);
+    C{echoes} is the number of connections still held, unharmed, at the end.
+    """
+    run = LoadRun(reactor, now, config, address)
+    run.measuring = True
+    semaphore = DeferredSemaphore(SETUP_CONCURRENCY)
+    factories: list[TransactionFactory] = []
+
+    async def openOne() -> None:
+        factory = startTransaction(run, hold=True)
+        factories.append(factory)
+        try:
+            await factory.finished.addTimeout(config.connectTimeout * 2, reactor)
+        except TimeoutError:
+            # No verified echo in time: count it, and do not hold it.
+            run.error("timeout")
+            if factory.connection is not None:
+                factory.connection.end(None)
+
+    def held() -> list[TransactionConnection]:
+        return [
+            f.connection
+            for f in factories
+            if f.connection is not None
+            and f.connection.holding
+            and not f.connection.done
+        ]
+
+    await DeferredList(
+        [
+            semaphore.run(lambda: Deferred.fromCoroutine(openOne()))
+            for _ in range(config.connections)
+        ],
+        consumeErrors=True,
+    )
+    if not held():
+        run.finish()
+        for factory in factories:
+            if factory.connection is not None:
+                factory.connection.end(None)
+        raise SetupError(
+            f"cannot hold connections to {config.host}:{config.port}"
+            f" ({', '.join(sorted(run.errors)) or 'no echo'})"
+        )
+    run.recorder.flush()
+    try:
+        seconds = await measure(run, reactor, observer, 0)
+        holding = held()
+    finally:
+        run.finish()
+        for factory in factories:
+            if factory.connection is not None:
+                factory.connection.end(None)
+    return _results(run, seconds, echoes=len(holding))

@@ -1,0 +1,343 @@
+"""The client's ping mode: timed, verified echo probes over TCP, TLS or UDP.
+
+A L{Prober} sends one probe and returns what came back; L{runPing} sends
+C{count} probes C{interval} seconds apart, times each with the injected
+clock, verifies each echo, prints one line per probe and keeps the
+statistics in a L{PingStats}.
+
+Over a stream (TCP or TLS) the probes share one connection.  A probe
+that times out, or whose echo differs from what was sent, leaves the
+stream out of step, so the connection is dropped and the next probe
+opens a new one (the time to connect is not part of any round trip).
+Over UDP each probe is one datagram with its own timeout; a reply that
+arrives after its probe timed out, while no probe is outstanding, is
+ignored.  Probes carry only the word, so a reply that comes later still
+is indistinguishable from the next probe's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+from typing import cast
+
+from twisted.internet import task
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
+from twisted.internet.protocol import (
+    DatagramProtocol,
+    Factory,
+    Protocol,
+    connectionDone,
+)
+from twisted.python.failure import Failure
+
+from echotwist.pingstats import PingStats, lossLine, probeLine
+
+
+class EchoError(Exception):
+    """The echo failed; the message is the one line shown to the user."""
+
+
+class Prober(TypingProtocol):
+    """Something that sends one probe and returns its echo."""
+
+    def ready(self) -> Deferred[None]:
+        """Get ready to probe (connect, if need be)."""
+
+    def probe(self, message: bytes) -> Deferred[bytes]:
+        """Send C{message}; fire with what came back for it."""
+
+    def reset(self) -> None:
+        """Forget the current exchange (after a failed probe)."""
+
+    def close(self) -> None:
+        """Release the connection or port."""
+
+
+class StreamProbe(Protocol):
+    """One stream connection that echoes one probe at a time."""
+
+    def __init__(self) -> None:
+        self.waiting: Deferred[bytes] | None = None
+        self.expected = 0
+        self.received: list[bytes] = []
+        self.count = 0
+        self.connected = True
+
+    def probe(self, message: bytes) -> Deferred[bytes]:
+        """Send C{message}; fire with as many bytes as were sent, once back."""
+        assert self.transport is not None
+        self.received = []
+        self.count = 0
+        self.expected = len(message)
+        self.waiting = Deferred()
+        self.transport.write(message)
+        return self.waiting
+
+    def dataReceived(self, data: bytes) -> None:
+        """Collect the echo; bytes beyond the probe also count, so they show."""
+        self.received.append(data)
+        self.count += len(data)
+        if self.waiting is not None and self.count >= self.expected:
+            waiting, self.waiting = self.waiting, None
+            waiting.callback(b"".join(self.received))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Fail the probe in flight: the server closed before echoing it."""
+        self.connected = False
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            why = f"after {self.count} of {self.expected} bytes"
+            if reason.check(ConnectionDone, ConnectionLost):
+                message = f"the server closed the connection {why}"
+            else:
+                # A TLS failure, say: its own words are the useful part.
+                message = f"the connection failed {why}: {reason.getErrorMessage()}"
+            waiting.errback(EchoError(message))
+
+    def abort(self) -> None:
+        """Drop the connection without waiting for anything."""
+        # The probe in flight (if any) already failed; its Deferred has fired.
+        self.waiting = None
+        if self.transport is not None and self.connected:
+            cast(ITCPTransport, self.transport).abortConnection()
+
+
+class StreamProber:
+    """Probe over one stream connection from C{endpoint}, reconnecting after errors."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self.endpoint = endpoint
+        self.connection: StreamProbe | None = None
+
+    async def _connect(self) -> None:
+        protocol = await self.endpoint.connect(Factory.forProtocol(StreamProbe))
+        assert isinstance(protocol, StreamProbe)
+        self.connection = protocol
+
+    def ready(self) -> Deferred[None]:
+        """Connect unless a usable connection is already open."""
+        if self.connection is not None and self.connection.connected:
+            return Deferred.fromCoroutine(_done())
+        self.connection = None
+        return Deferred.fromCoroutine(self._connect())
+
+    def probe(self, message: bytes) -> Deferred[bytes]:
+        """Send one probe on the open connection."""
+        assert self.connection is not None
+        return self.connection.probe(message)
+
+    def reset(self) -> None:
+        """Drop the connection: what it carries next is out of step."""
+        if self.connection is not None:
+            self.connection.abort()
+            self.connection = None
+
+    def close(self) -> None:
+        """Close the connection, if one is open."""
+        self.reset()
+
+
+async def _done() -> None:
+    """A coroutine that finishes at once."""
+
+
+class DatagramProbe(DatagramProtocol):
+    """A connected UDP socket that matches one reply to one probe."""
+
+    def __init__(self) -> None:
+        self.waiting: Deferred[bytes] | None = None
+        self.late = 0
+
+    def probe(self, message: bytes) -> Deferred[bytes]:
+        """Send C{message} as one datagram; fire with the next reply."""
+        assert self.transport is not None
+        self.waiting = Deferred()
+        self.transport.write(message, None)
+        return self.waiting
+
+    def datagramReceived(self, datagram: bytes, addr: object) -> None:
+        """Hand the reply to the probe in flight; count any other as late."""
+        if self.waiting is None:
+            self.late += 1
+            return
+        waiting, self.waiting = self.waiting, None
+        waiting.callback(datagram)
+
+    def connectionRefused(self) -> None:
+        """The host said nothing listens on that port (ICMP unreachable)."""
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            waiting.errback(EchoError("port unreachable"))
+
+    def forget(self) -> None:
+        """Stop waiting: a reply that still comes is late."""
+        self.waiting = None
+
+
+class DatagramProber:
+    """Probe with UDP datagrams to C{host}:C{port}."""
+
+    def __init__(self, reactor: IReactorUDP, host: str, port: int) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.protocol = DatagramProbe()
+        self.listening = False
+
+    async def _open(self) -> None:
+        if isIPv6Address(self.host):
+            address, interface = self.host, "::"
+        else:
+            address = await cast(IReactorCore, self.reactor).resolve(self.host)
+            interface = ""
+        self.reactor.listenUDP(0, self.protocol, interface, 65535)
+        self.listening = True
+        assert self.protocol.transport is not None
+        self.protocol.transport.connect(address, self.port)
+
+    def ready(self) -> Deferred[None]:
+        """Resolve the host and open a connected UDP port, the first time."""
+        if self.listening:
+            return Deferred.fromCoroutine(_done())
+        return Deferred.fromCoroutine(self._open())
+
+    def probe(self, message: bytes) -> Deferred[bytes]:
+        """Send one datagram."""
+        return self.protocol.probe(message)
+
+    def reset(self) -> None:
+        """Ignore any reply still on its way to the timed-out probe."""
+        self.protocol.forget()
+
+    def close(self) -> None:
+        """Close the UDP port."""
+        if self.listening and self.protocol.transport is not None:
+            self.protocol.transport.stopListening()
+            self.listening = False
+
+
+def streamEndpoint(
+    reactor: IReactorTCP,
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    tls: bool = False,
+    insecure: bool = False,
+) -> IStreamClientEndpoint:
+    """The endpoint to reach C{host}:C{port}, over TLS if asked.
+
+    With C{insecure} the server's certificate is not verified; otherwise
+    it must be valid for C{host} under the platform's trust roots.
+    """
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(
+        reactor, host, port, timeout=max(1, round(timeout))
+    )
+    if not tls:
+        return endpoint
+    from twisted.internet import ssl
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+    if insecure:
+        # CertificateOptions (verify=False by default) is a context factory;
+        # TLSMemoryBIOFactory adapts it to a connection creator itself, but
+        # wrapClientTLS's annotation names only the newer interface.
+        creator = cast(IOpenSSLClientConnectionCreator, ssl.CertificateOptions())
+    else:
+        creator = ssl.optionsForClientTLS(host)
+    return wrapClientTLS(creator, endpoint)
+
+
+def describeProbeFailure(failure: Failure, timeout: float) -> str:
+    """Why one probe got no verified echo, in a few words."""
+    if failure.check(TimeoutError):
+        return f"timeout after {timeout:g} s"
+    if failure.check(EchoError):
+        return str(failure.value)
+    if failure.check(ConnectionRefusedError):
+        return "connection refused (port unreachable)"
+    return failure.getErrorMessage() or repr(failure.value)
+
+
+async def runPing(
+    clock: IReactorTime,
+    prober: Prober,
+    *,
+    host: str,
+    message: bytes,
+    count: int,
+    interval: float,
+    timeout: float,
+    output: Callable[[str], None],
+) -> PingStats:
+    """Send C{count} probes of C{message}, C{interval} seconds apart.
+
+    Each probe is timed from just before it is sent to the verified echo
+    and printed through C{output}; a probe without one within C{timeout}
+    seconds is lost.  The first connection failing raises (nothing could
+    be measured); a later one counts as a loss.
+    """
+    stats = PingStats()
+    try:
+        await prober.ready()
+        for seq in range(count):
+            started = clock.seconds()
+            if seq:
+                try:
+                    await prober.ready()
+                except Exception:
+                    stats.probeSent()
+                    why = describeProbeFailure(Failure(), timeout)
+                    output(lossLine(host, seq, f"cannot connect: {why}"))
+                    await _sleepUntil(clock, started + interval)
+                    continue
+            sentAt = clock.seconds()
+            stats.probeSent()
+            try:
+                echoed = await prober.probe(message).addTimeout(timeout, clock)
+            except Exception:
+                prober.reset()
+                output(lossLine(host, seq, describeProbeFailure(Failure(), timeout)))
+            else:
+                rtt = clock.seconds() - sentAt
+                if echoed == message:
+                    stats.probeAnswered(rtt)
+                    output(probeLine(len(echoed), host, seq, rtt))
+                else:
+                    prober.reset()
+                    output(
+                        lossLine(
+                            host,
+                            seq,
+                            f"echo differs from what was sent ({len(echoed)} bytes"
+                            f" back for {len(message)} sent)",
+                        )
+                    )
+            if seq + 1 < count:
+                await _sleepUntil(clock, started + interval)
+    finally:
+        prober.close()
+    return stats
+
+
+async def _sleepUntil(clock: IReactorTime, when: float) -> None:
+    """Wait until C{clock} reads C{when} (at once if that has passed)."""
+    delay = when - clock.seconds()
+    if delay > 0:
+        await task.deferLater(clock, delay, lambda: None)

@@ -1,0 +1,531 @@
+"""Unit tests for the load generator: no sockets, no real time."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransportWithDisconnection,
+)
+from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.bench.cli import (
+    UsageError,
+    _childArguments,
+    buildParser,
+    checkOptions,
+    decodeHistogram,
+    encodeHistogram,
+    sourceAddresses,
+    splitEvenly,
+)
+from echotwist.bench.content import Payload, classifyMismatch, mix
+from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs, readLog
+from echotwist.bench.load import LoadConfig, LoadConnection, LoadRun, measure
+from echotwist.bench.plot import curve
+from echotwist.bench.results import (
+    LatencyRecorder,
+    Results,
+    formatReport,
+    newHistogram,
+    percentiles,
+)
+from echotwist.bench.schedule import OpenLoopSchedule
+
+
+class ContentTests(SynchronousTestCase):
+    """Message contents differ per connection and sequence; mismatches are named."""
+
+    def test_messagesDiffer(self) -> None:
+        """Messages of one connection, and of two, are (almost all) distinct."""
+        payload = Payload(64)
+        messages = {payload.message(cid, seq) for cid in range(20) for seq in range(50)}
+        self.assertEqual(len(messages), 1000)
+        self.assertEqual({len(m) for m in messages}, {64})
+
+    def test_deterministic(self) -> None:
+        """Every process computes the same message for the same ids."""
+        self.assertEqual(Payload(32).message(3, 9), Payload(32).message(3, 9))
+        self.assertEqual(mix(3, 9), mix(3, 9))
+
+    def test_classify(self) -> None:
+        """Duplicated, reordered and corrupt echoes are told apart, on prefixes too."""
+        a, b, c = b"aaaa", b"bbbb", b"cccc"
+        self.assertEqual(classifyMismatch(a, [c], previous=a), "duplicated")
+        self.assertEqual(classifyMismatch(b"aa", [c], previous=a), "duplicated")
+        self.assertEqual(classifyMismatch(c, [b, c], previous=a), "reordered")
+        self.assertEqual(classifyMismatch(b"abab", [c], previous=a), "corrupt")
+        self.assertEqual(classifyMismatch(b"x", [], previous=None), "corrupt")
+
+
+class ScheduleTests(SynchronousTestCase):
+    """L{OpenLoopSchedule} hands out sends at the rate, whenever asked."""
+
+    def test_due(self) -> None:
+        """At 100/s from t=10, sends 0..5 are due by 10.05, then none until 10.06."""
+        schedule = OpenLoopSchedule(100, 10.0, slots=3)
+        self.assertEqual(list(schedule.due(10.05)), [0, 1, 2, 3, 4, 5])
+        self.assertEqual(list(schedule.due(10.055)), [])
+        self.assertAlmostEqual(schedule.nextDue(), 10.06)
+        self.assertEqual(list(schedule.due(10.06)), [6])
+
+    def test_lateWakeUp(self) -> None:
+        """A late wake-up gets every missed send, each keeping its intended time."""
+        schedule = OpenLoopSchedule(1000, 0.0, slots=2)
+        sends = list(schedule.due(0.0105))
+        self.assertEqual(len(sends), 11)
+        self.assertAlmostEqual(schedule.intended(sends[-1]), 0.010)
+        self.assertEqual([schedule.slot(n) for n in sends[:4]], [0, 1, 0, 1])
+
+    def test_badRate(self) -> None:
+        """A rate of zero is refused."""
+        self.assertRaises(ValueError, OpenLoopSchedule, 0, 0.0, 1)
+
+
+class ResultsTests(SynchronousTestCase):
+    """Batches go into HDR histograms exactly; reports say what was measured."""
+
+    def test_flush(self) -> None:
+        """Each flush returns its batch; the recorder keeps the total."""
+        recorder = LatencyRecorder()
+        recorder.samples.extend([100] * 99 + [5000])
+        batch = recorder.flush()
+        self.assertEqual(recorder.samples, [])
+        recorder.samples.append(7)
+        second = recorder.flush()
+        self.assertEqual((batch.get_total_count(), second.get_total_count()), (100, 1))
+        self.assertEqual(recorder.histogram.get_total_count(), 101)
+        values = percentiles(batch)
+        self.assertEqual(values["p50_us"], 100)
+        self.assertEqual(values["max_us"], 5003)  # 3 significant digits
+
+    def test_json(self) -> None:
+        """The JSON report has the fields scripts rely on."""
+        recorder = LatencyRecorder()
+        recorder.samples.extend([200] * 50)
+        recorder.flush()
+        results = Results(
+            mode="pingpong",
+            connections=2,
+            size=100,
+            seconds=2.0,
+            echoes=50,
+            histogram=recorder.histogram,
+            errors=Counter({"corrupt": 2, "stalled": 1}),
+        )
+        report = results.toJSON()
+        self.assertEqual(
+            {k: report[k] for k in ("echoes", "echoes_per_s", "p50_us", "errors")},
+            {"echoes": 50, "echoes_per_s": 25.0, "p50_us": 200, "errors": 3},
+        )
+        self.assertEqual(report["MB_per_s"], 0.003)
+        self.assertEqual(report["error_kinds"], {"corrupt": 2, "stalled": 1})
+        self.assertIn("errors: 3 (corrupt 2, stalled 1)", formatReport(results))
+
+    def test_holdReport(self) -> None:
+        """Hold mode reports connections held and set-up latency, no rates."""
+        recorder = LatencyRecorder()
+        recorder.samples.extend([300] * 10)
+        recorder.flush()
+        lines = formatReport(Results("hold", 10, 512, 2.0, 9, recorder.histogram))
+        self.assertEqual(lines[1], "9 connections held for 2.00 s")
+        self.assertTrue(lines[2].startswith("set-up latency (connect to verified"))
+
+    def test_addIsExact(self) -> None:
+        """Adding runs adds counts and merges histograms, never averaging."""
+        fast, slow = LatencyRecorder(), LatencyRecorder()
+        fast.samples.extend([100] * 90)
+        slow.samples.extend([10000] * 10)
+        fast.flush()
+        slow.flush()
+        a = Results("pingpong", 1, 8, 1.0, 90, fast.histogram)
+        b = Results("pingpong", 1, 8, 2.0, 10, slow.histogram, Counter(corrupt=1))
+        a.add(b)
+        self.assertEqual((a.echoes, a.seconds, a.runs), (100, 2.0, 2))
+        self.assertIn("merged from 2 runs", formatReport(a)[0])
+        self.assertEqual(a.errors, Counter(corrupt=1))
+        values = percentiles(a.histogram)
+        self.assertEqual(values["p50_us"], 100)
+        self.assertEqual(values["p99_us"], 10007)
+
+    def test_histogramRoundTrip(self) -> None:
+        """A child's histogram survives its JSON encoding."""
+        recorder = LatencyRecorder()
+        recorder.samples.extend([1, 2, 3, 400000])
+        recorder.flush()
+        decoded = decodeHistogram(encodeHistogram(recorder.histogram))
+        self.assertEqual(percentiles(decoded), percentiles(recorder.histogram))
+
+    def test_plotCurve(self) -> None:
+        """The plotted curve rises with the percentile and ends at the top values."""
+        recorder = LatencyRecorder()
+        recorder.samples.extend(list(range(1, 1001)))
+        recorder.flush()
+        xs, ys = curve(recorder.histogram)
+        self.assertEqual(xs, sorted(xs))
+        self.assertEqual(ys, sorted(ys))
+        self.assertEqual((ys[0], ys[1]), (1, 500))
+
+
+class IntervalLogTests(SynchronousTestCase):
+    """Interval logs round-trip, and merging adds up exactly."""
+
+    def writeLog(self, values: list[int], errors: Counter[str]) -> str:
+        """Write a two-interval log of C{values} (split in halves); return its path."""
+        path = str(self.mktemp())
+        recorder = LatencyRecorder()
+        with open(path, "w", encoding="utf-8") as f:
+            log = IntervalLogWriter(f, 1_700_000_000.0)
+            half = len(values) // 2
+            for i, part in enumerate((values[:half], values[half:])):
+                recorder.samples.extend(part)
+                log.interval(recorder.flush(), float(i), float(i + 1))
+            log.finish(
+                Results("pingpong", 4, 16, 2.0, len(values), recorder.histogram, errors)
+            )
+        return path
+
+    def test_roundTrip(self) -> None:
+        """A log reads back with its totals and percentiles."""
+        path = self.writeLog([50] * 10 + [70] * 10, Counter(excess=1))
+        results = readLog(path)
+        self.assertEqual(
+            (results.echoes, results.seconds, results.errors, results.connections),
+            (20, 2.0, Counter(excess=1), 4),
+        )
+        self.assertEqual(results.histogram.get_total_count(), 20)
+        self.assertEqual(percentiles(results.histogram)["max_us"], 70)
+
+    def test_merge(self) -> None:
+        """Totals add; percentiles come from the merged histogram."""
+        a = self.writeLog([100] * 98, Counter())
+        b = self.writeLog([20000] * 2, Counter(corrupt=3))
+        merged = mergeLogs([a, b])
+        self.assertEqual((merged.echoes, merged.errors), (100, Counter(corrupt=3)))
+        self.assertEqual(merged.echoesPerSecond, 50.0)
+        values = percentiles(merged.histogram)
+        self.assertEqual((values["p50_us"], values["p99_us"]), (100, 20015))
+
+    def test_notALog(self) -> None:
+        """A file that is not an interval log is refused, saying which."""
+        path = Path(self.mktemp())
+        path.write_text("hello\n")
+        error = self.assertRaises(BadLog, readLog, str(path))
+        self.assertIn(str(path), str(error))
+        self.assertRaises(BadLog, readLog, str(path) + ".missing")
+
+
+def startRun(
+    rate: float | None = None, pipeline: int = 1, connections: int = 1
+) -> tuple[MemoryReactorClock, LoadRun]:
+    """A run on a memory reactor whose clock also times the echoes."""
+    reactor = MemoryReactorClock()
+    config = LoadConfig(
+        host="127.0.0.1",
+        port=7,
+        connections=connections,
+        size=8,
+        duration=2.0,
+        warmup=0.0,
+        pipeline=pipeline,
+        rate=rate,
+    )
+    return reactor, LoadRun(reactor, reactor.seconds, config, "127.0.0.1")
+
+
+def attach(run: LoadRun, slot: int = 0) -> tuple[LoadConnection, io.BytesIO]:
+    """A connection of C{run} on a string transport; return what it wrote."""
+    connection = LoadConnection(run, slot, run.newCid())
+    transport = StringTransportWithDisconnection()
+    transport.protocol = connection
+    connection.makeConnection(transport)
+    return connection, transport.io
+
+
+class LoadConnectionTests(SynchronousTestCase):
+    """A load connection verifies every byte and counts what goes wrong."""
+
+    def test_closedLoop(self) -> None:
+        """An echo in pieces is verified, timed, and the next message follows."""
+        reactor, run = startRun()
+        run.measuring = True
+        connection, written = attach(run)
+        run.begin()
+        first = run.payload.message(connection.cid, 0)
+        self.assertEqual(written.getvalue(), first)
+        reactor.advance(0.002)
+        connection.dataReceived(first[:3])
+        reactor.advance(0.001)
+        connection.dataReceived(first[3:])
+        self.assertEqual(run.recorder.samples, [3000])
+        self.assertEqual(
+            written.getvalue(), first + run.payload.message(connection.cid, 1)
+        )
+        self.assertEqual(run.errors, Counter())
+
+    def test_pipelineBatch(self) -> None:
+        """With a pipeline, several echoes in one read each count."""
+        _reactor, run = startRun(pipeline=3)
+        run.measuring = True
+        connection, written = attach(run)
+        run.begin()
+        sent = written.getvalue()
+        self.assertEqual(len(sent), 24)
+        connection.dataReceived(sent)
+        self.assertEqual(len(run.recorder.samples), 3)
+        self.assertEqual(len(connection.inflight), 3)
+
+    def corrupt(self, reply: bytes, pipeline: int = 1) -> LoadRun:
+        """Feed C{reply} (with the echo's sent bytes as {sent}) and return the run."""
+        reactor, run = startRun(pipeline=pipeline)
+        connection, written = attach(run)
+        run.begin()
+        connection.dataReceived(reply.replace(b"{sent}", written.getvalue()))
+        self.assertTrue(connection.failed)
+        # The broken connection is replaced after a short delay.
+        reactor.advance(0.05)
+        self.assertEqual(len(reactor.tcpClients), 1)
+        return run
+
+    def test_corrupt(self) -> None:
+        """A changed byte is a corrupt echo."""
+        self.assertEqual(self.corrupt(b"\x00" * 8).errors, Counter(corrupt=1))
+
+    def test_duplicated(self) -> None:
+        """The previous echo coming again is a duplicated echo."""
+        _reactor, run = startRun()
+        connection, written = attach(run)
+        run.begin()
+        first = written.getvalue()
+        connection.dataReceived(first)
+        connection.dataReceived(first)
+        self.assertEqual(run.errors, Counter(duplicated=1))
+
+    def test_reordered(self) -> None:
+        """The second message echoed first is a reordered echo."""
+        _reactor, run = startRun(pipeline=2)
+        connection, written = attach(run)
+        run.begin()
+        sent = written.getvalue()
+        connection.dataReceived(sent[8:] + sent[:8])
+        self.assertEqual(run.errors, Counter(reordered=1))
+
+    def test_excess(self) -> None:
+        """Bytes beyond everything sent are excess."""
+        run = self.corrupt(b"{sent}" * 3)
+        self.assertEqual(run.errors["duplicated"] + run.errors["excess"], 1)
+
+    def test_truncated(self) -> None:
+        """The server closing mid-echo is a truncated echo; before any, closed."""
+        _reactor, run = startRun()
+        connection, written = attach(run)
+        run.begin()
+        connection.dataReceived(written.getvalue()[:4])
+        assert connection.transport is not None
+        connection.transport.loseConnection()
+        other, _ = attach(run)
+        assert other.transport is not None
+        other.transport.loseConnection()
+        self.assertEqual(run.errors, Counter(truncated=1, closed=1))
+
+    def test_finishCountsStalled(self) -> None:
+        """At the end, an echo outstanding too long is counted as stalled."""
+        reactor, run = startRun()
+        connection, _ = attach(run)
+        run.begin()
+        reactor.advance(1.5)
+        run.finish()
+        self.assertEqual(run.errors, Counter(stalled=1))
+        self.assertTrue(connection.closed)
+
+
+class OpenLoopTests(SynchronousTestCase):
+    """The open loop sends on schedule and times echoes from the intended send."""
+
+    def test_correctedLatency(self) -> None:
+        """A send held back by a full pipeline is timed from when it was due."""
+        reactor, run = startRun(rate=100, pipeline=1)
+        run.measuring = True
+        connection, written = attach(run)
+        run.begin()
+        self.assertEqual(len(written.getvalue()), 8)
+        # The server sits on the first echo for 25 ms: sends 1 and 2 fall due.
+        reactor.advance(0.025)
+        self.assertEqual(list(connection.backlog), [0.01, 0.02])
+        connection.dataReceived(written.getvalue())
+        # Send 1 leaves now (25 ms) though it was due at 10 ms.
+        reactor.advance(0.001)
+        connection.dataReceived(written.getvalue()[8:16])
+        assert run.uncorrected is not None
+        self.assertEqual(run.recorder.samples, [25000, 16000])
+        self.assertEqual(run.uncorrected.samples, [25000, 1000])
+
+    def test_droppedSlotIsUnsent(self) -> None:
+        """A send due while its connection is being replaced is an error."""
+        reactor, run = startRun(rate=100, connections=2)
+        run.measuring = True
+        attach(run, slot=0)
+        run.begin()
+        reactor.advance(0.01)
+        self.assertEqual(run.errors, Counter(unsent=1))
+
+
+class MeasureTests(SynchronousTestCase):
+    """L{measure} discards the warm-up and reports each interval."""
+
+    def test_intervals(self) -> None:
+        """Warm-up samples are dropped; each interval's batch is observed."""
+        clock = Clock()
+        config = LoadConfig(host="h", port=7, duration=2.0, interval=1.0)
+        run = LoadRun(clock, clock.seconds, config, "127.0.0.1")
+        seen: list[tuple[int, float, float]] = []
+        d = Deferred.fromCoroutine(
+            measure(
+                run,
+                clock,
+                lambda batch, _u, start, end, _r: seen.append(
+                    (batch.get_total_count(), start, end)
+                ),
+                warmup=0.5,
+            )
+        )
+        run.recorder.samples.extend([1, 2, 3])
+        clock.advance(0.5)
+        run.recorder.samples.extend([10, 20])
+        clock.advance(1.0)
+        run.recorder.samples.append(30)
+        clock.advance(1.0)
+        self.assertEqual(self.successResultOf(d), 2.0)
+        self.assertEqual(seen, [(2, 0.0, 1.0), (1, 1.0, 2.0)])
+        self.assertEqual(run.recorder.histogram.get_total_count(), 3)
+        self.assertFalse(run.measuring)
+
+
+class CommandLineTests(SynchronousTestCase):
+    """The bench's option handling, without running anything."""
+
+    def test_sources(self) -> None:
+        """Hold mode spreads over enough loopback sources; others need none."""
+        self.assertEqual(sourceAddresses("127.0.0.1", "pingpong", 50, None), (None,))
+        self.assertEqual(
+            sourceAddresses("127.0.0.1", "hold", 60000, None),
+            ("127.0.0.1", "127.0.0.2", "127.0.0.3"),
+        )
+        self.assertEqual(len(sourceAddresses("127.0.0.1", "connect", 1, None)), 8)
+        self.assertEqual(sourceAddresses("::1", "hold", 60000, None), (None,))
+        self.assertRaises(UsageError, sourceAddresses, "::1", "hold", 10, 2)
+
+    def test_split(self) -> None:
+        """Connections split over processes as evenly as whole numbers allow."""
+        self.assertEqual(splitEvenly(10, 3), [4, 3, 3])
+        self.assertEqual(sum(splitEvenly(50, 4)), 50)
+
+    def test_childArguments(self) -> None:
+        """A child gets the parent's options less those the parent handles."""
+        self.assertEqual(
+            _childArguments(
+                ["--processes", "2", "-c", "10", "--json", "--hlog=x",
+                 "--plot", "p.png", "--rate", "5", "-d", "1", "h", "7"]
+            ),
+            ["-d", "1", "h", "7"],
+        )  # fmt: skip
+
+    def test_checkOptions(self) -> None:
+        """--rate needs pingpong mode; --plot needs a .png name."""
+        parser = buildParser()
+        for arguments in (
+            ["--mode", "connect", "--rate", "10", "h"],
+            ["--plot", "x.svg", "h"],
+            ["--processes", "3", "-c", "2", "h"],
+        ):
+            self.assertRaises(UsageError, checkOptions, parser.parse_args(arguments))
+        checkOptions(parser.parse_args(["--rate", "10", "--plot", "x.png", "h"]))
+
+
+class HistogramTests(SynchronousTestCase):
+    """The histogram keeps microsecond resolution where latencies live."""
+
+    def test_resolution(self) -> None:
+        """Values to a millisecond are exact; an hour fits."""
+        histogram = newHistogram()
+        for value in (1, 999, 1000, 3_600_000_000):
+            self.assertTrue(histogram.record_value(value))
+        self.assertEqual(histogram.get_value_at_percentile(25), 1)
+        self.assertEqual(histogram.get_value_at_percentile(50), 999)
+        self.assertEqual(json.loads(json.dumps(percentiles(histogram)))["p50_us"], 999)
+
+
+class LateConnectionTests(SynchronousTestCase):
+    """A connection made after the run ended is closed, not used."""
+
+    def test_lateConnection(self) -> None:
+        """It sends nothing, takes no slot and counts no error."""
+        _reactor, run = startRun()
+        run.finish()
+        connection, written = attach(run)
+        self.assertEqual(
+            (written.getvalue(), run.slots, connection.closed, run.errors),
+            (b"", [None], True, Counter()),
+        )
+
+
+class FakeSocket:
+    """A socket that takes at most C{room} bytes per send."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent = b""
+
+    def send(self, data: bytes, /) -> int:
+        """Take what fits."""
+        taken = data[: self.room]
+        self.sent += taken
+        return len(taken)
+
+
+class BufferedTransport(StringTransportWithDisconnection):
+    """A string transport with FileDescriptor's queue attributes and a socket."""
+
+    socket = FakeSocket(0)
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+
+
+class DirectWriteTests(SynchronousTestCase):
+    """Messages go straight to the socket only when nothing is queued."""
+
+    def connect(self, room: int) -> tuple[LoadConnection, BufferedTransport]:
+        """A connection whose transport has a fake socket with C{room}."""
+        _reactor, run = startRun()
+        connection = LoadConnection(run, 0, run.newCid())
+        transport = BufferedTransport()
+        transport.socket = FakeSocket(room)
+        transport.protocol = connection
+        connection.makeConnection(transport)
+        return connection, transport
+
+    def test_direct(self) -> None:
+        """With nothing queued, the whole message is sent on the socket."""
+        connection, transport = self.connect(room=100)
+        connection.write(b"hello")
+        self.assertEqual((transport.socket.sent, transport.value()), (b"hello", b""))
+
+    def test_partial(self) -> None:
+        """What the socket does not take is queued on the transport."""
+        connection, transport = self.connect(room=2)
+        connection.write(b"hello")
+        self.assertEqual((transport.socket.sent, transport.value()), (b"he", b"llo"))
+
+    def test_queued(self) -> None:
+        """With bytes queued in the transport, the transport keeps the order."""
+        connection, transport = self.connect(room=100)
+        transport._tempDataLen = 3
+        connection.write(b"hello")
+        self.assertEqual((transport.socket.sent, transport.value()), (b"", b"hello"))

@@ -1,0 +1,390 @@
+"""End-to-end tests of C{python -m echotwist.bench}: real processes, loopback.
+
+Every run is short (about a second) and bounded by the e2e helpers'
+timeouts; servers are real C{twistd} processes or the misbehaving
+doubles of L{echotwist.test.doubles}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from echotwist.test.doubles import (
+    corruptAfter,
+    duplicateAfter,
+    stallAt,
+    startStreamDouble,
+    swallowAfter,
+)
+from echotwist.test.e2e import (
+    PROJECT_ROOT,
+    WAIT,
+    childEnvironment,
+    runModule,
+    startServer,
+)
+
+SHORT = ("--duration", "1", "--warmup", "0.2")
+
+
+def bench(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run the bench to completion."""
+    return runModule("echotwist.bench", *arguments)
+
+
+def report(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON object the bench printed."""
+    value = json.loads(result.stdout)
+    assert isinstance(value, dict)
+    return value
+
+
+class BenchAgainstServerTests(SynchronousTestCase):
+    """Each mode against a real C{twistd -n echo}."""
+
+    def setUp(self) -> None:
+        """One server for the test."""
+        self.server = startServer(self)
+        self.port = str(self.server.port)
+
+    def test_closedLoopJSON(self) -> None:
+        """A closed-loop run reports verified echoes, percentiles and no errors."""
+        result = bench("--json", "-c", "4", "-s", "100", *SHORT, "127.0.0.1", self.port)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertGreater(values["echoes"], 0)
+        self.assertGreater(values["echoes_per_s"], 0)
+        self.assertEqual(values["errors"], 0)
+        self.assertLessEqual(values["p50_us"], values["p99_us"])
+        self.assertLessEqual(values["p99_us"], values["max_us"])
+        self.assertEqual(
+            sorted(values["machine"]), ["cpus", "kernel", "python", "reactor"]
+        )
+
+    def test_readableReport(self) -> None:
+        """Without --json the report is readable lines and no progress line."""
+        result = bench("-c", "2", "-P", "2", *SHORT, "127.0.0.1", self.port)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertRegex(lines[0], r"^pingpong: 2 connections, 512 bytes, pipeline 2")
+        self.assertRegex(lines[1], r"^\d+ echoes: [\d,]+/s, [\d.]+ MB/s$")
+        self.assertRegex(lines[2], r"^latency: p50 \d+  p90 \d+  p99 \d+  p99\.9 \d+")
+        self.assertEqual(lines[3], "errors: 0")
+        self.assertRegex(lines[4], r"^machine: \d+ CPUs, ")
+
+    def test_openLoop(self) -> None:
+        """--rate reports the target, the achieved rate and both latencies."""
+        result = bench(
+            "--json", "--rate", "300", "-c", "3", *SHORT, "127.0.0.1", self.port
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertEqual(values["target_rate"], 300)
+        self.assertGreater(values["achieved_rate"], 0)
+        self.assertLessEqual(values["uncorrected"]["p50_us"], values["p50_us"])
+
+    def test_connectMode(self) -> None:
+        """--mode connect counts connect/echo/close transactions."""
+        result = bench("--json", "--mode", "connect", "-c", "2", *SHORT,
+                       "127.0.0.1", self.port)  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertEqual(values["mode"], "connect")
+        self.assertGreater(values["echoes"], 0)
+        self.assertEqual(values["errors"], 0)
+
+    def test_holdMode(self) -> None:
+        """--mode hold holds every connection, from several source addresses."""
+        result = bench("--json", "--mode", "hold", "-c", "30", "--sources", "3",
+                       "--duration", "0.5", "127.0.0.1", self.port)  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertEqual((values["echoes"], values["errors"]), (30, 0))
+        hosts = {
+            m.group(1)
+            for m in (
+                self.server.output.waitFor(rf"Handling client (127\.0\.0\.{n})/", 5)
+                for n in (1, 2, 3)
+            )
+        }
+        self.assertEqual(hosts, {"127.0.0.1", "127.0.0.2", "127.0.0.3"})
+
+    def test_processes(self) -> None:
+        """--processes 2 runs two load processes and merges them."""
+        result = bench("--json", "--processes", "2", "-c", "4", *SHORT,
+                       "127.0.0.1", self.port)  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertEqual((values["processes"], values["connections"]), (2, 4))
+        self.assertGreater(values["echoes"], 0)
+        self.assertNotIn("histogram", values)
+
+    def test_hlogAndMerge(self) -> None:
+        """Two runs' interval logs merge: echoes and errors add exactly."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        logs = [str(directory / f"run{i}.hlog") for i in (1, 2)]
+        runs = [
+            report(
+                bench(
+                    "--json", "-c", "2", *SHORT, "--hlog", log, "127.0.0.1", self.port
+                )
+            )
+            for log in logs
+        ]
+        self.assertTrue(Path(logs[0]).read_text().startswith("#[Histogram log format"))
+        merged = bench("merge", "--json", *logs)
+        self.assertEqual(merged.returncode, 0, merged.stderr)
+        values = report(merged)
+        self.assertEqual(values["runs"], 2)
+        self.assertEqual(values["echoes"], runs[0]["echoes"] + runs[1]["echoes"])
+        self.assertEqual(values["errors"], 0)
+        self.assertGreaterEqual(
+            values["max_us"], max(runs[0]["max_us"], runs[1]["max_us"])
+        )
+
+    def test_plot(self) -> None:
+        """--plot writes a PNG picture of the latency distribution."""
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SkipTest("matplotlib is not installed (echotwist[plot])") from None
+        path = Path(self.mktemp() + ".png").resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = bench("-c", "2", *SHORT, "--plot", str(path), "127.0.0.1", self.port)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+
+class BenchAgainstBrokenServerTests(SynchronousTestCase):
+    """A server that corrupts, duplicates or drops data is reported, exit 1."""
+
+    def errorsFrom(self, *arguments: str) -> dict[str, int]:
+        """Run the bench against C{arguments}; check the failure; its error kinds."""
+        result = bench("--json", *arguments)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertRegex(result.stderr, r"^echotwist.bench: error: \d+ errors \(")
+        values = report(result)
+        self.assertGreater(values["errors"], 0)
+        kinds = values["error_kinds"]
+        assert isinstance(kinds, dict)
+        return kinds
+
+    def test_corrupt(self) -> None:
+        """A flipped byte is a corrupt echo."""
+        double = startStreamDouble(self, corruptAfter(5000))
+        kinds = self.errorsFrom("-c", "1", *SHORT, "127.0.0.1", str(double.port))
+        # Each replacement connection is corrupted again once it is 5000
+        # bytes in, so there is at least one error and only of this kind.
+        self.assertEqual(set(kinds), {"corrupt"})
+
+    def test_duplicated(self) -> None:
+        """A chunk echoed twice is a duplicated echo."""
+        double = startStreamDouble(self, duplicateAfter(5000))
+        kinds = self.errorsFrom("-c", "1", *SHORT, "127.0.0.1", str(double.port))
+        self.assertEqual(set(kinds), {"duplicated"})
+
+    def test_swallowed(self) -> None:
+        """An echo that never comes back is a stalled echo."""
+        double = startStreamDouble(self, swallowAfter(5000))
+        kinds = self.errorsFrom("-c", "1", *SHORT, "127.0.0.1", str(double.port))
+        self.assertEqual(kinds, {"stalled": 1})
+
+    def test_connectModeCorrupt(self) -> None:
+        """Connect mode verifies each transaction's echo too."""
+        double = startStreamDouble(self, corruptAfter(3))
+        result = bench("--json", "--mode", "connect", "-c", "1", *SHORT,
+                       "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.strip(),
+            f"echotwist.bench: error: cannot echo with 127.0.0.1:{double.port}"
+            " (corrupt)",
+        )
+
+
+class HoldAgainstBrokenServerTests(SynchronousTestCase):
+    """Hold mode verifies each connection's set-up echo."""
+
+    def test_corrupt(self) -> None:
+        """Connections whose first echo is corrupt are not held; all bad: exit 1."""
+        double = startStreamDouble(self, corruptAfter(3))
+        result = bench("--mode", "hold", "-c", "3", "--duration", "0.2",
+                       "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                1,
+                "",
+                "echotwist.bench: error: cannot hold connections to"
+                f" 127.0.0.1:{double.port} (corrupt)\n",
+            ),
+        )
+
+    def test_silent(self) -> None:
+        """A server that never echoes times the set-up out, counted as errors."""
+        double = startStreamDouble(self, swallowAfter(0))
+        result = bench("--mode", "hold", "-c", "2", "--timeout", "0.2",
+                       "--duration", "0.2", "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("(timeout)", result.stderr)
+
+
+class CoordinatedOmissionTests(SynchronousTestCase):
+    """The open loop shows a server stall that the actual-send timing hides."""
+
+    def test_stall(self) -> None:
+        """A 300 ms stall: every message due meanwhile carries it, corrected."""
+        double = startStreamDouble(self, stallAt(512 * 100, 0.3))
+        result = bench("--json", "--rate", "200", "-c", "1", "--duration", "1.5",
+                       "--warmup", "0", "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertGreaterEqual(values["max_us"], 300000)
+        self.assertGreater(values["p90_us"], values["uncorrected"]["p90_us"])
+
+
+class BenchCommandLineTests(SynchronousTestCase):
+    """Usage errors and unreachable servers give one clear line."""
+
+    def test_refused(self) -> None:
+        """No server: one line, exit 1."""
+        double = startStreamDouble(self, corruptAfter(0))
+        port = str(double.port)
+        double.stop()
+        result = bench("-c", "2", *SHORT, "127.0.0.1", port)
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                1,
+                "",
+                f"echotwist.bench: error: connection refused by 127.0.0.1:{port}\n",
+            ),
+        )
+
+    def test_usage(self) -> None:
+        """Bad options exit 2 with an error line, not a traceback."""
+        for arguments in (
+            ("-c", "0", "h"),
+            ("--duration", "x", "h"),
+            ("--mode", "hold", "--rate", "5", "h"),
+            ("--sources", "2", "::1"),
+            ("h", "70000"),
+        ):
+            result = bench(*arguments)
+            self.assertEqual(result.returncode, 2, (arguments, result.stderr))
+            self.assertIn("error:", result.stderr.splitlines()[-1])
+            self.assertNotIn("Traceback", result.stderr)
+
+    def test_mergeBadFile(self) -> None:
+        """Merging a file that is not a log is one error line, exit 1."""
+        path = Path(self.mktemp()).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not a log\n")
+        result = bench("merge", str(path))
+        self.assertEqual(
+            (result.returncode, result.stderr),
+            (1, f"echotwist.bench: error: {path} holds no interval histograms\n"),
+        )
+
+
+class InstalledTests(SynchronousTestCase):
+    """The installed package (not just the source tree) carries the bench."""
+
+    def test_installedBench(self) -> None:
+        """C{python -m echotwist.bench --help} works outside the source tree."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        result = subprocess.run(
+            [sys.executable, "-m", "echotwist.bench", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd=str(directory),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("usage: python -m echotwist.bench", result.stdout)
+
+
+class ProgressTests(SynchronousTestCase):
+    """The live progress line appears on a terminal, and only there."""
+
+    def test_terminal(self) -> None:
+        """On a pseudo-terminal the progress line is drawn, then the report."""
+        server = startServer(self)
+        primary, secondary = pty.openpty()
+        self.addCleanup(os.close, primary)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "echotwist.bench", "-c", "2", "--duration",
+             "1.2", "--warmup", "0", "--interval", "0.3", "127.0.0.1",
+             str(server.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            cwd=str(PROJECT_ROOT),
+            env=childEnvironment(),
+        )  # fmt: skip
+        os.close(secondary)
+        self.addCleanup(process.kill)
+        output = b""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal.
+                break
+            if not chunk:
+                break
+            output += chunk
+        self.assertEqual(process.wait(WAIT), 0)
+        self.assertRegex(output, rb"echoes/s  p50 \d+ us  errors 0")
+        self.assertIn(b"errors: 0", output)
+
+
+class MissingExtraTests(SynchronousTestCase):
+    """Without the bench extra the bench says what to install."""
+
+    def test_noHdrHistogram(self) -> None:
+        """With hdrhistogram unimportable: one line naming the extra, exit 1."""
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import runpy, sys; sys.modules['hdrh'] = None;"
+                " runpy.run_module('echotwist.bench', run_name='__main__')",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd=str(PROJECT_ROOT),
+            env=childEnvironment(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        self.assertEqual(
+            (result.returncode, result.stderr),
+            (
+                1,
+                "echotwist.bench: error: needs hdrh (the 'bench' extra):"
+                " pip install 'echotwist[bench]'\n",
+            ),
+        )

@@ -1,0 +1,415 @@
+"""Tests for the client's ping mode: statistics, probe loop and end to end."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.ping import DatagramProbe, EchoError, StreamProbe, runPing
+from echotwist.pingstats import PingStats, probeLine, summaryLines
+from echotwist.test.doubles import (
+    corruptAfter,
+    startDatagramDouble,
+    startStreamDouble,
+)
+from echotwist.test.e2e import makeCertificate, runClient, startServer
+
+
+class PingStatsTests(SynchronousTestCase):
+    """L{PingStats} counts and summarises like C{ping}."""
+
+    def test_summary(self) -> None:
+        """min/avg/max/mdev of 1, 2 and 3 ms, mdev being the standard deviation."""
+        stats = PingStats()
+        for rtt in (0.001, 0.003, 0.002):
+            stats.probeSent()
+            stats.probeAnswered(rtt)
+        summary = stats.summary()
+        assert summary is not None
+        expected = (0.001, 0.002, 0.003, math.sqrt(2 / 3) / 1000)
+        for got, want in zip(summary, expected, strict=True):
+            self.assertAlmostEqual(got, want)
+
+    def test_loss(self) -> None:
+        """One answer out of four probes is 75% loss."""
+        stats = PingStats()
+        for _ in range(4):
+            stats.probeSent()
+        stats.probeAnswered(0.5)
+        self.assertEqual((stats.lost, stats.lossPercent), (3, 75.0))
+
+    def test_noAnswers(self) -> None:
+        """Without answers there is no round-trip line and 100% loss."""
+        stats = PingStats()
+        stats.probeSent()
+        self.assertIsNone(stats.summary())
+        self.assertEqual(
+            summaryLines("h", stats),
+            ["--- h echo statistics ---", "1 probes sent, 0 received, 100.0% loss"],
+        )
+
+    def test_lines(self) -> None:
+        """Probe and summary lines have ping's shape, times in ms."""
+        stats = PingStats()
+        stats.probeSent()
+        stats.probeAnswered(0.0125)
+        self.assertEqual(
+            probeLine(5, "example", 3, 0.0125),
+            "5 bytes from example: seq=3 time=12.500 ms",
+        )
+        self.assertEqual(
+            summaryLines("example", stats)[-1],
+            "rtt min/avg/max/mdev = 12.500/12.500/12.500/0.000 ms",
+        )
+
+
+class FakeProber:
+    """A prober whose probes the test answers by hand."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.sent: list[tuple[float, bytes, Deferred[bytes]]] = []
+        self.resets = 0
+        self.closed = False
+        self.readyResult: Deferred[None] | None = None
+
+    def ready(self) -> Deferred[None]:
+        """Ready at once, unless the test set another result."""
+        result, self.readyResult = self.readyResult, None
+        return result if result is not None else succeed(None)
+
+    def probe(self, message: bytes) -> Deferred[bytes]:
+        """Record the probe and when it was sent."""
+        d: Deferred[bytes] = Deferred()
+        self.sent.append((self.clock.seconds(), message, d))
+        return d
+
+    def reset(self) -> None:
+        """Count resets."""
+        self.resets += 1
+
+    def close(self) -> None:
+        """Note the close."""
+        self.closed = True
+
+
+class RunPingTests(SynchronousTestCase):
+    """L{runPing} times, verifies and paces probes by the injected clock."""
+
+    def start(
+        self, count: int = 3, interval: float = 1.0, timeout: float = 0.5
+    ) -> tuple[Clock, FakeProber, list[str], Deferred[PingStats]]:
+        """Start a ping of C{b'hi'} with a fake prober and clock."""
+        clock = Clock()
+        prober = FakeProber(clock)
+        lines: list[str] = []
+        d = Deferred.fromCoroutine(
+            runPing(
+                clock,
+                prober,
+                host="h",
+                message=b"hi",
+                count=count,
+                interval=interval,
+                timeout=timeout,
+                output=lines.append,
+            )
+        )
+        return clock, prober, lines, d
+
+    def test_answeredTimedOutAndCorrupt(self) -> None:
+        """An echo is timed, a timeout and a wrong echo are losses with a reset."""
+        clock, prober, lines, d = self.start()
+        clock.advance(0.010)
+        prober.sent[0][2].callback(b"hi")
+        clock.advance(0.990)
+        clock.advance(0.5)
+        clock.advance(0.5)
+        prober.sent[2][2].callback(b"hX")
+        stats = self.successResultOf(d)
+        self.assertEqual([t for t, _, _ in prober.sent], [0.0, 1.0, 2.0])
+        self.assertEqual(
+            lines,
+            [
+                "2 bytes from h: seq=0 time=10.000 ms",
+                "no echo from h: seq=1 timeout after 0.5 s",
+                "no echo from h: seq=2 echo differs from what was sent"
+                " (2 bytes back for 2 sent)",
+            ],
+        )
+        self.assertEqual((stats.sent, stats.received, prober.resets), (3, 1, 2))
+        self.assertTrue(prober.closed)
+
+    def test_slowEchoDelaysNextProbe(self) -> None:
+        """A probe is never sent before the previous one is answered."""
+        clock, prober, _, d = self.start(count=2, interval=0.1, timeout=5)
+        clock.advance(0.3)
+        self.assertEqual(len(prober.sent), 1)
+        prober.sent[0][2].callback(b"hi")
+        self.assertEqual([t for t, _, _ in prober.sent], [0.0, 0.3])
+        prober.sent[1][2].callback(b"hi")
+        self.assertEqual(self.successResultOf(d).received, 2)
+
+    def test_firstConnectFails(self) -> None:
+        """When the first connection fails the ping fails with that error."""
+        clock = Clock()
+        prober = FakeProber(clock)
+        prober.readyResult = fail(ConnectionRefusedError())
+        d = Deferred.fromCoroutine(
+            runPing(
+                clock,
+                prober,
+                host="h",
+                message=b"hi",
+                count=2,
+                interval=1,
+                timeout=1,
+                output=lambda line: None,
+            )
+        )
+        self.failureResultOf(d, ConnectionRefusedError)
+        self.assertTrue(prober.closed)
+
+    def test_laterConnectFailsIsLoss(self) -> None:
+        """A failed reconnection is a lost probe, and the ping goes on."""
+        clock, prober, lines, d = self.start(count=3, interval=1, timeout=0.5)
+        prober.sent[0][2].callback(b"hi")
+        prober.readyResult = fail(ConnectionRefusedError())
+        clock.advance(1)
+        clock.advance(1)
+        prober.sent[1][2].callback(b"hi")
+        stats = self.successResultOf(d)
+        self.assertEqual((stats.sent, stats.received), (3, 2))
+        self.assertEqual(len(prober.sent), 2)
+        self.assertIn("cannot connect", lines[1])
+
+
+class StreamProbeTests(SynchronousTestCase):
+    """L{StreamProbe} collects one echo from pieces and notices early closes."""
+
+    def connect(self) -> tuple[StreamProbe, StringTransportWithDisconnection]:
+        """A L{StreamProbe} on a string transport."""
+        protocol = StreamProbe()
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_pieces(self) -> None:
+        """The echo fires once as many bytes as were sent are back."""
+        protocol, transport = self.connect()
+        d = protocol.probe(b"hello")
+        self.assertEqual(transport.value(), b"hello")
+        protocol.dataReceived(b"he")
+        self.assertNoResult(d)
+        protocol.dataReceived(b"llo")
+        self.assertEqual(self.successResultOf(d), b"hello")
+
+    def test_closedEarly(self) -> None:
+        """A close with the echo incomplete fails the probe, saying how far it got."""
+        protocol, transport = self.connect()
+        d = protocol.probe(b"hello")
+        protocol.dataReceived(b"he")
+        transport.loseConnection()
+        failure = self.failureResultOf(d, EchoError)
+        self.assertEqual(
+            str(failure.value), "the server closed the connection after 2 of 5 bytes"
+        )
+
+    def test_failedConnection(self) -> None:
+        """A connection that fails (not closes) says why."""
+        protocol, _transport = self.connect()
+        d = protocol.probe(b"hello")
+        protocol.connectionLost(Failure(ValueError("wrong version number")))
+        failure = self.failureResultOf(d, EchoError)
+        self.assertEqual(
+            str(failure.value),
+            "the connection failed after 0 of 5 bytes: wrong version number",
+        )
+
+
+class DatagramProbeTests(SynchronousTestCase):
+    """L{DatagramProbe} matches a reply to the probe in flight only."""
+
+    def test_lateReply(self) -> None:
+        """A reply after the probe was forgotten is counted late, not matched."""
+        protocol = DatagramProbe()
+        d: Deferred[bytes] = Deferred()
+        protocol.waiting = d
+        protocol.datagramReceived(b"one", ("127.0.0.1", 7))
+        self.assertEqual(self.successResultOf(d), b"one")
+        protocol.datagramReceived(b"two", ("127.0.0.1", 7))
+        self.assertEqual(protocol.late, 1)
+
+    def test_refused(self) -> None:
+        """An ICMP port unreachable fails the probe in flight."""
+        protocol = DatagramProbe()
+        d: Deferred[bytes] = Deferred()
+        protocol.waiting = d
+        protocol.connectionRefused()
+        failure: Failure = self.failureResultOf(d, EchoError)
+        self.assertEqual(str(failure.value), "port unreachable")
+
+
+_PROBE = re.compile(r"^5 bytes from 127\.0\.0\.1: seq=(\d+) time=\d+\.\d{3} ms$")
+_RTT = re.compile(r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$")
+
+
+class PingEndToEndTests(SynchronousTestCase):
+    """C{python -m echotwist.client --count N} against real servers and doubles."""
+
+    def test_tcp(self) -> None:
+        """Three verified probes to twistd, one line each, then the summary."""
+        server = startServer(self)
+        result = runClient(
+            "--count", "3", "--interval", "0.05", "127.0.0.1", "hello", str(server.port)
+        )
+        lines = result.stdout.splitlines()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            [int(m.group(1)) for m in map(_PROBE.match, lines[:3]) if m], [0, 1, 2]
+        )
+        self.assertEqual(
+            lines[3:5],
+            [
+                "--- 127.0.0.1 echo statistics ---",
+                "3 probes sent, 3 received, 0.0% loss",
+            ],
+        )
+        self.assertRegex(lines[5], _RTT)
+
+    def test_oneShotUnchanged(self) -> None:
+        """Without --count the client still prints only 'Received: <word>'."""
+        server = startServer(self)
+        result = runClient("127.0.0.1", "hello", str(server.port))
+        self.assertEqual((result.returncode, result.stdout), (0, "Received: hello\n"))
+
+    def test_refused(self) -> None:
+        """A refused first connection is one error line and exit status 1."""
+        double = startStreamDouble(self, corruptAfter(0))
+        port = str(double.port)
+        double.stop()
+        result = runClient("--count", "2", "127.0.0.1", "hello", port)
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                1,
+                "",
+                f"echotwist.client: error: connection refused by 127.0.0.1:{port}\n",
+            ),
+        )
+
+    def test_corruptEchoIsLoss(self) -> None:
+        """A server that corrupts the second probe's echo costs one probe."""
+        double = startStreamDouble(self, corruptAfter(6))
+        result = runClient(
+            "--count", "3", "--interval", "0", "127.0.0.1", "hello", str(double.port)
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertRegex(lines[0], _PROBE)
+        self.assertEqual(
+            lines[1],
+            "no echo from 127.0.0.1: seq=1 echo differs from what was sent"
+            " (5 bytes back for 5 sent)",
+        )
+        self.assertRegex(lines[2], _PROBE)
+        self.assertIn("3 probes sent, 2 received, 33.3% loss", lines)
+        # The corrupt stream was dropped and the third probe reconnected.
+        self.assertEqual(double.connections, 2)
+
+    def test_udpLoss(self) -> None:
+        """Over UDP, probes the server drops time out and count as loss."""
+        double = startDatagramDouble(self, lambda n: n % 2 == 0)
+        result = runClient(
+            "--udp",
+            "--count",
+            "4",
+            "--interval",
+            "0",
+            "--timeout",
+            "0.3",
+            "127.0.0.1",
+            "hello",
+            str(double.port),
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(
+            [bool(_PROBE.match(line)) for line in lines[:4]],
+            [True, False, True, False],
+        )
+        self.assertEqual(lines[1], "no echo from 127.0.0.1: seq=1 timeout after 0.3 s")
+        self.assertIn("4 probes sent, 2 received, 50.0% loss", lines)
+
+    def test_udpOneShot(self) -> None:
+        """Without --count, --udp echoes one datagram and prints it."""
+        double = startDatagramDouble(self, lambda n: True)
+        result = runClient("--udp", "127.0.0.1", "hello", str(double.port))
+        self.assertEqual((result.returncode, result.stdout), (0, "Received: hello\n"))
+
+    def test_udpAllLost(self) -> None:
+        """With no echo at all the summary is printed and the exit status is 1."""
+        double = startDatagramDouble(self, lambda n: False)
+        result = runClient(
+            "--udp",
+            "--count",
+            "2",
+            "--interval",
+            "0",
+            "--timeout",
+            "0.2",
+            "127.0.0.1",
+            "hello",
+            str(double.port),
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("2 probes sent, 0 received, 100.0% loss", result.stdout)
+        self.assertEqual(
+            result.stderr,
+            "echotwist.client: error: no echo from 127.0.0.1 in 2 probes\n",
+        )
+
+    def test_tls(self) -> None:
+        """--tls --insecure pings a TLS server; without --insecure it is refused."""
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        key, cert = makeCertificate(directory.resolve())
+        server = startServer(
+            self,
+            listen=[f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+        )
+        port = str(server.port)
+        result = runClient(
+            "--tls", "--insecure", "--count", "2", "--interval", "0",
+            "127.0.0.1", "hello", port,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("2 probes sent, 2 received, 0.0% loss", result.stdout)
+        oneShot = runClient("--tls", "--insecure", "127.0.0.1", "hello", port)
+        self.assertEqual((oneShot.returncode, oneShot.stdout), (0, "Received: hello\n"))
+        verified = runClient("--tls", "127.0.0.1", "hello", port)
+        self.assertEqual(verified.returncode, 1)
+        self.assertEqual(len(verified.stderr.splitlines()), 1, verified.stderr)
+        self.assertTrue(verified.stderr.startswith("echotwist.client: error: "))
+
+    def test_usage(self) -> None:
+        """A bad count or --insecure without --tls is a usage error (status 2)."""
+        for arguments in (
+            ("--count", "0", "h", "w"),
+            ("--count", "x", "h", "w"),
+            ("--interval", "-1", "--count", "1", "h", "w"),
+            ("--insecure", "h", "w"),
+            ("--udp", "--tls", "h", "w"),
+        ):
+            result = runClient(*arguments)
+            self.assertEqual(result.returncode, 2, arguments)
+            self.assertIn("error:", result.stderr.splitlines()[-1])
