@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echotwist.fastwrite import sendNow
 from echotwist.stats import ServerStats
 
 
@@ -102,7 +103,9 @@ class Echo(Protocol):
         """Send C{data} straight back."""
         self.bytesEchoed += len(data)
         self.factory.stats.echoed(self.kind, len(data))
-        self.stream.write(data)
+        # Sent at once when nothing is buffered, else buffered by the
+        # transport with its flow control (see echotwist.fastwrite).
+        sendNow(self.stream, data)
 
     def readConnectionLost(self) -> None:
         """The client shut its sending side: flush what is buffered, then close."""
