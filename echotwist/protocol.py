@@ -70,10 +70,24 @@ class Echo(Protocol):
     log = Logger()
     factory: EchoFactory
 
-    bytesEchoed = 0
-    startedAt = 0.0
-    client: tuple[str, str] = ("", "")
-    kind = "tcp"
+    # A server may hold tens of thousands of idle connections, so an Echo
+    # keeps no per-instance dict and stores only what its close line needs;
+    # the client's address is read back from the transport when logging.
+    __slots__ = (
+        "bytesEchoed",
+        "connected",
+        "factory",
+        "kind",
+        "startedAt",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.transport = None
+        self.connected = 0
+        self.bytesEchoed = 0
+        self.startedAt = 0.0
+        self.kind = "tcp"
 
     @property
     def stream(self) -> IStreamTransport:
@@ -92,12 +106,8 @@ class Echo(Protocol):
         self.kind = transportKind(transport)
         self.startedAt = self.factory.clock.seconds()
         self.factory.stats.connectionOpened()
-        self.client = describeAddress(transport.getPeer())
-        self.log.info(
-            "Handling client {host}/{port}",
-            host=self.client[0],
-            port=self.client[1],
-        )
+        host, port = describeAddress(transport.getPeer())
+        self.log.info("Handling client {host}/{port}", host=host, port=port)
 
     def dataReceived(self, data: bytes) -> None:
         """Send C{data} straight back."""
@@ -121,10 +131,11 @@ class Echo(Protocol):
         """Log how many bytes were echoed and for how long."""
         duration = self.factory.clock.seconds() - self.startedAt
         self.factory.stats.connectionClosed(duration)
+        host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Closed client {host}/{port}: {bytes} bytes echoed in {duration:.3f} s",
-            host=self.client[0],
-            port=self.client[1],
+            host=host,
+            port=port,
             bytes=self.bytesEchoed,
             duration=duration,
         )
