@@ -116,6 +116,20 @@ def servers(python: str) -> list[Server]:
             (*twistd, *echotwist, "-r", "poll", "echo", *listen),
             "twistd -r poll echo",
         ),
+        Server(
+            "echotwist-uvloop",
+            (
+                *twistd,
+                *echotwist,
+                "-r",
+                "uvloop",
+                "echo",
+                "--listen",
+                "aiotcp:0:interface=127.0.0.1",
+            ),
+            "twistd -r uvloop echo with the aiotcp: listener (uvloop's native "
+            "transports under the unchanged Echo protocol)",
+        ),
     ]
 
 

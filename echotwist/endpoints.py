@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IAddress
 DEFAULT_PORT = 5000
 
 # Endpoint types whose first positional argument (or port=) is a TCP port.
-_PORT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls"})
+_PORT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "aiotcp"})
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
