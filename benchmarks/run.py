@@ -314,6 +314,7 @@ def table(
     heavy, single, bulk = WORKLOADS
     header = (
         f"| server | {heavy.name} echoes/s | vs twisted | CPU µs/echo "
+        f"| echoes/CPU-s | vs twisted "
         f"| {single.name} echoes/s | vs twisted | p50 µs | p99 µs "
         f"| {bulk.name} echoes/s | vs twisted | MB/s "
         f"| idle B/conn |"
