@@ -345,7 +345,11 @@ def table(
 def chart(
     names: Sequence[str], samples: dict[tuple[str, str], Samples], path: Path
 ) -> bool:
-    """Draw echoes/s relative to the baseline per workload; False without matplotlib."""
+    """Draw both ratios to the baseline per workload; False without matplotlib.
+
+    Left: echoes per second of server CPU (robust on a shared machine);
+    right: echoes per second.
+    """
     try:
         # matplotlib is an optional extra (bench-chart): imported by name so
         # the benchmark still runs, without a chart, where it is missing.
@@ -354,23 +358,35 @@ def chart(
         return False
     matplotlib.use("Agg")
     pyplot = importlib.import_module("matplotlib.pyplot")
-    figure, axes = pyplot.subplots(figsize=(9, 4.5))
+    figure, panels = pyplot.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    med = statistics.median
     width = 0.8 / len(names)
-    for index, name in enumerate(names):
-        ratios = [
-            statistics.median(samples[name, w.name].echoesPerSecond)
-            / statistics.median(samples[BASELINE, w.name].echoesPerSecond)
-            for w in WORKLOADS
-        ]
-        positions = [i + index * width for i in range(len(WORKLOADS))]
-        bars = axes.bar(positions, ratios, width, label=name)
-        axes.bar_label(bars, fmt="%.2f", fontsize=7)
-    axes.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(WORKLOADS))])
-    axes.set_xticklabels([w.name for w in WORKLOADS])
-    axes.set_ylabel("echoes/s relative to the canonical Twisted echo")
-    axes.axhline(1.0, color="grey", linewidth=0.8)
-    axes.legend(fontsize=8)
-    axes.set_title("Echo servers on one core, loopback (median of runs)")
+
+    def perCpu(name: str, workload: Workload) -> float:
+        return 1.0 / med(samples[name, workload.name].cpuMicrosPerEcho)
+
+    def perSecond(name: str, workload: Workload) -> float:
+        return med(samples[name, workload.name].echoesPerSecond)
+
+    measures = (
+        (panels[0], perCpu, "echoes per server CPU-second"),
+        (panels[1], perSecond, "echoes per second"),
+    )
+    for axes, measure, title in measures:
+        for index, name in enumerate(names):
+            ratios = [measure(name, w) / measure(BASELINE, w) for w in WORKLOADS]
+            positions = [i + index * width for i in range(len(WORKLOADS))]
+            bars = axes.bar(positions, ratios, width, label=name)
+            axes.bar_label(bars, fmt="%.2f", fontsize=6)
+        axes.set_xticks(
+            [i + width * (len(names) - 1) / 2 for i in range(len(WORKLOADS))]
+        )
+        axes.set_xticklabels([w.name for w in WORKLOADS])
+        axes.axhline(1.0, color="grey", linewidth=0.8)
+        axes.set_title(f"{title}, relative to the canonical Twisted echo", fontsize=10)
+    panels[0].set_ylabel("ratio (median of rounds)")
+    panels[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.suptitle("Echo servers pinned to one core, loopback")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return True
@@ -497,6 +513,12 @@ def main(argv: Sequence[str]) -> int:
         "",
     ]
     (output / "results.md").write_text("\n".join([*context, *lines, ""]))
+    raw = {
+        f"{name} {workload}": vars(sample)
+        for (name, workload), sample in samples.items()
+    }
+    raw["idle B/conn"] = dict(idle)
+    (output / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
     print()
     print("\n".join(lines))
     if chart(names, samples, output / "results.png"):
