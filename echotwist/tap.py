@@ -7,7 +7,11 @@ from typing import TextIO, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IReactorProcess,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.python import usage
 
 from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
@@ -32,6 +36,12 @@ class Options(usage.Options):
             "p",
             None,
             "Port number or endpoint description to listen on.",
+        ],
+        [
+            "workers",
+            None,
+            "1",
+            "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT).",
         ],
     ]
 
@@ -76,6 +86,7 @@ class Options(usage.Options):
                 raise usage.UsageError(_endpointError(text, e)) from None
             endpoints.append((description, endpoint))
         self["endpoints"] = endpoints
+        self["workers"] = _workerCount(self["workers"], [d for d, _ in endpoints])
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse C{options}; on a usage error print one line and exit 2.
@@ -104,7 +115,32 @@ def _endpointError(text: str, error: Exception) -> str:
     return f"invalid endpoint {text!r}: {detail}"
 
 
+def _workerCount(text: str, descriptions: list[str]) -> int:
+    from echotwist.workers import MAX_WORKERS, tcpBinding
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise usage.UsageError(
+            f"invalid --workers {text!r}: give a number from 1 to {MAX_WORKERS}"
+        )
+    if int(text) > 1:
+        for description in descriptions:
+            try:
+                tcpBinding(description)
+            except BadEndpoint as e:
+                raise usage.UsageError(str(e)) from None
+    return int(text)
+
+
 def makeService(options: Options) -> IService:
     """Build the echo service that C{twistd echo} runs."""
+    if options["workers"] > 1:
+        from echotwist.workers import WorkerPool
+
+        return WorkerPool(
+            [description for description, _ in options["endpoints"]],
+            options["workers"],
+            cast(IReactorProcess, options.reactor),
+            options.reactor,
+        )
     factory = EchoFactory(clock=options.reactor)
     return ListeningService(options["endpoints"], factory)

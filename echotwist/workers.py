@@ -1,0 +1,327 @@
+"""C{twistd echo --workers N}: N processes share the TCP listening ports.
+
+The twistd process becomes a supervisor.  It reserves each TCP port by
+binding (not listening on) a socket with C{SO_REUSEPORT}, then starts N
+worker processes (C{python -m echotwist.workers}) that each bind and listen
+on the same address with C{SO_REUSEPORT} and serve it with their own reactor
+and L{EchoFactory}; the kernel spreads new connections evenly over the
+listening sockets.  A worker reports on its file descriptor 3 when it
+listens; once all have, the supervisor logs C{Listening on ...}.  Stopping
+the supervisor (SIGTERM) sends SIGTERM to every worker and waits for them
+to exit (SIGKILL after L{STOP_TIMEOUT} seconds).
+
+Workers log to the supervisor's standard output with their index as the
+log system (C{[worker1]}).  Each worker keeps its own statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import NoReturn, TextIO
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProcessTransport,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorTime,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import (
+    FileLogObserver,
+    LogEvent,
+    Logger,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
+)
+from twisted.python.failure import Failure
+
+from echotwist.endpoints import _UNESCAPED_COLON, BadEndpoint, formatAddress
+from echotwist.protocol import EchoFactory
+
+# Seconds a worker has to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+# The most workers one supervisor starts.
+MAX_WORKERS = 256
+
+_READY_FD = 3
+
+
+class Binding:
+    """A TCP address to listen on: family, host and port."""
+
+    def __init__(self, family: socket.AddressFamily, host: str, port: int) -> None:
+        self.family = family
+        self.host = host
+        self.port = port
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Binding) and (
+            (self.family, self.host, self.port)
+            == (other.family, other.host, other.port)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.family, self.host, self.port))
+
+    def __repr__(self) -> str:
+        return f"Binding({self.family}, {self.host!r}, {self.port})"
+
+    def text(self) -> str:
+        """The C{--bind} argument that gives this binding to a worker."""
+        kind = "tcp6" if self.family == socket.AF_INET6 else "tcp"
+        return f"{kind}:{self.port}:{self.host}"
+
+    def address(self) -> IPv4Address | IPv6Address:
+        """The Twisted address of this binding."""
+        if self.family == socket.AF_INET6:
+            return IPv6Address("TCP", self.host, self.port)
+        return IPv4Address("TCP", self.host, self.port)
+
+    def makeSocket(self, listen: bool) -> socket.socket:
+        """A socket bound here with C{SO_REUSEPORT}, listening if C{listen}."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.host, self.port))
+            if listen:
+                sock.listen(socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+def tcpBinding(description: str) -> Binding:
+    """The binding of a C{tcp:} or C{tcp6:} endpoint description.
+
+    Only these can be shared with C{SO_REUSEPORT}; anything else raises
+    L{BadEndpoint}.
+    """
+    kind, *args = _UNESCAPED_COLON.split(description)
+    if kind not in ("tcp", "tcp6"):
+        raise BadEndpoint(
+            f"--workers shares only tcp: and tcp6: endpoints, not {description!r}"
+        )
+    positional = [a for a in args if "=" not in a]
+    keywords = dict(a.split("=", 1) for a in args if "=" in a)
+    port = keywords.get("port", positional[0] if positional else "")
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    default = "::" if kind == "tcp6" else "0.0.0.0"
+    host = keywords.get("interface", default).replace("\\:", ":")
+    return Binding(family, host, int(port))
+
+
+def parseBindArgument(text: str) -> Binding:
+    """Read back L{Binding.text}."""
+    kind, port, host = text.split(":", 2)
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    return Binding(family, host, int(port))
+
+
+class WorkerProtocol(ProcessProtocol):
+    """The supervisor's side of one worker: readiness and exit."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.ready = False
+        self.ended: Deferred[None] = Deferred()
+        self.buffer = b""
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """A line C{ready} on descriptor 3 means the worker listens."""
+        if childFD != _READY_FD:
+            return
+        self.buffer += data
+        if not self.ready and b"ready\n" in self.buffer:
+            self.ready = True
+            self.pool.workerReady(self.index)
+
+    def processEnded(self, reason: Failure) -> None:
+        """Tell the pool, and whoever waits for this worker to stop."""
+        self.pool.workerEnded(self.index, reason)
+        self.ended.callback(None)
+
+
+class WorkerPool(Service):
+    """Reserve the TCP ports, start N workers on them, stop them on exit."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        descriptions: Sequence[str],
+        count: int,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        *,
+        errorStream: TextIO | None = None,
+        executable: str = sys.executable,
+    ) -> None:
+        self.bindings = [tcpBinding(d) for d in descriptions]
+        self.count = count
+        self.reactor = reactor
+        self.clock = clock
+        self.errorStream = errorStream if errorStream is not None else sys.__stderr__
+        self.executable = executable
+        self.reserved: list[socket.socket] = []
+        self.workers: list[tuple[WorkerProtocol, IProcessTransport]] = []
+        self.stopping = False
+
+    def privilegedStartService(self) -> None:
+        """Reserve every port now (so port 0 picks one port for all)."""
+        Service.privilegedStartService(self)
+        self._reserve()
+
+    def startService(self) -> None:
+        """Start the workers."""
+        Service.startService(self)
+        if not self.reserved:
+            self._reserve()
+        for index in range(1, self.count + 1):
+            protocol = WorkerProtocol(self, index)
+            arguments = [self.executable, "-m", "echotwist.workers", str(index)]
+            arguments += [b.text() for b in self.bindings]
+            transport = self.reactor.spawnProcess(
+                protocol,
+                self.executable,
+                arguments,
+                env=os.environ,
+                childFDs={0: 0, 1: 1, 2: 2, _READY_FD: "r"},
+            )
+            self.workers.append((protocol, transport))
+
+    def _reserve(self) -> None:
+        for binding in self.bindings:
+            try:
+                sock = binding.makeSocket(listen=False)
+            except OSError as e:
+                self._fail(binding, e)
+            self.reserved.append(sock)
+            binding.port = sock.getsockname()[1]
+
+    def _fail(self, binding: Binding, error: OSError) -> NoReturn:
+        for sock in self.reserved:
+            sock.close()
+        if self.errorStream is not None:
+            self.errorStream.write(
+                f"twistd echo: cannot listen on {binding.text()}: {error.strerror}\n"
+            )
+            self.errorStream.flush()
+        raise SystemExit(1)
+
+    def workerReady(self, index: int) -> None:
+        """Once every worker listens, announce the addresses."""
+        if not all(protocol.ready for protocol, _ in self.workers):
+            return
+        for sock in self.reserved:
+            sock.close()
+        self.reserved = []
+        for binding in self.bindings:
+            self.log.info(
+                "Listening on {address} with {count} workers",
+                address=formatAddress(binding.address()),
+                count=self.count,
+            )
+
+    def workerEnded(self, index: int, reason: Failure) -> None:
+        """Log a worker's exit; an unexpected one is an error."""
+        if self.stopping and reason.check(ProcessDone) is not None:
+            return
+        level = self.log.info if self.stopping else self.log.error
+        level(
+            "Worker {index} exited: {why}",
+            index=index,
+            why=reason.getErrorMessage(),
+        )
+
+    def stopService(self) -> Deferred[object]:
+        """SIGTERM every worker; wait for them (SIGKILL after a timeout)."""
+        Service.stopService(self)
+        self.stopping = True
+        for sock in self.reserved:
+            sock.close()
+        self.reserved = []
+        waits: list[Deferred[None]] = []
+        for protocol, transport in self.workers:
+            if protocol.ended.called:
+                continue
+            _signal(transport, "TERM")
+            waits.append(protocol.ended)
+        killer = self.clock.callLater(STOP_TIMEOUT, self._kill) if waits else None
+
+        def stopped(result: object) -> None:
+            if killer is not None and killer.active():
+                killer.cancel()
+
+        return DeferredList(waits, consumeErrors=True).addCallback(stopped)
+
+    def _kill(self) -> None:
+        for protocol, transport in self.workers:
+            if not protocol.ended.called:
+                _signal(transport, "KILL")
+
+
+def _signal(transport: IProcessTransport, name: str) -> None:
+    # A worker already gone has its processEnded on the way.
+    with contextlib.suppress(OSError):
+        transport.signalProcess(name)
+
+
+def _prefixedObserver(index: int, stream: TextIO) -> FileLogObserver:
+    def format(event: LogEvent) -> str | None:
+        event = dict(event, log_system=f"worker{index}")
+        return formatEventAsClassicLogText(event)
+
+    return FileLogObserver(stream, format)
+
+
+def serveWorker(
+    reactor: IReactorSocket, index: int, bindings: Sequence[Binding]
+) -> Deferred[None]:
+    """Listen on every binding with C{SO_REUSEPORT} and serve echoes."""
+    factory = EchoFactory(clock=IReactorTime(reactor))
+    log = Logger(namespace="echotwist.workers")
+    for binding in bindings:
+        sock = binding.makeSocket(listen=True)
+        # The endpoint adopts the descriptor and closes it: the socket
+        # object gives it up.
+        endpoint = AdoptedStreamServerEndpoint(reactor, sock.detach(), binding.family)
+        ports: list[IListeningPort] = []
+        endpoint.listen(factory).addCallback(ports.append)
+        log.info(
+            "Worker {index} (pid {pid}) listening on {address}",
+            index=index,
+            pid=os.getpid(),
+            address=formatAddress(ports[0].getHost()),
+        )
+    os.write(_READY_FD, b"ready\n")
+    os.close(_READY_FD)
+    return Deferred()
+
+
+def main(reactor: IReactorSocket, index: str, *bindings: str) -> Deferred[None]:
+    """Worker entry point: C{python -m echotwist.workers INDEX BINDING...}."""
+    number = int(index)
+    globalLogBeginner.beginLoggingTo(
+        [_prefixedObserver(number, sys.stdout)], redirectStandardIO=False
+    )
+    return serveWorker(reactor, number, [parseBindArgument(b) for b in bindings])
+
+
+if __name__ == "__main__":
+    from twisted.internet import task
+
+    task.react(main, sys.argv[1:])
