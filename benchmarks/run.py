@@ -407,6 +407,11 @@ def machine() -> str:
     )
 
 
+def loadAverage() -> str:
+    """The system's 1, 5 and 15 minute load averages, as text."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -451,7 +456,8 @@ def main(argv: Sequence[str]) -> int:
     names = [s.name for s in candidates]
     samples = {(s.name, w.name): Samples() for s in candidates for w in WORKLOADS}
     idle: dict[str, float] = {}
-    print(f"machine: {machine()}")
+    loadBefore = loadAverage()
+    print(f"machine: {machine()}; load average {loadBefore}")
     print(f"server CPU {serverCpu}, load generator CPU {loadCpu}")
     for server in candidates:
         print(f"  {server.name}: {' '.join(pinned(server.command, serverCpu))}")
@@ -504,6 +510,9 @@ def main(argv: Sequence[str]) -> int:
     output.mkdir(parents=True, exist_ok=True)
     context = [
         f"Machine: {machine()}.",
+        f"Load average (1, 5, 15 min) before the run {loadBefore} (other work"
+        f" on the machine), after it {loadAverage()} (including the"
+        " benchmark's own server and load generator, about 2).",
         f"Server pinned to CPU {serverCpu}, load generator to CPU {loadCpu}; "
         f"{arguments.reps} interleaved round(s) of {arguments.seconds:g} s per "
         f"load after {arguments.warmup:g} s warm-up; medians; idle RSS at "
