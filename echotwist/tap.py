@@ -86,7 +86,12 @@ class Options(usage.Options):
                 raise usage.UsageError(_endpointError(text, e)) from None
             endpoints.append((description, endpoint))
         self["endpoints"] = endpoints
-        self["workers"] = _workerCount(self["workers"], [d for d, _ in endpoints])
+        from echotwist.workers import workerCount
+
+        try:
+            self["workers"] = workerCount(self["workers"], [d for d, _ in endpoints])
+        except BadEndpoint as e:
+            raise usage.UsageError(str(e)) from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse C{options}; on a usage error print one line and exit 2.
@@ -113,22 +118,6 @@ def _endpointError(text: str, error: Exception) -> str:
         kind = text.split(":", 1)[0]
         return f"unknown endpoint type {kind!r} in {text!r}"
     return f"invalid endpoint {text!r}: {detail}"
-
-
-def _workerCount(text: str, descriptions: list[str]) -> int:
-    from echotwist.workers import MAX_WORKERS, tcpBinding
-
-    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
-        raise usage.UsageError(
-            f"invalid --workers {text!r}: give a number from 1 to {MAX_WORKERS}"
-        )
-    if int(text) > 1:
-        for description in descriptions:
-            try:
-                tcpBinding(description)
-            except BadEndpoint as e:
-                raise usage.UsageError(str(e)) from None
-    return int(text)
 
 
 def makeService(options: Options) -> IService:

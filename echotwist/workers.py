@@ -123,6 +123,22 @@ def tcpBinding(description: str) -> Binding:
     return Binding(family, host, int(port))
 
 
+def workerCount(text: str, descriptions: Sequence[str]) -> int:
+    """Check a C{--workers} value against the endpoints it would share.
+
+    Raise L{BadEndpoint} for a count outside 1..L{MAX_WORKERS}, or for more
+    than one worker on an endpoint that is not C{tcp:}/C{tcp6:}.
+    """
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise BadEndpoint(
+            f"invalid --workers {text!r}: give a number from 1 to {MAX_WORKERS}"
+        )
+    if int(text) > 1:
+        for description in descriptions:
+            tcpBinding(description)
+    return int(text)
+
+
 def parseBindArgument(text: str) -> Binding:
     """Read back L{Binding.text}."""
     kind, port, host = text.split(":", 2)
