@@ -1,12 +1,15 @@
 """C{twistd echo --workers N}: N processes share the TCP listening ports.
 
-The twistd process becomes a supervisor.  It reserves each TCP port by
-binding (not listening on) a socket with C{SO_REUSEPORT}, then starts N
-worker processes (C{python -m echotwist.workers}) that each bind and listen
-on the same address with C{SO_REUSEPORT} and serve it with their own reactor
-and L{EchoFactory}; the kernel spreads new connections evenly over the
-listening sockets.  A worker reports on its file descriptor 3 when it
-listens; once all have, the supervisor logs C{Listening on ...}.  Stopping
+The twistd process becomes a supervisor.  Before privileges are dropped it
+opens, for every worker and every TCP endpoint, a socket listening on the
+same address with C{SO_REUSEPORT} (so a bind error ends start-up with one
+line and exit status 1, and ports below 1024 work).  It then starts N
+worker processes (C{python -m echotwist.workers}), hands each its own
+listening sockets as inherited descriptors, which the worker adopts and
+serves with its own reactor and L{EchoFactory}; the kernel spreads new
+connections evenly over the sockets of the group.  A worker reports on its
+file descriptor 3 when it serves; once all have, the supervisor logs
+C{Listening on ...}.  Stopping
 the supervisor (SIGTERM) sends SIGTERM to every worker and waits for them
 to exit (SIGKILL after L{STOP_TIMEOUT} seconds).
 
@@ -77,10 +80,14 @@ class Binding:
     def __repr__(self) -> str:
         return f"Binding({self.family}, {self.host!r}, {self.port})"
 
+    def kind(self) -> str:
+        """C{tcp} or C{tcp6}."""
+        return "tcp6" if self.family == socket.AF_INET6 else "tcp"
+
     def text(self) -> str:
-        """The C{--bind} argument that gives this binding to a worker."""
-        kind = "tcp6" if self.family == socket.AF_INET6 else "tcp"
-        return f"{kind}:{self.port}:{self.host}"
+        """The endpoint description of this binding, for messages."""
+        host = self.host.replace(":", "\\:")
+        return f"{self.kind()}:{self.port}:interface={host}"
 
     def address(self) -> IPv4Address | IPv6Address:
         """The Twisted address of this binding."""
@@ -139,11 +146,11 @@ def workerCount(text: str, descriptions: Sequence[str]) -> int:
     return int(text)
 
 
-def parseBindArgument(text: str) -> Binding:
-    """Read back L{Binding.text}."""
-    kind, port, host = text.split(":", 2)
+def parseListeningArgument(text: str) -> tuple[socket.AddressFamily, int]:
+    """Read a worker's C{tcp:FD} or C{tcp6:FD} argument."""
+    kind, descriptor = text.split(":", 1)
     family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
-    return Binding(family, host, int(port))
+    return family, int(descriptor)
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -172,7 +179,7 @@ class WorkerProtocol(ProcessProtocol):
 
 
 class WorkerPool(Service):
-    """Reserve the TCP ports, start N workers on them, stop them on exit."""
+    """Listen on the TCP ports, start N workers on them, stop them on exit."""
 
     log = Logger()
 
@@ -192,45 +199,59 @@ class WorkerPool(Service):
         self.clock = clock
         self.errorStream = errorStream if errorStream is not None else sys.__stderr__
         self.executable = executable
-        self.reserved: list[socket.socket] = []
+        # sockets[i][j]: worker i's listening socket for binding j.
+        self.sockets: list[list[socket.socket]] = []
         self.workers: list[tuple[WorkerProtocol, IProcessTransport]] = []
         self.stopping = False
 
     def privilegedStartService(self) -> None:
-        """Reserve every port now (so port 0 picks one port for all)."""
+        """Bind and listen now, before twistd drops privileges."""
         Service.privilegedStartService(self)
-        self._reserve()
+        self._listen()
 
     def startService(self) -> None:
-        """Start the workers."""
+        """Start the workers, each with its own listening sockets."""
         Service.startService(self)
-        if not self.reserved:
-            self._reserve()
-        for index in range(1, self.count + 1):
+        if not self.sockets:
+            self._listen()
+        sockets, self.sockets = self.sockets, []
+        for index, own in enumerate(sockets, 1):
             protocol = WorkerProtocol(self, index)
+            childFDs: dict[int, int | str] = {0: 0, 1: 1, 2: 2, _READY_FD: "r"}
             arguments = [self.executable, "-m", "echotwist.workers", str(index)]
-            arguments += [b.text() for b in self.bindings]
+            for number, (binding, sock) in enumerate(
+                zip(self.bindings, own, strict=True)
+            ):
+                descriptor = _READY_FD + 1 + number
+                childFDs[descriptor] = sock.fileno()
+                arguments.append(f"{binding.kind()}:{descriptor}")
             transport = self.reactor.spawnProcess(
                 protocol,
                 self.executable,
                 arguments,
                 env=os.environ,
-                childFDs={0: 0, 1: 1, 2: 2, _READY_FD: "r"},
+                childFDs=childFDs,
             )
+            # The worker has its copies now.
+            for sock in own:
+                sock.close()
             self.workers.append((protocol, transport))
 
-    def _reserve(self) -> None:
-        for binding in self.bindings:
-            try:
-                sock = binding.makeSocket(listen=False)
-            except OSError as e:
-                self._fail(binding, e)
-            self.reserved.append(sock)
-            binding.port = sock.getsockname()[1]
+    def _listen(self) -> None:
+        for _ in range(self.count):
+            own: list[socket.socket] = []
+            self.sockets.append(own)
+            for binding in self.bindings:
+                try:
+                    sock = binding.makeSocket(listen=True)
+                except OSError as e:
+                    self._fail(binding, e)
+                own.append(sock)
+                # Port 0 picks a port for the first worker; the others share it.
+                binding.port = sock.getsockname()[1]
 
     def _fail(self, binding: Binding, error: OSError) -> NoReturn:
-        for sock in self.reserved:
-            sock.close()
+        self._closeSockets()
         if self.errorStream is not None:
             self.errorStream.write(
                 f"twistd echo: cannot listen on {binding.text()}: {error.strerror}\n"
@@ -238,13 +259,16 @@ class WorkerPool(Service):
             self.errorStream.flush()
         raise SystemExit(1)
 
+    def _closeSockets(self) -> None:
+        for own in self.sockets:
+            for sock in own:
+                sock.close()
+        self.sockets = []
+
     def workerReady(self, index: int) -> None:
-        """Once every worker listens, announce the addresses."""
+        """Once every worker serves, announce the addresses."""
         if not all(protocol.ready for protocol, _ in self.workers):
             return
-        for sock in self.reserved:
-            sock.close()
-        self.reserved = []
         for binding in self.bindings:
             self.log.info(
                 "Listening on {address} with {count} workers",
@@ -267,9 +291,7 @@ class WorkerPool(Service):
         """SIGTERM every worker; wait for them (SIGKILL after a timeout)."""
         Service.stopService(self)
         self.stopping = True
-        for sock in self.reserved:
-            sock.close()
-        self.reserved = []
+        self._closeSockets()
         waits: list[Deferred[None]] = []
         for protocol, transport in self.workers:
             if protocol.ended.called:
@@ -305,16 +327,16 @@ def _prefixedObserver(index: int, stream: TextIO) -> FileLogObserver:
 
 
 def serveWorker(
-    reactor: IReactorSocket, index: int, bindings: Sequence[Binding]
+    reactor: IReactorSocket,
+    index: int,
+    listening: Sequence[tuple[socket.AddressFamily, int]],
 ) -> Deferred[None]:
-    """Listen on every binding with C{SO_REUSEPORT} and serve echoes."""
+    """Serve echoes on the listening descriptors the supervisor passed."""
     factory = EchoFactory(clock=IReactorTime(reactor))
     log = Logger(namespace="echotwist.workers")
-    for binding in bindings:
-        sock = binding.makeSocket(listen=True)
-        # The endpoint adopts the descriptor and closes it: the socket
-        # object gives it up.
-        endpoint = AdoptedStreamServerEndpoint(reactor, sock.detach(), binding.family)
+    for family, descriptor in listening:
+        # The endpoint adopts the descriptor (and closes this copy).
+        endpoint = AdoptedStreamServerEndpoint(reactor, descriptor, family)
         ports: list[IListeningPort] = []
         endpoint.listen(factory).addCallback(ports.append)
         log.info(
@@ -328,13 +350,13 @@ def serveWorker(
     return Deferred()
 
 
-def main(reactor: IReactorSocket, index: str, *bindings: str) -> Deferred[None]:
-    """Worker entry point: C{python -m echotwist.workers INDEX BINDING...}."""
+def main(reactor: IReactorSocket, index: str, *listening: str) -> Deferred[None]:
+    """Worker entry point: C{python -m echotwist.workers INDEX tcp:FD ...}."""
     number = int(index)
     globalLogBeginner.beginLoggingTo(
         [_prefixedObserver(number, sys.stdout)], redirectStandardIO=False
     )
-    return serveWorker(reactor, number, [parseBindArgument(b) for b in bindings])
+    return serveWorker(reactor, number, [parseListeningArgument(a) for a in listening])
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from echotwist.workers import (
     STOP_TIMEOUT,
     Binding,
     WorkerPool,
-    parseBindArgument,
+    parseListeningArgument,
     tcpBinding,
 )
 
@@ -61,13 +61,20 @@ class BindingTests(SynchronousTestCase):
         for description in ("unix:/tmp/x", "tls:5000", "aiotcp:5000"):
             self.assertRaises(BadEndpoint, tcpBinding, description)
 
-    def test_argumentRoundTrip(self) -> None:
-        """A binding survives the worker command line."""
-        for binding in (
-            Binding(socket.AF_INET, "127.0.0.1", 5000),
-            Binding(socket.AF_INET6, "::1", 7),
-        ):
-            self.assertEqual(parseBindArgument(binding.text()), binding)
+    def test_listeningArgument(self) -> None:
+        """A worker reads its family and descriptor from C{tcp:FD}/C{tcp6:FD}."""
+        self.assertEqual(parseListeningArgument("tcp:4"), (socket.AF_INET, 4))
+        self.assertEqual(parseListeningArgument("tcp6:5"), (socket.AF_INET6, 5))
+
+    def test_text(self) -> None:
+        """A binding reads back as an endpoint description."""
+        self.assertEqual(
+            Binding(socket.AF_INET6, "::1", 7).text(), r"tcp6:7:interface=\:\:1"
+        )
+        description = Binding(socket.AF_INET, "127.0.0.1", 5).text()
+        self.assertEqual(
+            tcpBinding(description), Binding(socket.AF_INET, "127.0.0.1", 5)
+        )
 
 
 class OptionsTests(SynchronousTestCase):
@@ -131,6 +138,7 @@ class FakeProcessReactor(Clock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[IProcessProtocol, Sequence[str], FakeProcess]] = []
+        self.childFDs: list[Mapping[int, int | str]] = []
 
     def spawnProcess(
         self,
@@ -140,24 +148,32 @@ class FakeProcessReactor(Clock):
         **kwargs: object,
     ) -> FakeProcess:
         """Record the call; return a fake process."""
-        self.childFDs = cast(Mapping[int, int | str], kwargs["childFDs"])
+        self.childFDs.append(cast(Mapping[int, int | str], kwargs["childFDs"]))
         process = FakeProcess()
         self.spawned.append((processProtocol, args, process))
         return process
 
 
-class ReservedSocket:
-    """Stands for a port the supervisor reserved."""
+class ListeningSocket:
+    """Stands for a listening socket the supervisor opened for a worker."""
 
-    closed = False
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.closed = False
+
+    def fileno(self) -> int:
+        """The descriptor to hand to the worker."""
+        return self.descriptor
 
     def close(self) -> None:
-        """Record the release."""
+        """Record that the supervisor let go of its copy."""
         self.closed = True
 
 
-def pool(count: int = 2) -> tuple[WorkerPool, FakeProcessReactor, ReservedSocket]:
-    """A started pool over a fake reactor, its port already reserved."""
+def pool(
+    count: int = 2,
+) -> tuple[WorkerPool, FakeProcessReactor, list[ListeningSocket]]:
+    """A started pool over a fake reactor, its sockets already listening."""
     reactor = FakeProcessReactor()
     workers = WorkerPool(
         ["tcp:5000:interface=127.0.0.1"],
@@ -166,10 +182,10 @@ def pool(count: int = 2) -> tuple[WorkerPool, FakeProcessReactor, ReservedSocket
         reactor,
         executable="python",
     )
-    reserved = ReservedSocket()
-    workers.reserved = [cast(socket.socket, reserved)]
+    sockets = [ListeningSocket(100 + i) for i in range(count)]
+    workers.sockets = [[cast(socket.socket, s)] for s in sockets]
     workers.startService()
-    return workers, reactor, reserved
+    return workers, reactor, sockets
 
 
 def ready(reactor: FakeProcessReactor, index: int) -> None:
@@ -187,27 +203,27 @@ class WorkerPoolTests(SynchronousTestCase):
     """The supervisor starts, announces and stops its workers."""
 
     def test_spawnsWorkers(self) -> None:
-        """N workers run C{python -m echotwist.workers INDEX BINDING}."""
-        _, reactor, _ = pool(3)
+        """Each worker gets its own listening socket as descriptor 4."""
+        _, reactor, sockets = pool(3)
         self.assertEqual(
             [list(args) for _, args, _ in reactor.spawned],
-            [
-                ["python", "-m", "echotwist.workers", str(i), "tcp:5000:127.0.0.1"]
-                for i in (1, 2, 3)
-            ],
+            [["python", "-m", "echotwist.workers", str(i), "tcp:4"] for i in (1, 2, 3)],
         )
-        self.assertEqual(reactor.childFDs[3], "r")
+        self.assertEqual(
+            [fds[4] for fds in reactor.childFDs], [s.fileno() for s in sockets]
+        )
+        self.assertEqual({fds[3] for fds in reactor.childFDs}, {"r"})
+        self.assertTrue(all(s.closed for s in sockets))
 
     def test_listeningOnceAllReady(self) -> None:
         """C{Listening on} is logged when the last worker is ready, not before."""
-        _, reactor, reserved = pool(2)
+        _, reactor, _ = pool(2)
         with capturedLogs() as events:
             ready(reactor, 0)
             self.assertEqual(events, [])
             ready(reactor, 1)
         self.assertEqual(len(events), 1)
         self.assertEqual(events[0]["address"], "tcp:127.0.0.1:5000")
-        self.assertTrue(reserved.closed)
 
     def test_stopSignalsAndWaits(self) -> None:
         """Stopping sends SIGTERM to each worker and waits for every exit."""
@@ -265,3 +281,21 @@ class EndToEndTests(SynchronousTestCase):
         for pid in pids:
             self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
         self.assertNotIn(os.getpid(), pids)
+
+    def test_portInUse(self) -> None:
+        """A port already taken ends start-up with one line and status 1."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = startServer(
+            self,
+            "--workers",
+            "2",
+            listen=(f"tcp:{port}:interface=127.0.0.1",),
+            wait=False,
+        )
+        self.assertEqual(server.wait(), 1)
+        server.output.waitFor(rf"twistd echo: cannot listen on tcp:{port}:")
+        self.assertNotIn("Traceback", server.output.text())
