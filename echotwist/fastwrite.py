@@ -15,8 +15,8 @@ through the reactor.
 
 This is the one module that relies on Twisted internals: the concrete
 transport classes, their C{socket}, C{dataBuffer}, C{_tempDataLen},
-C{connected}, C{disconnecting}, C{_writeDisconnecting} and C{TLS}
-attributes, and the invariant that both buffers are empty exactly when
+C{connected}, C{disconnecting}, C{_writeDisconnecting}, C{_aborting} and
+C{TLS} attributes, and the invariant that both buffers are empty exactly when
 nothing is waiting to be sent.  C{echotwist.test.test_fastwrite} pins each
 of them, so a Twisted upgrade that changes them fails a test rather than
 reordering bytes.
@@ -45,6 +45,7 @@ def canSendNow(transport: object) -> bool:
         and not connection._tempDataLen
         and not connection.disconnecting
         and not connection._writeDisconnecting
+        and not connection._aborting
         and not connection.TLS
     )
 

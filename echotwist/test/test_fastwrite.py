@@ -17,7 +17,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -73,7 +73,7 @@ def server(
     kind: type[tcp.Server] = tcp.Server,
 ) -> tuple[tcp.Server, MemoryReactor]:
     """A connected C{tcp.Server} (or C{kind}) over C{socket}."""
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     # No listening port: Server only uses it for its repr.
     transport = kind(
         cast(socket_.socket, socket),
@@ -144,6 +144,13 @@ class TwistedInternalsTests(SynchronousTestCase):
         transport, _ = server(FakeSocket())
         transport.loseWriteConnection()
         self.assertTrue(transport._writeDisconnecting)
+
+    def test_abortConnectionMarksAborting(self) -> None:
+        """C{abortConnection} sets C{_aborting} but leaves C{connected} set."""
+        transport, _ = server(FakeSocket())
+        transport.abortConnection()
+        self.assertTrue(transport._aborting)
+        self.assertTrue(transport.connected)
 
     def test_unixServerIsATCPServer(self) -> None:
         """C{unix.Server} shares C{tcp.Server}'s buffering code."""
@@ -219,6 +226,15 @@ class SendNowTests(SynchronousTestCase):
         transport, _ = server(socket)
         transport.loseWriteConnection()
         self.assertFalse(canSendNow(transport))
+
+    def test_notAfterAbort(self) -> None:
+        """After C{abortConnection} nothing more is sent."""
+        socket = FakeSocket()
+        transport, _ = server(socket)
+        transport.abortConnection()
+        self.assertFalse(canSendNow(transport))
+        sendNow(transport, b"abc")
+        self.assertEqual(socket.sends, 0)
 
     def test_notWithTLS(self) -> None:
         """A transport that started TLS is left to Twisted."""
