@@ -117,6 +117,12 @@ def servers(python: str) -> list[Server]:
             "twistd -r poll echo",
         ),
         Server(
+            "echotwist-fastepoll",
+            (*twistd, *echotwist, "-r", "fastepoll", "echo", *listen),
+            "twistd -r fastepoll echo: the epoll reactor without a logging "
+            "context per event (echotwist.fastpath)",
+        ),
+        Server(
             "echotwist-uvloop",
             (
                 *twistd,

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echotwist.fastwrite import sendNow
+from echotwist.fastpath import sendNow
 from echotwist.stats import ServerStats
 
 
@@ -114,7 +114,7 @@ class Echo(Protocol):
         self.bytesEchoed += len(data)
         self.factory.stats.echoed(self.kind, len(data))
         # Sent at once when nothing is buffered, else buffered by the
-        # transport with its flow control (see echotwist.fastwrite).
+        # transport with its flow control (see echotwist.fastpath).
         sendNow(self.stream, data)
 
     def readConnectionLost(self) -> None:

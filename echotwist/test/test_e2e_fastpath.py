@@ -3,7 +3,8 @@
 A client sends 4 MiB in one go from a thread, then shuts its sending side,
 while the test reads: the whole payload must come back unchanged, followed
 by the server's close.  This runs against the default listener (Twisted's
-TCP transport with the write fast path) and the uvloop-native one.
+TCP transport with the write fast path), the same on the fast epoll
+reactor, and the uvloop-native one.
 """
 
 from __future__ import annotations
@@ -72,3 +73,7 @@ class FastPathEndToEndTests(SynchronousTestCase):
                 twistdOptions=("-r", "uvloop"),
             )
         )
+
+    def test_fastEpollReactor(self) -> None:
+        """Twisted's TCP transport on the fast epoll reactor."""
+        self.check(startServer(self, twistdOptions=("-r", "fastepoll")))

@@ -30,6 +30,12 @@ uvloopReactor = Reactor(
     "asyncio reactor on uvloop's event loop (echotwist; pip install uvloop)",
 )
 
+fastEpollReactor = Reactor(
+    "fastepoll",
+    "echotwist.fastpath",
+    "epoll reactor without a logging context per event (echotwist)",
+)
+
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class _NativeTCPParser:

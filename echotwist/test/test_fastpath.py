@@ -1,4 +1,4 @@
-"""Tests for L{echotwist.fastwrite}, and the Twisted internals it relies on.
+"""Tests for L{echotwist.fastpath}, and the Twisted internals it relies on.
 
 The transports are Twisted's real C{tcp.Server} and C{unix.Server} over a
 fake socket (no system calls) and a L{MemoryReactor}, so the tests exercise
@@ -9,20 +9,26 @@ path assumes about it.
 from __future__ import annotations
 
 import errno
+import os
 import socket as socket_
 from typing import cast
 
+from twisted.application.reactors import IReactorInstaller
 from twisted.internet import tcp, unix
 from twisted.internet.address import IPv4Address
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
+from twisted.plugin import getPlugins
+from twisted.python import context
 from twisted.python.failure import Failure
+from twisted.python.log import ILogContext
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from echotwist.fastwrite import canSendNow, sendNow
+from echotwist.fastpath import FastEPollReactor, canSendNow, sendNow
 from echotwist.protocol import Echo, EchoFactory
 
 
@@ -335,3 +341,103 @@ class FlowControlTests(SynchronousTestCase):
         self.assertIsNotNone(result)
         transport.connectionLost(Failure(cast(Exception, result)))
         self.assertFalse(transport.connected)
+
+
+class PipeReader:
+    """A read descriptor on a pipe: records what it reads and the context."""
+
+    def __init__(self, failing: bool = False) -> None:
+        self.readEnd, self.writeEnd = os.pipe()
+        self.failing = failing
+        self.read = b""
+        self.systems: list[object] = []
+        self.lost: list[Failure] = []
+
+    def fileno(self) -> int:
+        """The pipe's reading end."""
+        return self.readEnd
+
+    def logPrefix(self) -> str:
+        """What the epoll reactor puts in the logging context."""
+        return "pipe-reader"
+
+    def doRead(self) -> None:
+        """Read what is there, noting the logging context of the call."""
+        self.systems.append(context.get(ILogContext, {}).get("system"))
+        if self.failing:
+            raise ZeroDivisionError("a bug in a protocol")
+        self.read += os.read(self.readEnd, 100)
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Record the disconnection."""
+        self.lost.append(reason)
+
+    def close(self) -> None:
+        """Close both ends."""
+        os.close(self.readEnd)
+        os.close(self.writeEnd)
+
+
+def pollOnce(
+    test: SynchronousTestCase, reactor: EPollReactor, reader: PipeReader
+) -> None:
+    """Make C{reader} readable and let C{reactor} dispatch once."""
+    test.addCleanup(reader.close)
+    reactor.addReader(reader)
+    # Cleanups run last first: unregistered before its pipe closes.
+    test.addCleanup(reactor.removeReader, reader)
+    os.write(reader.writeEnd, b"x")
+    reactor.doPoll(0)
+
+
+def newReactor(test: SynchronousTestCase, kind: type[EPollReactor]) -> EPollReactor:
+    """A reactor of C{kind} (not installed), closed at cleanup."""
+    reactor = kind()
+
+    def close() -> None:
+        reactor.removeAll()
+        reactor._poller.close()
+
+    test.addCleanup(close)
+    return reactor
+
+
+class FastEPollReactorTests(SynchronousTestCase):
+    """L{FastEPollReactor} dispatches as the epoll reactor, minus the context."""
+
+    def test_internals(self) -> None:
+        """The epoll reactor still has the poller, map and dispatcher used."""
+        reactor = newReactor(self, EPollReactor)
+        self.assertTrue(hasattr(reactor._poller, "poll"))
+        self.assertIsInstance(reactor._selectables, dict)
+        self.assertTrue(callable(reactor._doReadOrWrite))
+
+    def test_upstreamBuildsContextPerEvent(self) -> None:
+        """The epoll reactor runs each event in a context: what is saved."""
+        reactor = newReactor(self, EPollReactor)
+        reader = PipeReader()
+        pollOnce(self, reactor, reader)
+        self.assertEqual(reader.systems, ["pipe-reader"])
+
+    def test_dispatchesWithoutContext(self) -> None:
+        """A ready descriptor is read, with no per-event logging context."""
+        reactor = newReactor(self, FastEPollReactor)
+        reader = PipeReader()
+        pollOnce(self, reactor, reader)
+        self.assertEqual(reader.read, b"x")
+        self.assertEqual(len(reader.systems), 1)
+        self.assertNotEqual(reader.systems[0], "pipe-reader")
+
+    def test_errorDisconnectsAndIsLogged(self) -> None:
+        """A handler's exception is logged and disconnects its descriptor."""
+        reactor = newReactor(self, FastEPollReactor)
+        reader = PipeReader(failing=True)
+        pollOnce(self, reactor, reader)
+        self.assertEqual(len(reader.lost), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertNotIn(reader, reactor.getReaders())
+
+    def test_reactorPlugin(self) -> None:
+        """C{twistd -r fastepoll} finds the reactor plugin."""
+        names = [r.shortName for r in getPlugins(IReactorInstaller)]
+        self.assertIn("fastepoll", names)
