@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 TRIAL_ARGS ?= echotwist
 
-.PHONY: run test lint typecheck trial bench clean
+.PHONY: run test lint typecheck trial bench bench-quick clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -37,6 +37,28 @@ trial: install-test
 	$(BIN)/python tools/trialsummary.py -- $(BIN)/python -b -m twisted.trial --random=0 $(TRIAL_ARGS)
 
 test: lint typecheck trial
+
+# The side-by-side benchmark (benchmarks/README.md): builds the C load
+# generator, installs echotwist with the peer servers (uvloop) and the
+# chart's matplotlib, then runs every server interleaved and repeated.
+# `make bench BENCH_ARGS=--quick` (or `make bench-quick`) is one short round.
+BENCH_ARGS ?=
+LOADGEN := build/loadgen
+
+$(LOADGEN): benchmarks/loadgen.c
+	@mkdir -p build
+	gcc -O2 -Wall -Wextra -o $@ $<
+
+bench-install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[bench-servers]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[bench-chart]" \
+	  || echo "matplotlib did not install: the benchmark runs without its chart" >&2
+
+bench: bench-install $(LOADGEN)
+	$(BIN)/python benchmarks/run.py --loadgen $(LOADGEN) $(BENCH_ARGS)
+
+bench-quick: BENCH_ARGS = --quick
+bench-quick: bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*

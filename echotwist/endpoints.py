@@ -12,7 +12,7 @@ DEFAULT_PORT = 5000
 # argument that is the port (it may also be given as port=).  Twisted's
 # tls:PATH[:PORT] names a directory of PEM files first, and its port
 # defaults to 443.
-_PORT_ARGUMENT = {"tcp": 0, "tcp6": 0, "ssl": 0, "tls": 1}
+_PORT_ARGUMENT = {"tcp": 0, "tcp6": 0, "ssl": 0, "tls": 1, "aiotcp": 0}
 _PORT_DEFAULTED = frozenset({"tls"})
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 

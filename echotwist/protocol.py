@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echotwist.fastpath import sendNow
 from echotwist.limits import ConnectionLimits, IdleMeter
 from echotwist.stats import ServerStats
 
@@ -98,20 +99,41 @@ class Echo(Protocol):
     log = Logger()
     factory: EchoFactory
 
-    bytesEchoed = 0
-    startedAt = 0.0
-    client: tuple[str, str] = ("", "")
-    kind = "tcp"
-    # Set by every read (and so every echo write); the idle check clears it.
-    traffic = False
-    idleMeter: IdleMeter | None = None
-    idleCall: IDelayedCall | None = None
-    lastUnsent = 0
-    # The host this connection was admitted for by the factory's limits.
-    admittedHost: str | None = None
-    admitted = False
-    # Why we closed the connection ourselves (idle, shutdown), if we did.
-    closeReason: str | None = None
+    # A server may hold tens of thousands of idle connections, so an Echo
+    # keeps no per-instance dict and stores only what it needs; the
+    # client's address is read back from the transport when logging.
+    __slots__ = (
+        "admitted",
+        "admittedHost",
+        "bytesEchoed",
+        "closeReason",
+        "connected",
+        "factory",
+        "idleCall",
+        "idleMeter",
+        "kind",
+        "lastUnsent",
+        "startedAt",
+        "traffic",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.transport = None
+        self.connected = 0
+        self.bytesEchoed = 0
+        self.startedAt = 0.0
+        self.kind = "tcp"
+        # Set by every read (and so every echo write); the idle check clears it.
+        self.traffic = False
+        self.idleMeter: IdleMeter | None = None
+        self.idleCall: IDelayedCall | None = None
+        self.lastUnsent = 0
+        # The host this connection was admitted for by the factory's limits.
+        self.admittedHost: str | None = None
+        self.admitted = False
+        # Why we closed the connection ourselves (idle, shutdown), if we did.
+        self.closeReason: str | None = None
 
     @property
     def stream(self) -> IStreamTransport:
@@ -130,13 +152,9 @@ class Echo(Protocol):
         self.kind = transportKind(transport)
         self.startedAt = self.factory.clock.seconds()
         self.factory.stats.connectionOpened()
-        self.client = describeAddress(transport.getPeer())
         self.factory.connections.add(self)
-        self.log.info(
-            "Handling client {host}/{port}",
-            host=self.client[0],
-            port=self.client[1],
-        )
+        host, port = describeAddress(transport.getPeer())
+        self.log.info("Handling client {host}/{port}", host=host, port=port)
         if self.factory.idleTimeout > 0:
             self.idleMeter = IdleMeter(self.factory.idleTimeout)
             self.idleCall = self.factory.clock.callLater(
@@ -161,10 +179,11 @@ class Echo(Protocol):
             self.idleCall = self.factory.clock.callLater(meter.interval, self.checkIdle)
             return
         self.idleCall = None
+        host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Idle client {host}/{port}: no traffic for {timeout:g} s, aborting",
-            host=self.client[0],
-            port=self.client[1],
+            host=host,
+            port=port,
             timeout=meter.timeout,
             reason="idle",
         )
@@ -180,7 +199,9 @@ class Echo(Protocol):
         self.traffic = True
         self.bytesEchoed += len(data)
         self.factory.stats.echoed(self.kind, len(data))
-        self.stream.write(data)
+        # Sent at once when nothing is buffered, else buffered by the
+        # transport with its flow control (see echotwist.fastpath).
+        sendNow(self.stream, data)
 
     def readConnectionLost(self) -> None:
         """The client shut its sending side: flush what is buffered, then close."""
@@ -200,10 +221,11 @@ class Echo(Protocol):
         duration = self.factory.clock.seconds() - self.startedAt
         self.factory.stats.connectionClosed(duration)
         self.factory.connectionEnded(self)
+        host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Closed client {host}/{port}: {bytes} bytes echoed in {duration:.3f} s",
-            host=self.client[0],
-            port=self.client[1],
+            host=host,
+            port=port,
             bytes=self.bytesEchoed,
             duration=duration,
             reason=self.closeReason

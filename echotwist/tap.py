@@ -12,6 +12,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
+    IReactorProcess,
     IReactorTime,
     IReactorUDP,
     IStreamServerEndpoint,
@@ -117,6 +118,12 @@ class Options(usage.Options):
             str(int(DEFAULT_RATE)),
             "UDP datagrams a second answered per source host (0: no limit).",
         ],
+        [
+            "workers",
+            None,
+            "1",
+            "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT).",
+        ],
     ]
 
     def __init__(
@@ -191,6 +198,32 @@ class Options(usage.Options):
             self["udp-rate"] = parseRate(self["udp-rate"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        self._checkWorkers()
+
+    def _checkWorkers(self) -> None:
+        """Check C{--workers} and what it can be combined with."""
+        from echotwist.workers import workerCount
+
+        try:
+            self["workers"] = workerCount(
+                self["workers"], [d for d, _ in self["endpoints"]]
+            )
+        except BadEndpoint as e:
+            raise usage.UsageError(str(e)) from None
+        if self["workers"] == 1:
+            return
+        # Worker processes serve with their own plain EchoFactory; these
+        # options are not carried to them yet, so refuse rather than
+        # silently drop them.
+        unsupported = [
+            f"--{name}"
+            for name, default in _WORKER_DEFAULTS.items()
+            if self[name] != default
+        ]
+        if unsupported:
+            raise usage.UsageError(
+                f"--workers cannot be combined with {', '.join(unsupported)} yet"
+            )
 
     def _endpoint(self, text: str) -> tuple[str, IStreamServerEndpoint]:
         """Check a listening description and build its endpoint."""
@@ -221,6 +254,20 @@ class Options(usage.Options):
             raise SystemExit(2) from None
 
 
+# The options --workers cannot carry to its worker processes yet, with the
+# values that mean "not used".
+_WORKER_DEFAULTS: dict[str, object] = {
+    "metrics": None,
+    "udp": [],
+    "allow": [],
+    "deny": [],
+    "max-per-ip": 0,
+    "idle-timeout": limits.DEFAULT_IDLE_TIMEOUT,
+    "max-connections": limits.DEFAULT_MAX_CONNECTIONS,
+    "shutdown-timeout": limits.DEFAULT_SHUTDOWN_TIMEOUT,
+}
+
+
 def _endpointError(text: str, error: Exception) -> str:
     if isinstance(error, BadEndpoint):
         return str(error)
@@ -238,11 +285,24 @@ def _endpointError(text: str, error: Exception) -> str:
 def makeService(options: Options) -> MultiService:
     """Build the echo service that C{twistd echo} runs.
 
-    A L{MultiService} holding the echo listeners (guarded against running
-    out of file descriptors), one L{DatagramListeningService} per C{--udp},
+    With C{--workers N} (N > 1), a L{MultiService} holding the
+    L{WorkerPool} that supervises N worker processes.  Otherwise one
+    holding the echo listeners (guarded against running out of file
+    descriptors), one L{DatagramListeningService} per C{--udp},
     the graceful-shutdown drain and, when asked for, the metrics endpoint,
     all counting in one L{ServerStats}.
     """
+    if options["workers"] > 1:
+        from echotwist.workers import WorkerPool
+
+        supervisor = MultiService()
+        WorkerPool(
+            [description for description, _ in options["endpoints"]],
+            options["workers"],
+            cast(IReactorProcess, options.reactor),
+            options.reactor,
+        ).setServiceParent(supervisor)
+        return supervisor
     reactor = options.reactor
     stats = ServerStats()
     connectionLimits = limits.ConnectionLimits(

@@ -223,3 +223,15 @@ class LoopbackTests(SynchronousTestCase):
         client.transport.write(payload)
         pump.flush()
         self.assertEqual(bytes(client.received), payload)
+
+
+class FootprintTests(SynchronousTestCase):
+    """An idle L{Echo} costs little memory."""
+
+    def test_noInstanceDictionary(self) -> None:
+        """Every attribute an L{Echo} sets lives in a slot, not in a dict."""
+        _, protocol, transport = connect()
+        protocol.dataReceived(b"abc")
+        protocol.connectionLost()
+        self.assertEqual(vars(protocol), {})
+        self.assertIs(protocol.transport, transport)

@@ -1,0 +1,308 @@
+/*
+ * loadgen.c - the echo benchmark's load generator (built by `make bench`).
+ *
+ * Written in C so that the load generator is not the bottleneck when it
+ * drives a Python server from the other core: one thread, one epoll set.
+ *
+ *   loadgen -p PORT [-c CONNS] [-s SIZE] [-d SECONDS] [-w WARMUP]
+ *       ping-pong: every connection sends SIZE bytes, waits until all of
+ *       them came back (checked byte for byte), records the round-trip time
+ *       and sends the next message.  Prints "measuring" when the warm-up
+ *       ends and "done" when the measured window ends (each on its own
+ *       line, flushed, so the harness can sample server CPU at both), then
+ *       one JSON line of results.
+ *
+ *   loadgen -p PORT -m idle [-c CONNS] [-H HOLD]
+ *       opens CONNS connections (at most 256 connecting at once), echoes
+ *       16 bytes on each, prints one JSON line, then holds them open until
+ *       standard input closes or HOLD seconds pass.
+ *
+ * Loopback only: the host is always 127.0.0.1.  Every phase is bounded in
+ * time; exit status 1 when anything failed.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_SAMPLES (8u << 20)
+
+struct conn {
+    int fd;
+    size_t sent;     /* bytes of the current message written */
+    size_t received; /* bytes of the current message read back */
+    size_t offset;   /* where the current message starts in the pattern */
+    uint64_t startNs;
+    int done;
+};
+
+static unsigned char *pattern;
+static size_t patternSize;
+static uint32_t *samples;
+static size_t sampleCount;
+
+static uint64_t nowNs(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *what) {
+    perror(what);
+    exit(1);
+}
+
+static int connectTo(int port, int blocking) {
+    int fd = socket(AF_INET, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK), 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void raiseFileLimit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int cmpU32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double percentileUs(double q) {
+    if (sampleCount == 0) return 0.0;
+    size_t i = (size_t)(q * (double)(sampleCount - 1));
+    return samples[i] / 1000.0;
+}
+
+/* Write what remains of the current message; 0 on success, -1 on error. */
+static int pump(struct conn *c, size_t size) {
+    while (c->sent < size) {
+        ssize_t n = send(c->fd, pattern + c->offset + c->sent, size - c->sent, MSG_NOSIGNAL);
+        if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+        c->sent += (size_t)n;
+    }
+    return 0;
+}
+
+static void nextMessage(struct conn *c, size_t size, uint64_t seq) {
+    c->sent = 0;
+    c->received = 0;
+    c->offset = (size_t)((seq * 2654435761u) % (patternSize - size));
+    c->startNs = nowNs();
+}
+
+static int pingpong(int port, int conns, size_t size, double seconds, double warmup) {
+    int ep = epoll_create1(0);
+    struct conn *cs = calloc((size_t)conns, sizeof *cs);
+    unsigned char *buf = malloc(size < 65536 ? 65536 : size);
+    samples = malloc(MAX_SAMPLES * sizeof *samples);
+    if (ep < 0 || !cs || !buf || !samples) die("setup");
+    uint64_t seq = 1;
+    for (int i = 0; i < conns; i++) {
+        cs[i].fd = connectTo(port, 1);
+        if (cs[i].fd < 0) die("connect");
+        if (fcntl(cs[i].fd, F_SETFL, O_NONBLOCK) < 0) die("fcntl");
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0) die("epoll_ctl");
+        nextMessage(&cs[i], size, seq++);
+    }
+    uint64_t begin = nowNs();
+    uint64_t measureFrom = begin + (uint64_t)(warmup * 1e9);
+    uint64_t measureTo = measureFrom + (uint64_t)(seconds * 1e9);
+    int measuring = 0;
+    uint64_t echoes = 0, errors = 0;
+    struct epoll_event events[256];
+    for (int i = 0; i < conns; i++)
+        if (pump(&cs[i], size) < 0) errors++;
+    for (;;) {
+        uint64_t t = nowNs();
+        if (!measuring && t >= measureFrom) {
+            measuring = 1;
+            printf("measuring\n");
+            fflush(stdout);
+        }
+        if (t >= measureTo) break;
+        int n = epoll_wait(ep, events, 256, 100);
+        for (int e = 0; e < n; e++) {
+            struct conn *c = &cs[events[e].data.u32];
+            if (c->done) continue;
+            if (pump(c, size) < 0) {
+                errors++;
+                c->done = 1;
+                continue;
+            }
+            for (;;) {
+                ssize_t got = recv(c->fd, buf, size - c->received, 0);
+                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+                    errors++;
+                    c->done = 1;
+                    break;
+                }
+                if (got < 0) break;
+                if (c->received + (size_t)got > c->sent ||
+                    memcmp(buf, pattern + c->offset + c->received, (size_t)got) != 0) {
+                    fprintf(stderr, "loadgen: wrong bytes echoed\n");
+                    errors++;
+                    c->done = 1;
+                    break;
+                }
+                c->received += (size_t)got;
+                if (c->received == size) {
+                    uint64_t end = nowNs();
+                    if (measuring && end < measureTo) {
+                        echoes++;
+                        if (sampleCount < MAX_SAMPLES)
+                            samples[sampleCount++] = (uint32_t)((end - c->startNs) > UINT32_MAX ? UINT32_MAX : end - c->startNs);
+                    }
+                    nextMessage(c, size, seq++);
+                    if (pump(c, size) < 0) {
+                        errors++;
+                        c->done = 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    printf("done\n");
+    fflush(stdout);
+    qsort(samples, sampleCount, sizeof *samples, cmpU32);
+    printf("{\"mode\":\"pingpong\",\"conns\":%d,\"size\":%zu,\"seconds\":%.3f,\"echoes\":%llu,"
+           "\"echoes_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"errors\":%llu}\n",
+           conns, size, seconds, (unsigned long long)echoes, echoes / seconds, percentileUs(0.50),
+           percentileUs(0.99), (unsigned long long)errors);
+    for (int i = 0; i < conns; i++) close(cs[i].fd);
+    return errors ? 1 : 0;
+}
+
+static int idle(int port, int conns, double hold) {
+    const size_t size = 16;
+    const int maxConnecting = 256;
+    int ep = epoll_create1(0);
+    struct conn *cs = calloc((size_t)conns, sizeof *cs);
+    if (ep < 0 || !cs) die("setup");
+    int opened = 0, settled = 0, inFlight = 0;
+    uint64_t errors = 0;
+    uint64_t deadline = nowNs() + 60ull * 1000000000u;
+    unsigned char buf[64];
+    struct epoll_event events[256];
+    while (settled < conns) {
+        while (opened < conns && inFlight < maxConnecting) {
+            struct conn *c = &cs[opened];
+            c->fd = connectTo(port, 0);
+            if (c->fd < 0) die("connect");
+            c->offset = (size_t)opened % (patternSize - size);
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)opened};
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
+            opened++;
+            inFlight++;
+        }
+        if (nowNs() > deadline) {
+            fprintf(stderr, "loadgen: connections not set up within 60 s\n");
+            return 1;
+        }
+        int n = epoll_wait(ep, events, 256, 100);
+        for (int e = 0; e < n; e++) {
+            struct conn *c = &cs[events[e].data.u32];
+            if (c->done) continue;
+            int failed = 0;
+            if (c->sent < size) {
+                ssize_t w = send(c->fd, pattern + c->offset, size, MSG_NOSIGNAL);
+                if (w == (ssize_t)size) {
+                    c->sent = size;
+                    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = events[e].data.u32};
+                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                } else if (!(w < 0 && (errno == EAGAIN || errno == ENOTCONN))) {
+                    failed = 1;
+                }
+            } else {
+                ssize_t got = recv(c->fd, buf, size - c->received, 0);
+                if (got > 0 && memcmp(buf, pattern + c->offset + c->received, (size_t)got) == 0) {
+                    c->received += (size_t)got;
+                } else if (!(got < 0 && errno == EAGAIN)) {
+                    failed = 1;
+                }
+            }
+            if (failed || c->received == size) {
+                errors += (uint64_t)failed;
+                c->done = 1;
+                settled++;
+                inFlight--;
+                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+            }
+        }
+    }
+    printf("{\"mode\":\"idle\",\"conns\":%d,\"established\":%llu,\"errors\":%llu}\n", conns,
+           (unsigned long long)(conns - (int)errors), (unsigned long long)errors);
+    fflush(stdout);
+    struct pollfd in = {.fd = 0, .events = POLLIN};
+    uint64_t until = nowNs() + (uint64_t)(hold * 1e9);
+    while (nowNs() < until) {
+        if (poll(&in, 1, 100) > 0 && read(0, buf, sizeof buf) <= 0) break;
+    }
+    for (int i = 0; i < conns; i++) close(cs[i].fd);
+    return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    int port = 0, conns = 1, opt;
+    size_t size = 64;
+    double seconds = 3.0, warmup = 1.0, hold = 60.0;
+    const char *mode = "pingpong";
+    while ((opt = getopt(argc, argv, "p:c:s:d:w:m:H:")) != -1) {
+        switch (opt) {
+        case 'p': port = atoi(optarg); break;
+        case 'c': conns = atoi(optarg); break;
+        case 's': size = (size_t)strtoul(optarg, NULL, 10); break;
+        case 'd': seconds = atof(optarg); break;
+        case 'w': warmup = atof(optarg); break;
+        case 'm': mode = optarg; break;
+        case 'H': hold = atof(optarg); break;
+        default: port = 0;
+        }
+    }
+    if (port <= 0 || port > 65535 || conns < 1 || conns > 100000 || size < 1 || size > (1u << 24) ||
+        seconds <= 0 || seconds > 600 || warmup < 0 || warmup > 600 || hold < 0 || hold > 3600) {
+        fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|idle] [-c CONNS] [-s BYTES] "
+                        "[-d SECONDS] [-w WARMUP] [-H HOLD]\n");
+        return 2;
+    }
+    raiseFileLimit();
+    patternSize = (1u << 20) + size + 1;
+    pattern = malloc(patternSize);
+    if (!pattern) die("malloc");
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < patternSize; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        pattern[i] = (unsigned char)x;
+    }
+    if (strcmp(mode, "idle") == 0) return idle(port, conns, hold);
+    if (strcmp(mode, "pingpong") == 0) return pingpong(port, conns, size, seconds, warmup);
+    fprintf(stderr, "loadgen: unknown mode %s\n", mode);
+    return 2;
+}

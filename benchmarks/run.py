@@ -1,0 +1,547 @@
+"""Side-by-side echo benchmark: echotwist against its peers, on loopback.
+
+Starts each server (pinned to CPU 0 when there are two or more CPUs),
+drives it with the compiled load generator (pinned to CPU 1), interleaves
+the servers, repeats, and prints a table of medians with ratios to the
+canonical Twisted echo.  The table (markdown) and a bar chart (PNG, when
+matplotlib is installed) are written to C{benchmarks/results/}.
+
+Run it through C{make bench} (which builds the load generator and installs
+the peers), or directly::
+
+    .venv/bin/python benchmarks/run.py --loadgen build/loadgen [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SERVERS_DIR = HERE / "servers"
+
+# Every wait on a child process is bounded by this many seconds.
+WAIT = 60.0
+
+_PORT_LINES = (
+    re.compile(r"^PORT (?P<port>\d+)$", re.MULTILINE),
+    re.compile(r"Listening on tcp:127\.0\.0\.1:(?P<port>\d+)"),
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server under test: its table name and how to start it."""
+
+    name: str
+    command: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A ping-pong load: C{conns} connections each echoing C{size} bytes."""
+
+    name: str
+    conns: int
+    size: int
+
+
+@dataclass
+class Samples:
+    """What the repetitions of one server on one workload measured."""
+
+    echoesPerSecond: list[float] = field(default_factory=list)
+    cpuMicrosPerEcho: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+
+
+WORKLOADS = (
+    Workload("50x512B", 50, 512),
+    Workload("1x64B", 1, 64),
+    Workload("10x64KiB", 10, 65536),
+)
+
+BASELINE = "twisted"
+
+
+def servers(python: str) -> list[Server]:
+    """The servers compared, the canonical Twisted echo first."""
+    # The real twistd script of this interpreter's environment, so the
+    # server is found as the installed plugin, as a user runs it.
+    twistd = (str(Path(python).parent / "twistd"),)
+    listen = ("--listen", "tcp:0:interface=127.0.0.1")
+    echotwist = ("-n", "--pidfile=")
+    return [
+        Server(
+            "twisted",
+            (python, str(SERVERS_DIR / "twisted_echo.py")),
+            "canonical Twisted echo: dataReceived -> transport.write, default "
+            "(epoll) reactor",
+        ),
+        Server(
+            "asyncio",
+            (python, str(SERVERS_DIR / "asyncio_echo.py")),
+            "stdlib asyncio, Protocol echo",
+        ),
+        Server(
+            "uvloop",
+            (python, str(SERVERS_DIR / "asyncio_echo.py"), "--uvloop"),
+            "asyncio Protocol echo on uvloop",
+        ),
+        Server(
+            "echotwist",
+            (*twistd, *echotwist, "echo", *listen),
+            "twistd echo, default configuration",
+        ),
+        Server(
+            "echotwist-poll",
+            (*twistd, *echotwist, "-r", "poll", "echo", *listen),
+            "twistd -r poll echo",
+        ),
+        Server(
+            "echotwist-fastepoll",
+            (*twistd, *echotwist, "-r", "fastepoll", "echo", *listen),
+            "twistd -r fastepoll echo: the epoll reactor without a logging "
+            "context per event (echotwist.fastpath)",
+        ),
+        Server(
+            "echotwist-uvloop",
+            (
+                *twistd,
+                *echotwist,
+                "-r",
+                "uvloop",
+                "echo",
+                "--listen",
+                "aiotcp:0:interface=127.0.0.1",
+            ),
+            "twistd -r uvloop echo with the aiotcp: listener (uvloop's native "
+            "transports under the unchanged Echo protocol)",
+        ),
+    ]
+
+
+def pinned(command: Sequence[str], cpu: int | None) -> list[str]:
+    """Prefix C{command} with C{taskset -c cpu} when pinning is possible."""
+    if cpu is None:
+        return list(command)
+    return ["taskset", "-c", str(cpu), *command]
+
+
+def cpusAvailable() -> list[int]:
+    """The CPUs this process may run on."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def cpuTicks(pid: int) -> int:
+    """User plus system CPU of process C{pid}, in clock ticks."""
+    # The command name (field 2) may hold spaces; fields count after ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rssKiB(pid: int) -> int:
+    """The resident set size of process C{pid}, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class Running:
+    """A started server process, its log file and its port."""
+
+    def __init__(self, server: Server, cpu: int | None, logDir: Path) -> None:
+        self.server = server
+        self.log = logDir / f"{server.name}.log"
+        self.process = subprocess.Popen(
+            pinned(server.command, cpu),
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.port = self._waitPort()
+
+    def _waitPort(self) -> int:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            for regex in _PORT_LINES:
+                match = regex.search(text)
+                if match:
+                    return int(match.group("port"))
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(
+            f"{self.server.name} did not start listening:\n"
+            + self.log.read_text(errors="replace")[-2000:]
+        )
+
+    def stop(self) -> None:
+        """Terminate the server; kill it if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(WAIT)
+
+
+def pingpong(
+    loadgen: Sequence[str],
+    running: Running,
+    workload: Workload,
+    seconds: float,
+    warmup: float,
+) -> tuple[dict[str, Any], float]:
+    """Run one ping-pong load; return its result and server CPU µs per echo."""
+    command = [
+        *loadgen,
+        "-p",
+        str(running.port),
+        "-c",
+        str(workload.conns),
+        "-s",
+        str(workload.size),
+        "-d",
+        str(seconds),
+        "-w",
+        str(warmup),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    ticksBefore = ticksAfter = 0
+    result: dict[str, Any] = {}
+    try:
+        # The load generator announces the measured window's edges, so the
+        # server's CPU is sampled over exactly that window.
+        for line in process.stdout:
+            if line.startswith("measuring"):
+                ticksBefore = cpuTicks(running.process.pid)
+            elif line.startswith("done"):
+                ticksAfter = cpuTicks(running.process.pid)
+            elif line.startswith("{"):
+                result = json.loads(line)
+        status = process.wait(seconds + warmup + WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if status != 0 or not result or result["echoes"] == 0:
+        raise RuntimeError(
+            f"{running.server.name} {workload.name}: load generator failed "
+            f"(status {status}, result {result})"
+        )
+    cpuSeconds = (ticksAfter - ticksBefore) / os.sysconf("SC_CLK_TCK")
+    return result, cpuSeconds * 1e6 / result["echoes"]
+
+
+def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[int, int]:
+    """Hold C{conns} idle connections; return server RSS KiB before and with."""
+    before = rssKiB(running.process.pid)
+    process = subprocess.Popen(
+        [*loadgen, "-m", "idle", "-p", str(running.port), "-c", str(conns), "-H", "60"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdin is not None
+    try:
+        line = process.stdout.readline()
+        result = json.loads(line) if line.startswith("{") else {}
+        if result.get("established") != conns:
+            raise RuntimeError(f"{running.server.name}: idle setup failed: {line!r}")
+        # Let the server finish logging and settle before reading its RSS.
+        time.sleep(0.5)
+        after = rssKiB(running.process.pid)
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return before, after
+
+
+def raiseFileLimit(needed: int) -> None:
+    """Raise this process's (and so its children's) open-file limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < needed:
+        sys.exit(f"bench: need {needed} open files, the hard limit is {hard}")
+
+
+def ratio(value: float, base: float) -> str:
+    """Format C{value / base} as C{1.23x}."""
+    return f"{value / base:.2f}x" if base else "-"
+
+
+def table(
+    names: Sequence[str],
+    samples: dict[tuple[str, str], Samples],
+    idle: dict[str, float],
+) -> list[str]:
+    """The results as markdown table lines (medians, ratios to the baseline)."""
+    med = statistics.median
+
+    def rate(name: str, workload: Workload) -> float:
+        return med(samples[name, workload.name].echoesPerSecond)
+
+    def cpu(name: str) -> float:
+        return med(samples[name, heavy.name].cpuMicrosPerEcho)
+
+    def idleText(name: str) -> str:
+        return f"{idle[name]:,.0f}" if name in idle else "-"
+
+    heavy, single, bulk = WORKLOADS
+    header = (
+        f"| server | {heavy.name} echoes/s | vs twisted | CPU µs/echo "
+        f"| echoes/CPU-s | vs twisted "
+        f"| {single.name} echoes/s | vs twisted | p50 µs | p99 µs "
+        f"| {bulk.name} echoes/s | vs twisted | MB/s "
+        f"| idle B/conn |"
+    )
+    lines = [header, "|" + "---|" * 14]
+    for name in names:
+        one = samples[name, single.name]
+        cells = [
+            name,
+            f"{rate(name, heavy):,.0f}",
+            ratio(rate(name, heavy), rate(BASELINE, heavy)),
+            f"{cpu(name):.2f}",
+            f"{1e6 / cpu(name):,.0f}",
+            ratio(cpu(BASELINE), cpu(name)),
+            f"{rate(name, single):,.0f}",
+            ratio(rate(name, single), rate(BASELINE, single)),
+            f"{med(one.p50):.0f}",
+            f"{med(one.p99):.0f}",
+            f"{rate(name, bulk):,.0f}",
+            ratio(rate(name, bulk), rate(BASELINE, bulk)),
+            f"{rate(name, bulk) * bulk.size / 1e6:,.0f}",
+            idleText(name),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def chart(
+    names: Sequence[str], samples: dict[tuple[str, str], Samples], path: Path
+) -> bool:
+    """Draw both ratios to the baseline per workload; False without matplotlib.
+
+    Left: echoes per second of server CPU (robust on a shared machine);
+    right: echoes per second.
+    """
+    try:
+        # matplotlib is an optional extra (bench-chart): imported by name so
+        # the benchmark still runs, without a chart, where it is missing.
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    pyplot = importlib.import_module("matplotlib.pyplot")
+    figure, panels = pyplot.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    med = statistics.median
+    width = 0.8 / len(names)
+
+    def perCpu(name: str, workload: Workload) -> float:
+        return 1.0 / med(samples[name, workload.name].cpuMicrosPerEcho)
+
+    def perSecond(name: str, workload: Workload) -> float:
+        return med(samples[name, workload.name].echoesPerSecond)
+
+    measures = (
+        (panels[0], perCpu, "echoes per server CPU-second"),
+        (panels[1], perSecond, "echoes per second"),
+    )
+    for axes, measure, title in measures:
+        for index, name in enumerate(names):
+            ratios = [measure(name, w) / measure(BASELINE, w) for w in WORKLOADS]
+            positions = [i + index * width for i in range(len(WORKLOADS))]
+            bars = axes.bar(positions, ratios, width, label=name)
+            axes.bar_label(bars, fmt="%.2f", fontsize=6)
+        axes.set_xticks(
+            [i + width * (len(names) - 1) / 2 for i in range(len(WORKLOADS))]
+        )
+        axes.set_xticklabels([w.name for w in WORKLOADS])
+        axes.axhline(1.0, color="grey", linewidth=0.8)
+        axes.set_title(f"{title}, relative to the canonical Twisted echo", fontsize=10)
+    panels[0].set_ylabel("ratio (median of rounds)")
+    panels[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.suptitle("Echo servers pinned to one core, loopback")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return True
+
+
+def machine() -> str:
+    """One line describing the machine the figures come from."""
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{model or platform.processor()}, {os.cpu_count()} CPUs, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def loadAverage() -> str:
+    """The system's 1, 5 and 15 minute load averages, as text."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--loadgen", required=True, help="the compiled loadgen")
+    parser.add_argument("--quick", action="store_true", help="one short round")
+    parser.add_argument("--reps", type=int, help="rounds over all servers")
+    parser.add_argument("--seconds", type=float, help="measured seconds per load")
+    parser.add_argument("--idle", type=int, help="idle connections for RSS")
+    parser.add_argument("--servers", help="comma-separated names to run (default: all)")
+    parser.add_argument(
+        "--output", default=str(RESULTS), help="directory for the table and chart"
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.quick:
+        defaults = {"reps": 1, "seconds": 1.0, "idle": 2000, "warmup": 0.5}
+    else:
+        defaults = {"reps": 3, "seconds": 3.0, "idle": 10000, "warmup": 1.0}
+    for key, value in defaults.items():
+        if getattr(arguments, key, None) is None:
+            setattr(arguments, key, value)
+    if not (1 <= arguments.reps <= 20 and 0.2 <= arguments.seconds <= 60):
+        parser.error("--reps must be 1..20 and --seconds 0.2..60")
+    if not 1 <= arguments.idle <= 15000:
+        parser.error("--idle must be 1..15000")
+    return arguments
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run every server on every load, interleaved and repeated."""
+    arguments = parseArguments(argv)
+    loadgen = [str(Path(arguments.loadgen).resolve())]
+    candidates = servers(sys.executable)
+    if arguments.servers:
+        wanted = set(arguments.servers.split(",")) | {BASELINE}
+        candidates = [s for s in candidates if s.name in wanted]
+    cpus = cpusAvailable()
+    serverCpu = loadCpu = None
+    if len(cpus) >= 2 and shutil.which("taskset"):
+        serverCpu, loadCpu = cpus[0], cpus[1]
+    loadgen = pinned(loadgen, loadCpu)
+    raiseFileLimit(arguments.idle + 256)
+    names = [s.name for s in candidates]
+    samples = {(s.name, w.name): Samples() for s in candidates for w in WORKLOADS}
+    idle: dict[str, float] = {}
+    loadBefore = loadAverage()
+    print(f"machine: {machine()}; load average {loadBefore}")
+    print(f"server CPU {serverCpu}, load generator CPU {loadCpu}")
+    for server in candidates:
+        print(f"  {server.name}: {' '.join(pinned(server.command, serverCpu))}")
+    with tempfile.TemporaryDirectory(prefix="echobench-") as logs:
+        for rep in range(arguments.reps):
+            # Interleave the servers in every round, so that noise from the
+            # shared machine is spread over all of them.
+            order = candidates if rep % 2 == 0 else candidates[::-1]
+            for server in order:
+                running = Running(server, serverCpu, Path(logs))
+                try:
+                    for workload in WORKLOADS:
+                        result, cpu = pingpong(
+                            loadgen,
+                            running,
+                            workload,
+                            arguments.seconds,
+                            arguments.warmup,
+                        )
+                        sample = samples[server.name, workload.name]
+                        sample.echoesPerSecond.append(result["echoes_per_s"])
+                        sample.cpuMicrosPerEcho.append(cpu)
+                        sample.p50.append(result["p50_us"])
+                        sample.p99.append(result["p99_us"])
+                        print(
+                            f"round {rep + 1} {server.name:16} {workload.name:9}"
+                            f" {result['echoes_per_s']:>10,.0f} echoes/s"
+                            f" {cpu:6.2f} µs CPU/echo"
+                            f" p50 {result['p50_us']:.0f} µs"
+                            f" p99 {result['p99_us']:.0f} µs",
+                            flush=True,
+                        )
+                finally:
+                    running.stop()
+        for server in candidates:
+            # A fresh server, so its RSS holds nothing from earlier loads.
+            running = Running(server, serverCpu, Path(logs))
+            try:
+                before, after = idleMemory(loadgen, running, arguments.idle)
+            finally:
+                running.stop()
+            idle[server.name] = (after - before) * 1024 / arguments.idle
+            print(
+                f"idle {server.name:16} RSS {before} KiB -> {after} KiB with "
+                f"{arguments.idle} connections: {idle[server.name]:,.0f} B/conn",
+                flush=True,
+            )
+    lines = table(names, samples, idle)
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+    context = [
+        f"Machine: {machine()}.",
+        f"Load average (1, 5, 15 min) before the run {loadBefore} (other work"
+        f" on the machine), after it {loadAverage()} (including the"
+        " benchmark's own server and load generator, about 2).",
+        f"Server pinned to CPU {serverCpu}, load generator to CPU {loadCpu}; "
+        f"{arguments.reps} interleaved round(s) of {arguments.seconds:g} s per "
+        f"load after {arguments.warmup:g} s warm-up; medians; idle RSS at "
+        f"{arguments.idle} connections.",
+        "",
+        *[f"- `{s.name}`: {s.note}" for s in candidates],
+        "",
+    ]
+    (output / "results.md").write_text("\n".join([*context, *lines, ""]))
+    raw = {
+        f"{name} {workload}": vars(sample)
+        for (name, workload), sample in samples.items()
+    }
+    raw["idle B/conn"] = dict(idle)
+    (output / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
+    print()
+    print("\n".join(lines))
+    if chart(names, samples, output / "results.png"):
+        print(f"\nwrote {output / 'results.md'} and {output / 'results.png'}")
+    else:
+        print(f"\nwrote {output / 'results.md'} (no chart: matplotlib missing)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

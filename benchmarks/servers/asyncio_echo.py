@@ -1,0 +1,54 @@
+"""The asyncio (and uvloop) peer echo servers of the benchmark.
+
+An C{asyncio.Protocol} whose C{data_received} calls C{transport.write}, as
+in the asyncio documentation's echo server.  Usage:
+C{python asyncio_echo.py [--uvloop] [PORT]}; it prints C{PORT n} once
+listening on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import cast
+
+
+class Echo(asyncio.Protocol):
+    """Write back whatever arrives."""
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        # uvloop's transports are not subclasses of asyncio.Transport, but
+        # provide its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Echo C{data}."""
+        self.transport.write(data)
+
+
+async def serve(port: int) -> None:
+    """Listen on 127.0.0.1:C{port} until killed."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", port)
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    await server.serve_forever()
+
+
+def main(argv: list[str]) -> None:
+    """Run the stdlib loop, or uvloop's with C{--uvloop}."""
+    useUvloop = "--uvloop" in argv
+    rest = [a for a in argv if a != "--uvloop"]
+    port = int(rest[0]) if rest else 0
+    if useUvloop:
+        import uvloop
+
+        uvloop.run(serve(port))
+    else:
+        asyncio.run(serve(port))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,126 @@
+"""Fast paths through Twisted: the write path and the reactor's dispatch.
+
+Write: L{sendNow}. Twisted's socket transports buffer every C{write()} and
+send it on the next reactor iteration: each echo registers the socket for
+writability and unregisters it again (two C{epoll_ctl} calls) and costs a
+second dispatch through the reactor (Twisted issue #5303). asyncio sends
+at once when its buffer is empty. L{sendNow} does the same for Twisted's
+own TCP and UNIX server transports, and hands everything else to the
+transport's ordinary C{write()}: the part the kernel did not take, every
+write made while anything is still buffered, and every transport it does
+not know (TLS, test transports). Buffering, flow control (pausing the
+registered producer when the buffer fills), half-close, loseConnection and
+error reporting therefore all stay Twisted's own; only the empty-buffer
+case skips the round trip through the reactor.
+
+Dispatch: L{FastEPollReactor} (C{twistd -r fastepoll}).  The epoll
+reactor runs every read or write event inside C{log.callWithLogger}, which
+builds a logging context (the selectable's log prefix as the legacy log's
+C{system}) for each event: about a third of the remaining Python time per
+echo.  The fast reactor calls the same C{_doReadOrWrite} directly and logs
+anything it raises, as C{callWithLogger} would, only without the
+C{system} prefix.  Code that logs with C{twisted.logger} (as echotwist
+does) is unaffected; legacy C{log.msg} calls made inside event handlers
+lose the connection's prefix.
+
+This is the one module that relies on Twisted internals: the concrete
+transport classes, their C{socket}, C{dataBuffer}, C{_tempDataLen},
+C{connected}, C{disconnecting}, C{_writeDisconnecting}, C{_aborting} and
+C{TLS} attributes, the invariant that both buffers are empty exactly when
+nothing is waiting to be sent, and the epoll reactor's C{_poller},
+C{_selectables} and C{_doReadOrWrite}.  C{echotwist.test.test_fastpath}
+pins each of them, so a Twisted upgrade that changes them fails a test
+rather than reordering bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import cast
+
+from twisted.internet import tcp, unix
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import ITransport
+from twisted.logger import Logger
+
+# Exactly these classes (not subclasses, which may override write()) are
+# known to buffer as described above.
+_DIRECT: frozenset[type] = frozenset({tcp.Server, unix.Server})
+
+
+def canSendNow(transport: object) -> bool:
+    """Whether L{sendNow} may bypass C{transport}'s buffer at this moment."""
+    if type(transport) not in _DIRECT:
+        return False
+    connection = cast(tcp.Server, transport)
+    return bool(
+        connection.connected
+        and not connection.dataBuffer
+        and not connection._tempDataLen
+        and not connection.disconnecting
+        and not connection._writeDisconnecting
+        and not connection._aborting
+        and not connection.TLS
+    )
+
+
+def sendNow(transport: ITransport, data: bytes) -> None:
+    """Write C{data} to C{transport}, sending it at once if nothing is buffered.
+
+    Equivalent to C{transport.write(data)} in what reaches the peer and in
+    what order; what the kernel does not take at once is buffered by
+    C{transport.write}, with its flow control.
+    """
+    if not canSendNow(transport):
+        transport.write(data)
+        return
+    connection = cast(tcp.Server, transport)
+    try:
+        sent = connection.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        # A reset or similar: Twisted's own write path meets the same error
+        # on its next attempt and reports the lost connection its usual way.
+        transport.write(data)
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+class FastEPollReactor(EPollReactor):
+    """The epoll reactor, without a logging context built per event."""
+
+    _log = Logger()
+
+    def doPoll(self, timeout: float | None) -> None:
+        """Poll once and dispatch each ready descriptor directly."""
+        try:
+            # As EPollReactor.doPoll: at most as many events as descriptors.
+            events = self._poller.poll(
+                -1 if timeout is None else timeout, len(self._selectables)
+            )
+        except OSError as e:
+            if e.errno == errno.EINTR:
+                return
+            raise
+        selectables = self._selectables
+        for fd, event in events:
+            # A descriptor removed by an earlier event of this batch is
+            # skipped, as EPollReactor does.
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            try:
+                self._doReadOrWrite(selectable, fd, event)
+            except BaseException:
+                self._log.failure("Unhandled error dispatching {fd}", fd=fd)
+
+    doIteration = doPoll
+
+
+def install() -> None:
+    """Install L{FastEPollReactor} as the reactor (C{twistd -r fastepoll})."""
+    from twisted.internet.main import installReactor
+
+    installReactor(FastEPollReactor())

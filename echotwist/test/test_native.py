@@ -1,0 +1,263 @@
+"""Tests for L{echotwist.native}: Echo over the asyncio loop's own transports.
+
+Unit tests drive L{NativeConnection} with a fake asyncio transport (no
+sockets, no loop); one end-to-end test runs the real C{twistd -r uvloop}
+with an C{aiotcp:} listener and the real client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+from typing import Any, cast
+
+from twisted.application.reactors import IReactorInstaller
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from echotwist.native import NativeConnection, parseNativeTCP, toAddress
+from echotwist.protocol import EchoFactory
+from echotwist.tap import Options
+from echotwist.test.e2e import runClient, startServer
+
+
+class FakeSocket:
+    """Socket options, as the loop's transport exposes its socket."""
+
+    def __init__(self) -> None:
+        self.options: dict[tuple[int, int], int] = {}
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        """Record an option."""
+        self.options[level, option] = value
+
+    def getsockopt(self, level: int, option: int) -> int:
+        """Report an option."""
+        return self.options.get((level, option), 0)
+
+
+class FakeTransport:
+    """What an asyncio transport does, recorded."""
+
+    def __init__(self, peer: tuple[Any, ...] = ("192.0.2.7", 40000)) -> None:
+        self.written = b""
+        self.closed = False
+        self.aborted = False
+        self.eofWritten = False
+        self.reading = True
+        self.extra: dict[str, Any] = {
+            "peername": peer,
+            "sockname": ("192.0.2.1", 5000),
+            "socket": FakeSocket(),
+        }
+
+    def write(self, data: bytes) -> None:
+        """Record C{data}."""
+        self.written += data
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        """Record every chunk."""
+        self.written += b"".join(chunks)
+
+    def close(self) -> None:
+        """Record a close."""
+        self.closed = True
+
+    def abort(self) -> None:
+        """Record an abort."""
+        self.aborted = self.closed = True
+
+    def write_eof(self) -> None:
+        """Record a half-close."""
+        self.eofWritten = True
+
+    def is_closing(self) -> bool:
+        """Whether C{close} was called."""
+        return self.closed
+
+    def pause_reading(self) -> None:
+        """Stop reading."""
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        """Read again."""
+        self.reading = True
+
+    def get_extra_info(self, name: str) -> object:
+        """Peer, local address and socket."""
+        return self.extra[name]
+
+
+def connect(
+    factory: Factory[Any] | None = None,
+) -> tuple[NativeConnection, FakeTransport, EchoFactory]:
+    """A L{NativeConnection} serving an echo over a L{FakeTransport}."""
+    echoFactory = EchoFactory(clock=Clock())
+    connection = NativeConnection(factory or echoFactory)
+    transport = FakeTransport()
+    connection.connection_made(cast(asyncio.Transport, transport))
+    return connection, transport, echoFactory
+
+
+class NativeConnectionTests(SynchronousTestCase):
+    """L{NativeConnection} maps asyncio's callbacks onto Twisted's."""
+
+    def test_interfaces(self) -> None:
+        """It is a TCP transport, a consumer and a push producer."""
+        connection, _, _ = connect()
+        self.assertTrue(verifyObject(ITCPTransport, connection))
+        self.assertTrue(verifyObject(IConsumer, connection))
+        self.assertTrue(verifyObject(IPushProducer, connection))
+
+    def test_echoes(self) -> None:
+        """Data received is written back through the loop's transport."""
+        connection, transport, factory = connect()
+        connection.data_received(b"hello")
+        connection.data_received(b" world")
+        self.assertEqual(transport.written, b"hello world")
+        self.assertEqual(factory.stats.bytesEchoed["tcp"], 11)
+
+    def test_flowControl(self) -> None:
+        """A full write buffer stops reading; a drained one restarts it."""
+        connection, transport, _ = connect()
+        connection.pause_writing()
+        self.assertFalse(transport.reading)
+        connection.resume_writing()
+        self.assertTrue(transport.reading)
+
+    def test_halfClose(self) -> None:
+        """EOF from the client keeps the connection open for Echo to close."""
+        connection, transport, _ = connect()
+        connection.data_received(b"last")
+        self.assertTrue(connection.eof_received())
+        self.assertTrue(transport.closed)
+        self.assertEqual(transport.written, b"last")
+        # Echo unregistered itself before closing: buffer events are ignored.
+        connection.pause_writing()
+        self.assertTrue(transport.reading)
+
+    def test_eofWithoutHalfClose(self) -> None:
+        """A protocol that is not half-close aware lets asyncio close."""
+        connection, _, _ = connect(Factory.forProtocol(Protocol))
+        self.assertFalse(connection.eof_received())
+
+    def test_connectionLostCleanly(self) -> None:
+        """A clean close reaches the protocol as C{ConnectionDone}."""
+        reasons: list[Failure] = []
+
+        class Recorder(Protocol):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                reasons.append(reason)
+
+        connection, _, _ = connect(Factory.forProtocol(Recorder))
+        connection.connection_lost(None)
+        self.assertTrue(reasons[0].check(ConnectionDone))
+
+    def test_connectionLostWithError(self) -> None:
+        """An error close reaches Echo as C{ConnectionLost} and is counted."""
+        connection, _, factory = connect()
+        self.assertEqual(factory.stats.connectionsActive, 1)
+        connection.connection_lost(ConnectionResetError("reset"))
+        self.assertEqual(factory.stats.connectionsActive, 0)
+
+    def test_connectionLostReason(self) -> None:
+        """An error close is a C{ConnectionLost} failure."""
+        reasons: list[Failure] = []
+
+        class Recorder(Protocol):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                reasons.append(reason)
+
+        connection, _, _ = connect(Factory.forProtocol(Recorder))
+        connection.connection_lost(ConnectionResetError("reset"))
+        self.assertTrue(reasons[0].check(ConnectionLost))
+
+    def test_refusedByFactory(self) -> None:
+        """A factory that builds no protocol gets the connection closed."""
+
+        class Refusing(Factory[Protocol]):
+            def buildProtocol(self, addr: IAddress | None) -> None:
+                return None
+
+        _, transport, _ = connect(Refusing())
+        self.assertTrue(transport.closed)
+
+    def test_transportMethods(self) -> None:
+        """Close, abort, half-close and TCP options reach the loop's transport."""
+        connection, transport, _ = connect()
+        connection.writeSequence([b"a", b"b"])
+        self.assertEqual(transport.written, b"ab")
+        self.assertTrue(connection.getTcpNoDelay())
+        connection.setTcpKeepAlive(True)
+        self.assertTrue(connection.getTcpKeepAlive())
+        connection.loseWriteConnection()
+        self.assertTrue(transport.eofWritten)
+        connection.abortConnection()
+        self.assertTrue(transport.aborted)
+
+    def test_addresses(self) -> None:
+        """Socket addresses become Twisted TCP addresses."""
+        connection, _, _ = connect()
+        self.assertEqual(connection.getPeer(), IPv4Address("TCP", "192.0.2.7", 40000))
+        self.assertEqual(connection.getHost(), IPv4Address("TCP", "192.0.2.1", 5000))
+        self.assertEqual(
+            toAddress(("::1", 7, 0, 0)), IPv6Address("TCP", "::1", 7, 0, 0)
+        )
+
+
+class ListenerTests(SynchronousTestCase):
+    """The C{aiotcp:} description and the C{uvloop} reactor plugin."""
+
+    def test_needsAsyncioReactor(self) -> None:
+        """Without an asyncio reactor, C{aiotcp} is refused with a reason."""
+        error = self.assertRaises(ValueError, parseNativeTCP, MemoryReactor(), "0")
+        self.assertIn("asyncio reactor", str(error))
+
+    def test_optionsRejectWithoutAsyncioReactor(self) -> None:
+        """C{twistd echo --listen aiotcp:...} on another reactor: one line, exit 2."""
+        errors = io.StringIO()
+        options = Options(reactor=Clock(), errorStream=errors)
+        exit = self.assertRaises(
+            SystemExit, options.parseOptions, ["--listen", "aiotcp:5000"]
+        )
+        self.assertEqual(exit.code, 2)
+        self.assertEqual(len(errors.getvalue().splitlines()), 1)
+        self.assertIn("asyncio reactor", errors.getvalue())
+
+    def test_uvloopReactorPlugin(self) -> None:
+        """C{twistd -r uvloop} finds the reactor plugin."""
+        names = [r.shortName for r in getPlugins(IReactorInstaller)]
+        self.assertIn("uvloop", names)
+
+
+class EndToEndTests(SynchronousTestCase):
+    """The real C{twistd -r uvloop echo --listen aiotcp:...} and client."""
+
+    def test_clientGetsEcho(self) -> None:
+        """The client gets its echo from the uvloop-native listener."""
+        server = startServer(
+            self,
+            listen=("aiotcp:0:interface=127.0.0.1",),
+            twistdOptions=("-r", "uvloop"),
+        )
+        server.output.waitFor("AsyncioSelectorReactor")
+        result = runClient("127.0.0.1", "hello native", str(server.port))
+        self.assertEqual(
+            (result.returncode, result.stdout), (0, "Received: hello native\n")
+        )
+        server.output.waitFor(r"Closed client 127\.0\.0\.1/\d+: 12 bytes echoed")
+        self.assertIn(server.stop(), (0, -signal.SIGTERM))

@@ -1,0 +1,365 @@
+"""C{twistd echo --workers N}: N processes share the TCP listening ports.
+
+The twistd process becomes a supervisor.  Before privileges are dropped it
+opens, for every worker and every TCP endpoint, a socket listening on the
+same address with C{SO_REUSEPORT} (so a bind error ends start-up with one
+line and exit status 1, and ports below 1024 work).  It then starts N
+worker processes (C{python -m echotwist.workers}), hands each its own
+listening sockets as inherited descriptors, which the worker adopts and
+serves with its own reactor and L{EchoFactory}; the kernel spreads new
+connections evenly over the sockets of the group.  A worker reports on its
+file descriptor 3 when it serves; once all have, the supervisor logs
+C{Listening on ...}.  Stopping
+the supervisor (SIGTERM) sends SIGTERM to every worker and waits for them
+to exit (SIGKILL after L{STOP_TIMEOUT} seconds).
+
+Workers log to the supervisor's standard output with their index as the
+log system (C{[worker1]}).  Each worker keeps its own statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import NoReturn, TextIO
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProcessTransport,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorTime,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import (
+    FileLogObserver,
+    LogEvent,
+    Logger,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
+)
+from twisted.python.failure import Failure
+
+from echotwist.endpoints import _UNESCAPED_COLON, BadEndpoint, formatAddress
+from echotwist.protocol import EchoFactory
+
+# Seconds a worker has to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+# The most workers one supervisor starts.
+MAX_WORKERS = 256
+
+_READY_FD = 3
+
+
+class Binding:
+    """A TCP address to listen on: family, host and port."""
+
+    def __init__(self, family: socket.AddressFamily, host: str, port: int) -> None:
+        self.family = family
+        self.host = host
+        self.port = port
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Binding) and (
+            (self.family, self.host, self.port)
+            == (other.family, other.host, other.port)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.family, self.host, self.port))
+
+    def __repr__(self) -> str:
+        return f"Binding({self.family}, {self.host!r}, {self.port})"
+
+    def kind(self) -> str:
+        """C{tcp} or C{tcp6}."""
+        return "tcp6" if self.family == socket.AF_INET6 else "tcp"
+
+    def text(self) -> str:
+        """The endpoint description of this binding, for messages."""
+        host = self.host.replace(":", "\\:")
+        return f"{self.kind()}:{self.port}:interface={host}"
+
+    def address(self) -> IPv4Address | IPv6Address:
+        """The Twisted address of this binding."""
+        if self.family == socket.AF_INET6:
+            return IPv6Address("TCP", self.host, self.port)
+        return IPv4Address("TCP", self.host, self.port)
+
+    def makeSocket(self, listen: bool) -> socket.socket:
+        """A socket bound here with C{SO_REUSEPORT}, listening if C{listen}."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.host, self.port))
+            if listen:
+                sock.listen(socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+def tcpBinding(description: str) -> Binding:
+    """The binding of a C{tcp:} or C{tcp6:} endpoint description.
+
+    Only these can be shared with C{SO_REUSEPORT}; anything else raises
+    L{BadEndpoint}.
+    """
+    kind, *args = _UNESCAPED_COLON.split(description)
+    if kind not in ("tcp", "tcp6"):
+        raise BadEndpoint(
+            f"--workers shares only tcp: and tcp6: endpoints, not {description!r}"
+        )
+    positional = [a for a in args if "=" not in a]
+    keywords = dict(a.split("=", 1) for a in args if "=" in a)
+    port = keywords.get("port", positional[0] if positional else "")
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    default = "::" if kind == "tcp6" else "0.0.0.0"
+    host = keywords.get("interface", default).replace("\\:", ":")
+    return Binding(family, host, int(port))
+
+
+def workerCount(text: str, descriptions: Sequence[str]) -> int:
+    """Check a C{--workers} value against the endpoints it would share.
+
+    Raise L{BadEndpoint} for a count outside 1..L{MAX_WORKERS}, or for more
+    than one worker on an endpoint that is not C{tcp:}/C{tcp6:}.
+    """
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise BadEndpoint(
+            f"invalid --workers {text!r}: give a number from 1 to {MAX_WORKERS}"
+        )
+    if int(text) > 1:
+        for description in descriptions:
+            tcpBinding(description)
+    return int(text)
+
+
+def parseListeningArgument(text: str) -> tuple[socket.AddressFamily, int]:
+    """Read a worker's C{tcp:FD} or C{tcp6:FD} argument."""
+    kind, descriptor = text.split(":", 1)
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    return family, int(descriptor)
+
+
+class WorkerProtocol(ProcessProtocol):
+    """The supervisor's side of one worker: readiness and exit."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.ready = False
+        self.ended: Deferred[None] = Deferred()
+        self.buffer = b""
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """A line C{ready} on descriptor 3 means the worker listens."""
+        if childFD != _READY_FD:
+            return
+        self.buffer += data
+        if not self.ready and b"ready\n" in self.buffer:
+            self.ready = True
+            self.pool.workerReady(self.index)
+
+    def processEnded(self, reason: Failure) -> None:
+        """Tell the pool, and whoever waits for this worker to stop."""
+        self.pool.workerEnded(self.index, reason)
+        self.ended.callback(None)
+
+
+class WorkerPool(Service):
+    """Listen on the TCP ports, start N workers on them, stop them on exit."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        descriptions: Sequence[str],
+        count: int,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        *,
+        errorStream: TextIO | None = None,
+        executable: str = sys.executable,
+    ) -> None:
+        self.bindings = [tcpBinding(d) for d in descriptions]
+        self.count = count
+        self.reactor = reactor
+        self.clock = clock
+        self.errorStream = errorStream if errorStream is not None else sys.__stderr__
+        self.executable = executable
+        # sockets[i][j]: worker i's listening socket for binding j.
+        self.sockets: list[list[socket.socket]] = []
+        self.workers: list[tuple[WorkerProtocol, IProcessTransport]] = []
+        self.stopping = False
+
+    def privilegedStartService(self) -> None:
+        """Bind and listen now, before twistd drops privileges."""
+        Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        """Start the workers, each with its own listening sockets."""
+        Service.startService(self)
+        if not self.sockets:
+            self._listen()
+        sockets, self.sockets = self.sockets, []
+        for index, own in enumerate(sockets, 1):
+            protocol = WorkerProtocol(self, index)
+            childFDs: dict[int, int | str] = {0: 0, 1: 1, 2: 2, _READY_FD: "r"}
+            arguments = [self.executable, "-m", "echotwist.workers", str(index)]
+            for number, (binding, sock) in enumerate(
+                zip(self.bindings, own, strict=True)
+            ):
+                descriptor = _READY_FD + 1 + number
+                childFDs[descriptor] = sock.fileno()
+                arguments.append(f"{binding.kind()}:{descriptor}")
+            transport = self.reactor.spawnProcess(
+                protocol,
+                self.executable,
+                arguments,
+                env=os.environ,
+                childFDs=childFDs,
+            )
+            # The worker has its copies now.
+            for sock in own:
+                sock.close()
+            self.workers.append((protocol, transport))
+
+    def _listen(self) -> None:
+        for _ in range(self.count):
+            own: list[socket.socket] = []
+            self.sockets.append(own)
+            for binding in self.bindings:
+                try:
+                    sock = binding.makeSocket(listen=True)
+                except OSError as e:
+                    self._fail(binding, e)
+                own.append(sock)
+                # Port 0 picks a port for the first worker; the others share it.
+                binding.port = sock.getsockname()[1]
+
+    def _fail(self, binding: Binding, error: OSError) -> NoReturn:
+        self._closeSockets()
+        if self.errorStream is not None:
+            self.errorStream.write(
+                f"twistd echo: cannot listen on {binding.text()}: {error.strerror}\n"
+            )
+            self.errorStream.flush()
+        raise SystemExit(1)
+
+    def _closeSockets(self) -> None:
+        for own in self.sockets:
+            for sock in own:
+                sock.close()
+        self.sockets = []
+
+    def workerReady(self, index: int) -> None:
+        """Once every worker serves, announce the addresses."""
+        if not all(protocol.ready for protocol, _ in self.workers):
+            return
+        for binding in self.bindings:
+            self.log.info(
+                "Listening on {address} with {count} workers",
+                address=formatAddress(binding.address()),
+                count=self.count,
+            )
+
+    def workerEnded(self, index: int, reason: Failure) -> None:
+        """Log a worker's exit; an unexpected one is an error."""
+        if self.stopping and reason.check(ProcessDone) is not None:
+            return
+        level = self.log.info if self.stopping else self.log.error
+        level(
+            "Worker {index} exited: {why}",
+            index=index,
+            why=reason.getErrorMessage(),
+        )
+
+    def stopService(self) -> Deferred[object]:
+        """SIGTERM every worker; wait for them (SIGKILL after a timeout)."""
+        Service.stopService(self)
+        self.stopping = True
+        self._closeSockets()
+        waits: list[Deferred[None]] = []
+        for protocol, transport in self.workers:
+            if protocol.ended.called:
+                continue
+            _signal(transport, "TERM")
+            waits.append(protocol.ended)
+        killer = self.clock.callLater(STOP_TIMEOUT, self._kill) if waits else None
+
+        def stopped(result: object) -> None:
+            if killer is not None and killer.active():
+                killer.cancel()
+
+        return DeferredList(waits, consumeErrors=True).addCallback(stopped)
+
+    def _kill(self) -> None:
+        for protocol, transport in self.workers:
+            if not protocol.ended.called:
+                _signal(transport, "KILL")
+
+
+def _signal(transport: IProcessTransport, name: str) -> None:
+    # A worker already gone has its processEnded on the way.
+    with contextlib.suppress(OSError):
+        transport.signalProcess(name)
+
+
+def _prefixedObserver(index: int, stream: TextIO) -> FileLogObserver:
+    def format(event: LogEvent) -> str | None:
+        event = dict(event, log_system=f"worker{index}")
+        return formatEventAsClassicLogText(event)
+
+    return FileLogObserver(stream, format)
+
+
+def serveWorker(
+    reactor: IReactorSocket,
+    index: int,
+    listening: Sequence[tuple[socket.AddressFamily, int]],
+) -> Deferred[None]:
+    """Serve echoes on the listening descriptors the supervisor passed."""
+    factory = EchoFactory(clock=IReactorTime(reactor))
+    log = Logger(namespace="echotwist.workers")
+    for family, descriptor in listening:
+        # The endpoint adopts the descriptor (and closes this copy).
+        endpoint = AdoptedStreamServerEndpoint(reactor, descriptor, family)
+        ports: list[IListeningPort] = []
+        endpoint.listen(factory).addCallback(ports.append)
+        log.info(
+            "Worker {index} (pid {pid}) listening on {address}",
+            index=index,
+            pid=os.getpid(),
+            address=formatAddress(ports[0].getHost()),
+        )
+    os.write(_READY_FD, b"ready\n")
+    os.close(_READY_FD)
+    return Deferred()
+
+
+def main(reactor: IReactorSocket, index: str, *listening: str) -> Deferred[None]:
+    """Worker entry point: C{python -m echotwist.workers INDEX tcp:FD ...}."""
+    number = int(index)
+    globalLogBeginner.beginLoggingTo(
+        [_prefixedObserver(number, sys.stdout)], redirectStandardIO=False
+    )
+    return serveWorker(reactor, number, [parseListeningArgument(a) for a in listening])
+
+
+if __name__ == "__main__":
+    from twisted.internet import task
+
+    task.react(main, sys.argv[1:])
