@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO, cast
+from typing import NoReturn, TextIO, TypeVar, cast
 
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -46,6 +46,8 @@ from echotwist.ping import (
 from echotwist.pingstats import summaryLines
 
 ECHO_PORT = 7
+
+N = TypeVar("N", int, float)
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -201,48 +203,46 @@ def echoOver(
     return result.addTimeout(timeout, clock)
 
 
-def parsePort(text: str) -> int:
-    """Parse a server port for argparse: a number from 1 to 65535."""
-    try:
-        port = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 1 to 65535")
-    return port
+def _numberArgument(
+    convert: Callable[[str], N],
+    what: str,
+    accept: Callable[[N], bool],
+    requirement: str,
+) -> Callable[[str], N]:
+    """An argparse C{type=} that converts with C{convert} and checks C{accept}.
+
+    A bad value is reported as C{invalid WHAT 'TEXT'[: REQUIREMENT]}.
+    """
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {text!r}: must be {requirement}"
+            )
+        return value
+
+    parse.__name__ = what
+    return parse
 
 
-def parseTimeout(text: str) -> float:
-    """Parse a timeout for argparse: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: must be > 0")
-    return value
+def _decimal(text: str) -> int:
+    return int(text, 10)
 
 
-def parseCount(text: str) -> int:
-    """Parse a probe count for argparse: a positive whole number."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be >= 1")
-    return value
+_INFINITY = float("inf")
 
-
-def parseInterval(text: str) -> float:
-    """Parse a probe interval for argparse: seconds, zero or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: must be >= 0")
-    return value
+#: A server port: a number from 1 to 65535.
+parsePort = _numberArgument(_decimal, "port", lambda p: 1 <= p <= 65535, "1 to 65535")
+#: A timeout: a positive, finite number of seconds.
+parseTimeout = _numberArgument(float, "timeout", lambda t: 0 < t < _INFINITY, "> 0")
+#: A probe count: a positive whole number.
+parseCount = _numberArgument(_decimal, "count", lambda c: c >= 1, ">= 1")
+#: A probe interval: zero or more seconds.
+parseInterval = _numberArgument(float, "interval", lambda i: 0 <= i < _INFINITY, ">= 0")
 
 
 def buildParser() -> argparse.ArgumentParser:

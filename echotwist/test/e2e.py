@@ -322,12 +322,16 @@ def _kill(process: subprocess.Popen[str]) -> None:
         process.stdout.close()
 
 
-def runClient(
-    *arguments: str, timeout: float = WAIT, env: dict[str, str] | None = None
+def runCommand(
+    command: Sequence[str], timeout: float = WAIT, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run C{python -m echotwist.client ARGUMENTS} to completion."""
+    """Run C{command} to completion from the project root; capture its output.
+
+    A command still running after C{timeout} seconds is killed and the
+    wait raises L{subprocess.TimeoutExpired}.
+    """
     return subprocess.run(
-        [sys.executable, "-m", "echotwist.client", *arguments],
+        list(command),
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -340,26 +344,22 @@ def runClient(
     )
 
 
+def runClient(
+    *arguments: str, timeout: float = WAIT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run C{python -m echotwist.client ARGUMENTS} to completion."""
+    return runModule("echotwist.client", *arguments, timeout=timeout, env=env)
+
+
 def runServer(
     *arguments: str, timeout: float = WAIT, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run C{twistd -n echo ARGUMENTS} to completion, its two outputs apart.
 
-    For a server that is expected to refuse to start: one that starts
-    instead is killed after C{timeout} seconds and the wait raises
-    L{subprocess.TimeoutExpired}.
+    For a server that is expected to refuse to start.
     """
-    return subprocess.run(
-        twistdCommand("-n", "--pidfile=", "echo", *arguments),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-        cwd=str(PROJECT_ROOT),
-        env=env if env is not None else childEnvironment(),
-        stdin=subprocess.DEVNULL,
-        check=False,
+    return runCommand(
+        twistdCommand("-n", "--pidfile=", "echo", *arguments), timeout, env
     )
 
 
@@ -776,15 +776,4 @@ def runModule(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run C{python -m MODULE ARGUMENTS} to completion (e.g. the bench)."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *arguments],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-        cwd=str(PROJECT_ROOT),
-        env=env if env is not None else childEnvironment(),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return runCommand([sys.executable, "-m", module, *arguments], timeout, env)
