@@ -13,7 +13,9 @@ C{Listening on ...}.  Stopping
 the supervisor (SIGTERM) sends SIGTERM to every worker and waits for them
 to exit (SIGKILL after L{STOP_TIMEOUT} seconds).
 
-Workers log to the supervisor's standard output with their index as the
+Workers run on the fast epoll reactor when the supervisor does (C{twistd
+-r fastepoll}), else on Twisted's default reactor.  Workers log to the
+supervisor's standard output with their index as the
 log system (C{[worker1]}).  Each worker keeps its own statistics.
 """
 
@@ -26,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
+from twisted.application.reactors import installReactor
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList
@@ -49,6 +52,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from echotwist.endpoints import _UNESCAPED_COLON, BadEndpoint, formatAddress
+from echotwist.fastpath import FastEPollReactor
 from echotwist.protocol import EchoFactory
 
 # Seconds a worker has to exit after SIGTERM before it is killed.
@@ -218,7 +222,13 @@ class WorkerPool(Service):
         for index, own in enumerate(sockets, 1):
             protocol = WorkerProtocol(self, index)
             childFDs: dict[int, int | str] = {0: 0, 1: 1, 2: 2, _READY_FD: "r"}
-            arguments = [self.executable, "-m", "echotwist.workers", str(index)]
+            arguments = [
+                self.executable,
+                "-m",
+                "echotwist.workers",
+                str(index),
+                workerReactor(self.reactor),
+            ]
             for number, (binding, sock) in enumerate(
                 zip(self.bindings, own, strict=True)
             ):
@@ -359,7 +369,24 @@ def main(reactor: IReactorSocket, index: str, *listening: str) -> Deferred[None]
     return serveWorker(reactor, number, [parseListeningArgument(a) for a in listening])
 
 
-if __name__ == "__main__":
+def workerReactor(reactor: object) -> str:
+    """The reactor the workers of a supervisor on C{reactor} use.
+
+    Workers run on the fast epoll reactor when the supervisor does
+    (C{twistd -r fastepoll}), else on Twisted's default reactor.
+    """
+    return "fastepoll" if isinstance(reactor, FastEPollReactor) else "default"
+
+
+def run(argv: Sequence[str]) -> None:
+    """C{python -m echotwist.workers INDEX REACTOR tcp:FD ...}."""
+    index, reactorName, *listening = argv
+    if reactorName != "default":
+        installReactor(reactorName)
     from twisted.internet import task
 
-    task.react(main, sys.argv[1:])
+    task.react(main, [index, *listening])
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

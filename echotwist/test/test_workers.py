@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.endpoints import BadEndpoint
+from echotwist.fastpath import FastEPollReactor
 from echotwist.tap import Options, makeService
 from echotwist.test.e2e import WAIT, startServer
 from echotwist.workers import (
@@ -31,6 +32,7 @@ from echotwist.workers import (
     WorkerPool,
     parseListeningArgument,
     tcpBinding,
+    workerReactor,
 )
 
 
@@ -221,13 +223,23 @@ class WorkerPoolTests(SynchronousTestCase):
         _, reactor, sockets = pool(3)
         self.assertEqual(
             [list(args) for _, args, _ in reactor.spawned],
-            [["python", "-m", "echotwist.workers", str(i), "tcp:4"] for i in (1, 2, 3)],
+            [
+                ["python", "-m", "echotwist.workers", str(i), "default", "tcp:4"]
+                for i in (1, 2, 3)
+            ],
         )
         self.assertEqual(
             [fds[4] for fds in reactor.childFDs], [s.fileno() for s in sockets]
         )
         self.assertEqual({fds[3] for fds in reactor.childFDs}, {"r"})
         self.assertTrue(all(s.closed for s in sockets))
+
+    def test_workerReactor(self) -> None:
+        """Workers follow a fast epoll supervisor; otherwise the default."""
+        self.assertEqual(
+            workerReactor(FastEPollReactor.__new__(FastEPollReactor)), "fastepoll"
+        )
+        self.assertEqual(workerReactor(Clock()), "default")
 
     def test_listeningOnceAllReady(self) -> None:
         """C{Listening on} is logged when the last worker is ready, not before."""
@@ -313,3 +325,14 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(server.wait(), 1)
         server.output.waitFor(rf"twistd echo: cannot listen on tcp:{port}:")
         self.assertNotIn("Traceback", server.output.text())
+
+    def test_fastEpollWorkers(self) -> None:
+        """Under C{twistd -r fastepoll} the workers start on it and echo."""
+        server = startServer(self, "--workers", "2", twistdOptions=("-r", "fastepoll"))
+        server.output.waitForAll(r"Worker \d \(pid \d+\) listening", 2)
+        connection = socket.create_connection(("127.0.0.1", server.port), WAIT)
+        self.addCleanup(connection.close)
+        connection.settimeout(WAIT)
+        connection.sendall(b"fast")
+        self.assertEqual(connection.recv(16), b"fast")
+        self.assertIn(server.stop(), (0, -signal.SIGTERM))
