@@ -1,7 +1,7 @@
 """Connection limits, address policy and idleness: decisions only, no I/O.
 
 The echo factory asks a L{ConnectionLimits} whether to serve each new
-client, and each connection asks an L{IdleMeter} whether it has been quiet
+client, and L{isIdle} says whether a connection has been quiet
 for too long.  Neither touches a socket or a clock: callers pass in what
 they saw, so every rule here is tested without a reactor.
 """
@@ -167,31 +167,25 @@ class ConnectionLimits:
                 del self.perIp[address]
 
 
-class IdleMeter:
-    """Decide when a connection has seen no traffic for C{timeout} seconds.
+# The shared idle check runs this many times per idle timeout.
+IDLE_SWEEPS = 8
+
+
+def idleSweepInterval(timeout: float) -> float:
+    """How often the shared idle check runs for an idle timeout of C{timeout}.
 
     Resetting a timer on every read would put a timer operation on the
-    echo's hot path; instead the connection only raises a flag when there
-    is traffic, and one timer per connection calls L{tick} every
-    L{interval} (a quarter of the timeout) with whether the flag was
-    raised since the previous tick.  After C{ticks} quiet ticks in a row
-    the connection is idle: it is closed after between C{timeout} and
-    C{1.25 * timeout} seconds without traffic.
+    echo's hot path, and a timer per connection costs memory on a server
+    holding many idle ones; instead a connection only raises a flag when
+    there is traffic, and one timer for all connections looks at the flags
+    every C{timeout / IDLE_SWEEPS} seconds.  A connection is then closed
+    after between C{timeout} and C{1.125 * timeout} seconds without traffic.
     """
+    if not timeout > 0:
+        raise ValueError("an idle timeout must be positive")
+    return timeout / IDLE_SWEEPS
 
-    ticks = 4
 
-    def __init__(self, timeout: float) -> None:
-        if not timeout > 0:
-            raise ValueError("an idle timeout must be positive")
-        self.timeout = timeout
-        self.interval = timeout / self.ticks
-        self.quiet = 0
-
-    def tick(self, traffic: bool) -> bool:
-        """Record one interval; return C{True} once the connection is idle."""
-        if traffic:
-            self.quiet = 0
-            return False
-        self.quiet += 1
-        return self.quiet >= self.ticks
+def isIdle(now: float, lastActive: float, timeout: float) -> bool:
+    """Whether a connection last seen active at C{lastActive} is idle at C{now}."""
+    return now - lastActive >= timeout

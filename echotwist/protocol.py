@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echotwist.fastpath import sendNow
-from echotwist.limits import ConnectionLimits, IdleMeter
+from echotwist.limits import ConnectionLimits, idleSweepInterval, isIdle
 from echotwist.stats import ServerStats
 
 
@@ -109,9 +109,8 @@ class Echo(Protocol):
         "closeReason",
         "connected",
         "factory",
-        "idleCall",
-        "idleMeter",
         "kind",
+        "lastActive",
         "lastUnsent",
         "startedAt",
         "traffic",
@@ -126,8 +125,8 @@ class Echo(Protocol):
         self.kind = "tcp"
         # Set by every read (and so every echo write); the idle check clears it.
         self.traffic = False
-        self.idleMeter: IdleMeter | None = None
-        self.idleCall: IDelayedCall | None = None
+        # When the factory's idle check last saw traffic on this connection.
+        self.lastActive = 0.0
         self.lastUnsent = 0
         # The host this connection was admitted for by the factory's limits.
         self.admittedHost: str | None = None
@@ -150,41 +149,36 @@ class Echo(Protocol):
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         self.kind = transportKind(transport)
-        self.startedAt = self.factory.clock.seconds()
+        self.startedAt = self.lastActive = self.factory.clock.seconds()
         self.factory.stats.connectionOpened()
-        self.factory.connections.add(self)
         host, port = describeAddress(transport.getPeer())
         self.log.info("Handling client {host}/{port}", host=host, port=port)
-        if self.factory.idleTimeout > 0:
-            self.idleMeter = IdleMeter(self.factory.idleTimeout)
-            self.idleCall = self.factory.clock.callLater(
-                self.idleMeter.interval, self.checkIdle
-            )
+        self.factory.connectionStarted(self)
 
-    def checkIdle(self) -> None:
-        """Once per idle interval: abort the connection if it has gone idle.
+    def checkIdle(self, now: float, timeout: float) -> None:
+        """Abort the connection if it has had no traffic for C{timeout} s.
 
-        Traffic is a read (every echo write happens in a read) or a change
-        in what the kernel still holds unsent, so a client slowly reading a
-        long echo is not idle while one that never reads is.
+        Called by the factory's shared idle check.  Traffic is a read
+        (every echo write happens in a read) or a change in what the kernel
+        still holds unsent, so a client slowly reading a long echo is not
+        idle while one that never reads is.
         """
-        meter = self.idleMeter
-        assert meter is not None
         traffic, self.traffic = self.traffic, False
         unsent = self.factory.unsentBytes(self.stream)
         if unsent is not None and unsent != self.lastUnsent:
             traffic = True
             self.lastUnsent = unsent
-        if not meter.tick(traffic):
-            self.idleCall = self.factory.clock.callLater(meter.interval, self.checkIdle)
+        if traffic:
+            self.lastActive = now
             return
-        self.idleCall = None
+        if not isIdle(now, self.lastActive, timeout):
+            return
         host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Idle client {host}/{port}: no traffic for {timeout:g} s, aborting",
             host=host,
             port=port,
-            timeout=meter.timeout,
+            timeout=timeout,
             reason="idle",
         )
         self.abort("idle")
@@ -215,9 +209,6 @@ class Echo(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Log how many bytes were echoed and for how long."""
-        if self.idleCall is not None and self.idleCall.active():
-            self.idleCall.cancel()
-        self.idleCall = None
         duration = self.factory.clock.seconds() - self.startedAt
         self.factory.stats.connectionClosed(duration)
         self.factory.connectionEnded(self)
@@ -273,6 +264,7 @@ class EchoFactory(Factory[Echo]):
         self.idleTimeout = idleTimeout
         self.unsentBytes = unsentBytes
         self.connections: set[Echo] = set()
+        self.idleCheck: IDelayedCall | None = None
         self.draining = False
         self._drained: list[Deferred[None]] = []
 
@@ -299,9 +291,32 @@ class EchoFactory(Factory[Echo]):
         protocol.admitted = self.limits is not None
         return protocol
 
+    def connectionStarted(self, protocol: Echo) -> None:
+        """Track a served connection; start the shared idle check if needed."""
+        self.connections.add(protocol)
+        if self.idleTimeout > 0 and self.idleCheck is None:
+            self.idleCheck = self.clock.callLater(
+                idleSweepInterval(self.idleTimeout), self._checkIdle
+            )
+
+    def _checkIdle(self) -> None:
+        # One timer for every connection (not one each): a server holding
+        # many idle connections pays a flag per connection, not a timer.
+        self.idleCheck = None
+        now = self.clock.seconds()
+        for protocol in list(self.connections):
+            protocol.checkIdle(now, self.idleTimeout)
+        if self.connections and self.idleCheck is None:
+            self.idleCheck = self.clock.callLater(
+                idleSweepInterval(self.idleTimeout), self._checkIdle
+            )
+
     def connectionEnded(self, protocol: Echo) -> None:
         """Forget a finished connection; finish a drain when it was the last."""
         self.connections.discard(protocol)
+        if not self.connections and self.idleCheck is not None:
+            self.idleCheck.cancel()
+            self.idleCheck = None
         if protocol.admitted and self.limits is not None:
             protocol.admitted = False
             self.limits.release(protocol.admittedHost)

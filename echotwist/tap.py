@@ -82,7 +82,7 @@ class Options(usage.Options):
             None,
             f"{limits.DEFAULT_IDLE_TIMEOUT:g}",
             "Abort a connection without traffic either way for this many"
-            " seconds (closed after 1 to 1.25 times this); 0 turns it off.",
+            " seconds (closed after 1 to 1.125 times this); 0 turns it off.",
         ],
         [
             "max-connections",

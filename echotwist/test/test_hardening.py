@@ -139,6 +139,22 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [pending])
         self.assertEqual(pending.getTime(), due)
 
+    def test_oneTimerForAllConnections(self) -> None:
+        """Many connections share one idle timer; only the quiet one is aborted."""
+        clock = Clock()
+        factory = echoFactory(clock, idleTimeout=4)
+        busy, busyTransport = connect(factory)
+        _, quietTransport = connect(factory, port=40001)
+        _, otherQuiet = connect(factory, port=40002)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        for _ in range(10):
+            advance(clock, 1)
+            busy.dataReceived(b"!")
+        self.assertTrue(busyTransport.connected)
+        self.assertFalse(quietTransport.connected)
+        self.assertFalse(otherQuiet.connected)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
     def test_offMeansNoTimer(self) -> None:
         """An idle timeout of 0 schedules nothing."""
         clock = Clock()

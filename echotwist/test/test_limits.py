@@ -12,7 +12,8 @@ from echotwist.limits import (
     PER_IP,
     AddressPolicy,
     ConnectionLimits,
-    IdleMeter,
+    idleSweepInterval,
+    isIdle,
     parseAddress,
     parseCount,
     parseNetwork,
@@ -158,24 +159,18 @@ class ConnectionLimitsTests(SynchronousTestCase):
             self.assertIsNone(limits.admit("192.0.2.1"))
 
 
-class IdleMeterTests(SynchronousTestCase):
-    """The idle meter decides from traffic flags sampled every quarter timeout."""
+class IdleTests(SynchronousTestCase):
+    """Idleness is decided from when traffic was last seen."""
 
     def test_interval(self) -> None:
-        """Ticks come every quarter of the timeout."""
-        self.assertEqual(IdleMeter(300).interval, 75)
+        """The shared check runs eight times per timeout."""
+        self.assertEqual(idleSweepInterval(300), 37.5)
 
-    def test_idleAfterFourQuietTicks(self) -> None:
-        """Four quiet ticks in a row (the whole timeout) mean idle."""
-        meter = IdleMeter(4)
-        self.assertEqual([meter.tick(False) for _ in range(4)], [False] * 3 + [True])
-
-    def test_trafficRestarts(self) -> None:
-        """Traffic on any tick restarts the count."""
-        meter = IdleMeter(4)
-        ticks = [False, False, False, True, False, False, False, False]
-        self.assertEqual([meter.tick(t) for t in ticks], [False] * 7 + [True])
+    def test_isIdle(self) -> None:
+        """Idle once the whole timeout has passed since the last activity."""
+        self.assertFalse(isIdle(now=103.9, lastActive=100, timeout=4))
+        self.assertTrue(isIdle(now=104, lastActive=100, timeout=4))
 
     def test_positiveTimeout(self) -> None:
-        """A zero timeout is 'off' and has no meter."""
-        self.assertRaises(ValueError, IdleMeter, 0)
+        """A zero timeout is 'off' and has no check interval."""
+        self.assertRaises(ValueError, idleSweepInterval, 0)
