@@ -31,7 +31,7 @@ lint: install-test
 	$(BIN)/ruff format --check .
 
 typecheck: install-test
-	$(BIN)/mypy
+	$(BIN)/mypy --strict
 
 trial: install-test
 	$(BIN)/python tools/trialsummary.py -- $(BIN)/python -b -m twisted.trial --random=0 $(TRIAL_ARGS)

@@ -54,7 +54,7 @@ class StatsCollector:
             "Bytes echoed, by transport.",
             labels=["transport"],
         )
-        for transport, count in sorted(stats.bytesEchoed.items()):
+        for transport, count in sorted(stats.bytesEchoedNow().items()):
             echoed.add_metric([transport], count)
         yield echoed
         rejected = CounterMetricFamily(

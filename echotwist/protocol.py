@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import struct
 import termios
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from twisted.internet.defer import Deferred, succeed
@@ -192,7 +192,6 @@ class Echo(Protocol):
         """Send C{data} straight back."""
         self.traffic = True
         self.bytesEchoed += len(data)
-        self.factory.stats.echoed(self.kind, len(data))
         # Sent at once when nothing is buffered, else buffered by the
         # transport with its flow control (see echotwist.fastpath).
         sendNow(self.stream, data)
@@ -211,6 +210,7 @@ class Echo(Protocol):
         """Log how many bytes were echoed and for how long."""
         duration = self.factory.clock.seconds() - self.startedAt
         self.factory.stats.connectionClosed(duration)
+        self.factory.stats.echoed(self.kind, self.bytesEchoed)
         self.factory.connectionEnded(self)
         host, port = describeAddress(self.stream.getPeer())
         self.log.info(
@@ -264,6 +264,7 @@ class EchoFactory(Factory[Echo]):
         self.idleTimeout = idleTimeout
         self.unsentBytes = unsentBytes
         self.connections: set[Echo] = set()
+        self.stats.addLiveSource(self._liveBytes)
         self.idleCheck: IDelayedCall | None = None
         self.draining = False
         self._drained: list[Deferred[None]] = []
@@ -290,6 +291,9 @@ class EchoFactory(Factory[Echo]):
         protocol.admittedHost = host
         protocol.admitted = self.limits is not None
         return protocol
+
+    def _liveBytes(self) -> Iterator[tuple[str, int]]:
+        return ((p.kind, p.bytesEchoed) for p in self.connections)
 
     def connectionStarted(self, protocol: Echo) -> None:
         """Track a served connection; start the shared idle check if needed."""

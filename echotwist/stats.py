@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable, Iterable
 
 # Upper bounds, in seconds, of the connection-duration histogram buckets;
 # the last bucket (+Inf) is implicit.
@@ -58,6 +59,7 @@ class ServerStats:
         self.rejected: Counter[str] = Counter()
         self.udpDropped: Counter[str] = Counter()
         self.durations = DurationHistogram()
+        self._liveSources: list[Callable[[], Iterable[tuple[str, int]]]] = []
 
     def connectionOpened(self) -> None:
         """Count a connection that was accepted and is now served."""
@@ -72,6 +74,24 @@ class ServerStats:
     def echoed(self, transport: str, count: int) -> None:
         """Count C{count} bytes echoed over C{transport} (tcp, unix, tls, udp)."""
         self.bytesEchoed[transport] += count
+
+    def addLiveSource(self, source: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Count, in L{bytesEchoedNow}, the bytes C{source} reports.
+
+        A stream protocol counts its bytes itself and adds them here with
+        L{echoed} when it closes; until then a source (its factory) reports
+        C{(transport, bytes)} for each open connection.  That keeps the echo
+        path down to one integer addition per read.
+        """
+        self._liveSources.append(source)
+
+    def bytesEchoedNow(self) -> Counter[str]:
+        """Bytes echoed so far by transport, open connections included."""
+        total = Counter(self.bytesEchoed)
+        for source in self._liveSources:
+            for transport, count in source():
+                total[transport] += count
+        return total
 
     def reject(self, reason: str) -> None:
         """Count a connection refused for C{reason}."""

@@ -1,7 +1,7 @@
 """The C{uvloop} reactor: Twisted's asyncio reactor on uvloop's event loop.
 
 C{twistd -r uvloop ...} installs it (the reactor plugin is declared in
-C{twisted/plugins/echotwist_plugin.py}).  On its own it makes Twisted's
+C{twisted/plugins/echotwist_reactors.py}).  On its own it makes Twisted's
 timers and loop faster but not its sockets, which Twisted still reads and
 writes in Python; the C{aiotcp:} listener (L{echotwist.native}) hands the
 sockets to uvloop too.

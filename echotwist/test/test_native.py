@@ -129,7 +129,7 @@ class NativeConnectionTests(SynchronousTestCase):
         connection.data_received(b"hello")
         connection.data_received(b" world")
         self.assertEqual(transport.written, b"hello world")
-        self.assertEqual(factory.stats.bytesEchoed["tcp"], 11)
+        self.assertEqual(factory.stats.bytesEchoedNow()["tcp"], 11)
 
     def test_flowControl(self) -> None:
         """A full write buffer stops reading; a drained one restarts it."""

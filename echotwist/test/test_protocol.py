@@ -148,6 +148,24 @@ class EchoTests(SynchronousTestCase):
         self.assertEqual(factory.stats.bytesEchoed["tcp"], 3)
         self.assertEqual(factory.stats.durations.count, 1)
 
+    def test_liveAndClosedBytes(self) -> None:
+        """Bytes of open and of closed connections add up in bytesEchoedNow."""
+        clock = Clock()
+        factory = EchoFactory(clock=clock)
+        closed = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1))
+        still = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 2))
+        assert closed is not None
+        assert still is not None
+        closedTransport = TCPStringTransport()
+        closedTransport.protocol = closed
+        closed.makeConnection(closedTransport)
+        still.makeConnection(TCPStringTransport())
+        closed.dataReceived(b"abc")
+        still.dataReceived(b"de")
+        closedTransport.loseConnection()
+        self.assertEqual(factory.stats.bytesEchoed, {"tcp": 3})
+        self.assertEqual(factory.stats.bytesEchoedNow(), {"tcp": 5})
+
     def test_unixKind(self) -> None:
         """Bytes over a non-TCP stream transport are counted as unix."""
         factory = EchoFactory(clock=Clock())
@@ -155,7 +173,7 @@ class EchoTests(SynchronousTestCase):
         assert protocol is not None
         protocol.makeConnection(StringTransportWithDisconnection())
         protocol.dataReceived(b"xy")
-        self.assertEqual(factory.stats.bytesEchoed, {"unix": 2})
+        self.assertEqual(factory.stats.bytesEchoedNow(), {"unix": 2})
 
     def test_halfCloseableInterface(self) -> None:
         """L{Echo} fully provides L{IHalfCloseableProtocol}."""

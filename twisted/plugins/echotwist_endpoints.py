@@ -1,0 +1,33 @@
+"""The C{aiotcp:} server endpoint; C{echotwist.native} loads only when used.
+
+Scanning plugins must never import asyncio or install a reactor, so the
+parser here is a small class whose work happens in C{echotwist.native}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class _NativeTCPParser:
+    """Parse C{aiotcp:PORT[:interface=HOST][:backlog=N]} (echotwist.native)."""
+
+    prefix = "aiotcp"
+
+    def parseStreamServer(
+        self, reactor: IReactorCore, *args: object, **kwargs: object
+    ) -> IStreamServerEndpoint:
+        """Build the endpoint; the module is imported only now."""
+        from echotwist.native import parseNativeTCP
+
+        return parseNativeTCP(reactor, *args, **kwargs)
+
+
+aiotcp = _NativeTCPParser()
