@@ -52,7 +52,7 @@ class Options(usage.Options):
         "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...] [--idle-timeout SECONDS]"
         " [--max-connections N] [--max-per-ip N] [--allow CIDR ...]"
         " [--deny CIDR ...] [--shutdown-timeout SECONDS] [--metrics ENDPOINT]"
-        " [--udp PORT_OR_UDP ...] [--udp-rate N]"
+        " [--udp PORT_OR_UDP ...] [--udp-rate N] [--workers N]"
     )
     longdesc = (
         "An RFC 862 echo server: every byte a client sends comes back. "
@@ -122,7 +122,8 @@ class Options(usage.Options):
             "workers",
             None,
             "1",
-            "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT).",
+            "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT);"
+            " workers do not yet apply the limits, idle timeout, drain or metrics.",
         ],
     ]
 
