@@ -320,7 +320,7 @@ async def main(
     if args.count is not None:
         if not message:
             parser.error("ping mode needs a non-empty word")
-        await ping(reactor, args, message)
+        await ping(reactor, args, message, connect)
         return
     try:
         if args.udp:
@@ -372,7 +372,12 @@ async def udpEcho(
     return echoed
 
 
-async def ping(reactor: IReactorTime, args: argparse.Namespace, message: bytes) -> None:
+async def ping(
+    reactor: IReactorTime,
+    args: argparse.Namespace,
+    message: bytes,
+    connect: Callable[..., IStreamClientEndpoint] = streamEndpoint,
+) -> None:
     """Ping mode: probes, one line each, then the summary; exit 1 if none came back."""
     if args.udp:
         prober: StreamProber | DatagramProber = DatagramProber(
@@ -380,7 +385,7 @@ async def ping(reactor: IReactorTime, args: argparse.Namespace, message: bytes) 
         )
     else:
         prober = StreamProber(
-            streamEndpoint(
+            connect(
                 cast(IReactorTCP, reactor),
                 args.host,
                 args.port,
