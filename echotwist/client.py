@@ -11,6 +11,7 @@ C{--tls} and C{--udp} choose the transport in both modes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO, TypeVar, cast
@@ -18,15 +19,18 @@ from typing import NoReturn, TextIO, TypeVar, cast
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import (
+    ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
     NoRouteError,
     TCPTimedOutError,
     UnknownHostError,
 )
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
+    IReactorCore,
     IReactorTCP,
     IReactorTime,
     IReactorUDP,
@@ -43,7 +47,7 @@ from echotwist.ping import (
     runPing,
     streamEndpoint,
 )
-from echotwist.pingstats import summaryLines
+from echotwist.pingstats import PingStats, summaryLines
 
 ECHO_PORT = 7
 
@@ -92,13 +96,16 @@ class EchoClient(Protocol):
             self.factory.echoDone(echoed)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Report a server that closed before the whole echo came back."""
-        self.factory.echoFailed(
-            EchoError(
-                f"the server closed the connection after {self.count} of"
-                f" {len(self.factory.message)} bytes"
+        """Report a connection that ended before the whole echo came back."""
+        sent = len(self.factory.message)
+        if reason.check(ConnectionDone):
+            why = f"the server closed the connection after {self.count} of {sent} bytes"
+        else:
+            why = (
+                f"the connection failed after {self.count} of {sent} bytes:"
+                f" {describeConnectionError(reason)}"
             )
-        )
+        self.factory.echoFailed(EchoError(why))
 
 
 class EchoClientFactory(ClientFactory[EchoClient]):
@@ -136,6 +143,16 @@ class EchoClientFactory(ClientFactory[EchoClient]):
         self.echoFailed(reason)
 
 
+def describeConnectionError(reason: Failure) -> str:
+    """Name why a connection ended, a failed TLS handshake in plain words."""
+    if type(reason.value).__module__.startswith("OpenSSL"):
+        detail = str(reason.value)
+        if "certificate verify failed" in detail:
+            return "TLS certificate verification failed (--insecure skips it)"
+        return f"TLS handshake failed: {detail}"
+    return reason.getErrorMessage() or type(reason.value).__name__
+
+
 def describeFailure(failure: Failure, host: str, port: int, timeout: float) -> str:
     """Turn why an echo failed into one line for the user."""
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
@@ -145,7 +162,7 @@ def describeFailure(failure: Failure, host: str, port: int, timeout: float) -> s
         return f"connection refused by {where}"
     if failure.check(DNSLookupError, UnknownHostError):
         return f"unknown host {host!r}"
-    if failure.check(TimeoutError, TCPTimedOutError):
+    if failure.check(TimeoutError, TCPTimedOutError, ConnectTimeoutError):
         return f"no echo from {where} within {timeout:g} s"
     if failure.check(NoRouteError):
         return f"no route to {where}"
@@ -286,7 +303,7 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--interval",
         type=parseInterval,
-        default=1.0,
+        default=None,
         metavar="SECONDS",
         help="ping mode: time from one probe to the next (default 1)",
     )
@@ -317,6 +334,10 @@ async def main(
     message = args.word.encode("utf-8", "surrogateescape")
     if args.insecure and not args.tls:
         parser.error("--insecure needs --tls")
+    if args.interval is not None and args.count is None:
+        parser.error("--interval needs --count")
+    if args.interval is None:
+        args.interval = 1.0
     if args.count is not None:
         if not message:
             parser.error("ping mode needs a non-empty word")
@@ -335,6 +356,8 @@ async def main(
                 insecure=args.insecure,
             )
             echoed = await echoOver(reactor, endpoint, message, args.timeout)
+    except CancelledError:
+        interrupted()
     except Exception:
         fail(describeFailure(Failure(), args.host, args.port, args.timeout))
     writeText(sys.stdout, f"Received: {echoed.decode('utf-8', 'surrogateescape')}\n")
@@ -360,7 +383,7 @@ async def udpEcho(
     """Echo C{message} as one datagram; the reply must match within C{timeout}."""
     prober = DatagramProber(cast(IReactorUDP, reactor), host, port)
     try:
-        await prober.ready()
+        await prober.ready().addTimeout(timeout, reactor)
         echoed = await prober.probe(message).addTimeout(timeout, reactor)
     finally:
         prober.close()
@@ -396,11 +419,18 @@ async def ping(
         )
 
     def output(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (ping ... | head): stop quietly, as
+            # Python's documentation advises, without a traceback.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
 
+    stats = PingStats()
     try:
-        stats = await runPing(
+        await runPing(
             reactor,
             prober,
             host=args.host,
@@ -409,13 +439,24 @@ async def ping(
             interval=args.interval,
             timeout=args.timeout,
             output=output,
+            stats=stats,
         )
+    except CancelledError:
+        for line in summaryLines(args.host, stats):
+            output(line)
+        interrupted()
     except Exception:
         fail(describeFailure(Failure(), args.host, args.port, args.timeout))
     for line in summaryLines(args.host, stats):
         output(line)
     if not stats.received:
         fail(f"no echo from {args.host} in {stats.sent} probes")
+
+
+def interrupted() -> NoReturn:
+    """The user interrupted (SIGINT) or the program was told to stop: exit 130."""
+    sys.stderr.write("echotwist.client: interrupted\n")
+    raise SystemExit(130)
 
 
 def fail(message: str) -> NoReturn:
@@ -427,7 +468,21 @@ def fail(message: str) -> NoReturn:
 def run(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: start the reactor with L{task.react}."""
     arguments = sys.argv[1:] if argv is None else argv
-    task.react(lambda reactor: Deferred.fromCoroutine(main(reactor, arguments)))
+
+    def start(reactor: IReactorCore) -> Deferred[None]:
+        running = Deferred.fromCoroutine(main(cast(IReactorTime, reactor), arguments))
+
+        def stopping() -> None:
+            # A signal (Ctrl-C) stops the reactor before main finishes;
+            # cancelling main lets it report what it has and exit 130,
+            # where task.react alone would exit 0.
+            if not running.called:
+                running.cancel()
+
+        reactor.addSystemEventTrigger("before", "shutdown", stopping)
+        return running
+
+    task.react(start)
     raise SystemExit(0)  # task.react always exits; this satisfies NoReturn.
 
 

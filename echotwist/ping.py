@@ -23,13 +23,15 @@ from typing import cast
 
 from twisted.internet import task
 from twisted.internet.abstract import isIPv6Address
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionLost,
     ConnectionRefusedError,
+    DNSLookupError,
 )
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorTCP,
@@ -201,6 +203,7 @@ class DatagramProber:
         self.listening = False
 
     async def _open(self) -> None:
+        checkHostName(self.host)
         if isIPv6Address(self.host):
             address, interface = self.host, "::"
         else:
@@ -232,6 +235,18 @@ class DatagramProber:
             self.listening = False
 
 
+def checkHostName(host: str) -> None:
+    """Raise L{DNSLookupError} for a name no resolver could look up.
+
+    An empty or over-long label, or a character IDNA cannot encode, would
+    otherwise fail inside the resolver with an unhandled C{UnicodeError}.
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise DNSLookupError(host) from None
+
+
 def streamEndpoint(
     reactor: IReactorTCP,
     host: str,
@@ -246,8 +261,9 @@ def streamEndpoint(
     With C{insecure} the server's certificate is not verified; otherwise
     it must be valid for C{host} under the platform's trust roots.
     """
+    checkHostName(host)
     endpoint: IStreamClientEndpoint = HostnameEndpoint(
-        reactor, host, port, timeout=max(1, round(timeout))
+        reactor, host, port, timeout=timeout
     )
     if not tls:
         return endpoint
@@ -266,7 +282,7 @@ def streamEndpoint(
 
 def describeProbeFailure(failure: Failure, timeout: float) -> str:
     """Why one probe got no verified echo, in a few words."""
-    if failure.check(TimeoutError):
+    if failure.check(TimeoutError, ConnectTimeoutError):
         return f"timeout after {timeout:g} s"
     if failure.check(EchoError):
         return str(failure.value)
@@ -285,6 +301,7 @@ async def runPing(
     interval: float,
     timeout: float,
     output: Callable[[str], None],
+    stats: PingStats | None = None,
 ) -> PingStats:
     """Send C{count} probes of C{message}, C{interval} seconds apart.
 
@@ -293,14 +310,17 @@ async def runPing(
     seconds is lost.  The first connection failing raises (nothing could
     be measured); a later one counts as a loss.
     """
-    stats = PingStats()
+    if stats is None:
+        stats = PingStats()
     try:
-        await prober.ready()
+        await prober.ready().addTimeout(timeout, clock)
         for seq in range(count):
             started = clock.seconds()
             if seq:
                 try:
-                    await prober.ready()
+                    await prober.ready().addTimeout(timeout, clock)
+                except CancelledError:
+                    raise
                 except Exception:
                     stats.probeSent()
                     why = describeProbeFailure(Failure(), timeout)
@@ -311,6 +331,8 @@ async def runPing(
             stats.probeSent()
             try:
                 echoed = await prober.probe(message).addTimeout(timeout, clock)
+            except CancelledError:
+                raise
             except Exception:
                 prober.reset()
                 output(lossLine(host, seq, describeProbeFailure(Failure(), timeout)))

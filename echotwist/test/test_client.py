@@ -23,11 +23,12 @@ from echotwist.client import (
     ECHO_PORT,
     EchoClientFactory,
     buildParser,
+    describeConnectionError,
     describeFailure,
     echoOver,
     main,
 )
-from echotwist.ping import EchoError
+from echotwist.ping import EchoError, checkHostName
 from echotwist.protocol import EchoFactory
 
 
@@ -276,3 +277,61 @@ class MainTests(SynchronousTestCase):
 async def _mainWith(network: Network, argv: list[str]) -> None:
     """Run L{main} with its endpoint replaced by C{network}'s."""
     await main(network.reactor, argv, connect=lambda *_, **__: network.endpoint)
+
+
+class ReviewRegressionTests(SynchronousTestCase):
+    """Failures found in review: each gives one clear line, never a hang."""
+
+    def test_badHostName(self) -> None:
+        """A name IDNA cannot encode is an unknown host at once, not a hang."""
+        for name in ("foo..bar", "x" * 70 + ".test"):
+            self.assertRaises(DNSLookupError, checkHostName, name)
+        checkHostName("localhost")
+        checkHostName("::1")
+
+    def test_tlsVerificationFailure(self) -> None:
+        """A failed certificate check is named as such, not 'server closed'."""
+        from OpenSSL import SSL
+
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        self.assertEqual(
+            describeConnectionError(Failure(error)),
+            "TLS certificate verification failed (--insecure skips it)",
+        )
+        factory = EchoClientFactory(b"abc")
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        protocol.makeConnection(StringTransport())
+        protocol.connectionLost(Failure(error))
+        failure = self.failureResultOf(factory.deferred, EchoError)
+        self.assertIn("TLS certificate verification failed", str(failure.value))
+
+    def test_intervalNeedsCount(self) -> None:
+        """--interval without --count is a usage error (exit 2)."""
+        network = Network()
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            d = Deferred.fromCoroutine(
+                _mainWith(network, ["--interval", "0.5", "h", "x", "7"])
+            )
+            failure = self.failureResultOf(d, SystemExit)
+        self.assertEqual(failure.value.code, 2)
+        self.assertIn("--interval needs --count", stderr.getvalue())
+
+    def test_interruptedPingReportsAndExits130(self) -> None:
+        """Stopping a ping prints the statistics so far and exits 130."""
+        network = Network()
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            d = Deferred.fromCoroutine(
+                _mainWith(network, ["--count", "5", "--interval", "1", "h", "x", "7"])
+            )
+            pump = network.connect()
+            pump.flush()
+            network.reactor.advance(1)
+            pump.flush()
+            d.cancel()
+            failure = self.failureResultOf(d, SystemExit)
+        self.assertEqual(failure.value.code, 130)
+        self.assertIn("2 probes sent, 2 received", stdout.getvalue())
+        self.assertEqual(stderr.getvalue(), "echotwist.client: interrupted\n")
