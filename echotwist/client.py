@@ -20,6 +20,7 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import (
     ConnectionDone,
+    ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
     NoRouteError,
@@ -98,8 +99,10 @@ class EchoClient(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Report a connection that ended before the whole echo came back."""
         sent = len(self.factory.message)
-        if reason.check(ConnectionDone):
+        if reason.check(ConnectionDone, ConnectionLost):
             why = f"the server closed the connection after {self.count} of {sent} bytes"
+            if reason.check(ConnectionLost):
+                why += " (reset)"
         else:
             why = (
                 f"the connection failed after {self.count} of {sent} bytes:"

@@ -24,6 +24,7 @@ from twisted.web.server import Site
 
 from echotwist.limits import DENIED, EMFILE, LIMIT, PER_IP
 from echotwist.stats import ServerStats
+from echotwist.udp import DROP_REASONS
 
 # Reasons exported even before they first happen, so that dashboards and
 # alerts see a 0 rather than a missing series.
@@ -70,8 +71,8 @@ class StatsCollector:
             "UDP datagrams dropped, by reason.",
             labels=["reason"],
         )
-        for reason, count in sorted(stats.udpDropped.items()):
-            dropped.add_metric([reason], count)
+        for reason in sorted({*DROP_REASONS, *stats.udpDropped}):
+            dropped.add_metric([reason], stats.udpDropped[reason])
         yield dropped
         histogram = stats.durations
         yield HistogramMetricFamily(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO, TypeVar, cast
 
 from twisted.application.service import MultiService
@@ -230,6 +232,8 @@ class Options(usage.Options):
         """Check a listening description and build its endpoint."""
         try:
             description = normalizeListen(text)
+            if description.startswith("tls:"):
+                _checkPEMDirectory(description)
             endpoint = serverFromString(self.reactor, description)
         # Twisted's endpoint parsers raise whatever their arguments
         # provoke: ValueError, KeyError, TypeError, IndexError, and OSError
@@ -269,6 +273,22 @@ _WORKER_DEFAULTS: dict[str, object] = {
 }
 
 
+def _checkPEMDirectory(description: str) -> None:
+    """Refuse a C{tls:PATH} whose PATH holds no C{.pem} file.
+
+    Twisted's TLS server endpoint reads the directory lazily, so without
+    this check a missing one would start a server that fails every
+    handshake without a word.
+    """
+    escaped = re.split(r"(?<!\\):", description, maxsplit=2)[1]
+    path = Path(escaped.replace("\\:", ":"))
+    if not path.is_dir() or not any(path.glob("*.pem")):
+        raise BadEndpoint(
+            f"{description!r}: {str(path)!r} is not a directory of .pem files"
+            " (each a key and its certificate)"
+        )
+
+
 def _endpointError(text: str, error: Exception) -> str:
     if isinstance(error, BadEndpoint):
         return str(error)
@@ -277,6 +297,12 @@ def _endpointError(text: str, error: Exception) -> str:
             f"cannot listen on {text!r}: TLS needs pyOpenSSL (install echotwist[tls])"
         )
     detail = str(error).strip() or type(error).__name__
+    if text.startswith("systemd:") and isinstance(error, IndexError | KeyError):
+        return (
+            f"{text!r}: no listening socket was passed by systemd (LISTEN_FDS,"
+            " LISTEN_PID and LISTEN_FDNAMES; with systemd-socket-activate, add"
+            " --fdname=NAME)"
+        )
     if isinstance(error, ValueError) and "Unknown endpoint type" in detail:
         kind = text.split(":", 1)[0]
         return f"unknown endpoint type {kind!r} in {text!r}"

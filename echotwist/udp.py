@@ -52,6 +52,7 @@ MULTICAST = "multicast"
 UNSPECIFIED = "unspecified"
 RATE = "rate"
 SEND_FAILED = "send-failed"
+DROP_REASONS = (PRIVILEGED_PORT, BROADCAST, MULTICAST, UNSPECIFIED, RATE, SEND_FAILED)
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _UDP = re.compile(r"^udp:(?:port=)?(?P<port>[^:]*)(?::interface=(?P<interface>.*))?$")

@@ -193,7 +193,7 @@ class SystemdTests(SynchronousTestCase):
         )
         self.assertEqual(server.wait(), 2)
         text = server.output.waitClosed()
-        self.assertIn("twistd echo: error: invalid endpoint 'systemd:", text)
+        self.assertIn("no listening socket was passed by systemd", text)
         self.assertNotIn("Traceback", text)
 
     def test_systemdSocketActivate(self) -> None:

@@ -16,6 +16,7 @@ from echotwist.server import ListeningService
 from echotwist.stats import ServerStats
 from echotwist.tap import makeService
 from echotwist.test.test_tap_hardening import parse
+from echotwist.udp import DROP_REASONS
 
 
 def samples(stats: ServerStats) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,6 +64,14 @@ class CollectorTests(SynchronousTestCase):
         for reason in ("limit", "per-ip", "denied", "emfile"):
             self.assertEqual(
                 found[("echotwist_rejected_total", (("reason", reason),))], 0
+            )
+
+    def test_dropReasonsExistAtZero(self) -> None:
+        """Every UDP drop reason is exported before it happens."""
+        found = samples(ServerStats())
+        for reason in DROP_REASONS:
+            self.assertEqual(
+                found[("echotwist_udp_dropped_total", (("reason", reason),))], 0
             )
 
     def test_readsAtScrapeTime(self) -> None:

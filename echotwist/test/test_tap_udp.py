@@ -68,10 +68,25 @@ class UDPOptionsTests(SynchronousTestCase):
         """C{--listen tls:PATH:PORT} is Twisted's own TLS server endpoint."""
         directory = Path(self.mktemp())
         directory.mkdir()
+        (directory / "localhost.pem").write_text("read when a client connects\n")
         options, _ = parse("--listen", f"tls:{directory}:5000")
         self.assertEqual(
             [d for d, _ in options["endpoints"]], [f"tls:{directory}:5000"]
         )
+
+    def test_tlsWithoutPEMs(self) -> None:
+        """A tls: directory that is missing or holds no .pem is one line, exit 2."""
+        empty = Path(self.mktemp())
+        empty.mkdir()
+        for path in (empty, empty / "missing"):
+            errors = io.StringIO()
+            options = Options(reactor=MemoryReactorClock(), errorStream=errors)
+            exit = self.assertRaises(
+                SystemExit, options.parseOptions, ["--listen", f"tls:{path}:5000"]
+            )
+            self.assertEqual(exit.code, 2)
+            self.assertIn("is not a directory of .pem files", errors.getvalue())
+            self.assertEqual(errors.getvalue().count("\n"), 1)
 
     def test_badKeyFile(self) -> None:
         """A key file that is not PEM is one line and exit 2, not a traceback."""
