@@ -152,7 +152,12 @@ class Echo(Protocol):
         self.startedAt = self.lastActive = self.factory.clock.seconds()
         self.factory.stats.connectionOpened()
         host, port = describeAddress(transport.getPeer())
-        self.log.info("Handling client {host}/{port}", host=host, port=port)
+        self.log.info(
+            "Handling client {host}/{port}",
+            host=host,
+            port=port,
+            client=f"{host}/{port}",
+        )
         self.factory.connectionStarted(self)
 
     def checkIdle(self, now: float, timeout: float) -> None:
@@ -176,6 +181,7 @@ class Echo(Protocol):
         host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Idle client {host}/{port}: no traffic for {timeout:g} s, aborting",
+            client=f"{host}/{port}",
             host=host,
             port=port,
             timeout=timeout,
@@ -215,6 +221,7 @@ class Echo(Protocol):
         host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Closed client {host}/{port}: {bytes} bytes echoed in {duration:.3f} s",
+            client=f"{host}/{port}",
             host=host,
             port=port,
             bytes=self.bytesEchoed,
@@ -281,6 +288,7 @@ class EchoFactory(Factory[Echo]):
                 client = describeAddress(addr) if addr is not None else ("", "")
                 self.log.info(
                     "Rejected client {host}/{port}: {reason}",
+                    client="/".join(client),
                     host=client[0],
                     port=client[1],
                     reason=reason,

@@ -134,6 +134,8 @@ class EchoTests(SynchronousTestCase):
         self.assertEqual(closing[0]["duration"], 2.5)
         self.assertEqual(closing[0]["host"], "192.0.2.7")
         self.assertEqual(closing[0]["port"], "40000")
+        self.assertEqual(closing[0]["client"], "192.0.2.7/40000")
+        self.assertEqual(closing[0]["reason"], "done")
 
     def test_statistics(self) -> None:
         """Connections and bytes are counted in the factory's statistics."""
