@@ -110,7 +110,8 @@ class Options(usage.Options):
             None,
             None,
             "Serve Prometheus metrics at /metrics on ENDPOINT (such as"
-            " tcp:9100:interface=127.0.0.1; needs echotwist[metrics]).",
+            " tcp:9100:interface=127.0.0.1; needs echotwist[metrics]). With"
+            " --workers, a tcp:/tcp6: ENDPOINT: worker I serves on its port + I - 1.",
         ],
         [
             "udp-rate",
@@ -123,8 +124,8 @@ class Options(usage.Options):
             None,
             "1",
             "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT),"
-            " each applying the limits (per worker), idle timeout and drain;"
-            " not with --metrics or --udp.",
+            " each applying the limits (per worker), idle timeout, drain and"
+            " metrics (one port each); not with --udp.",
         ],
     ]
 
@@ -204,7 +205,7 @@ class Options(usage.Options):
 
     def _checkWorkers(self) -> None:
         """Check C{--workers} and what it can be combined with."""
-        from echotwist.workers import workerCount
+        from echotwist.workers import workerCount, workerMetrics
 
         try:
             self["workers"] = workerCount(
@@ -214,6 +215,11 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         if self["workers"] == 1:
             return
+        if self["metrics"] is not None:
+            try:
+                workerMetrics(self["metricsEndpoint"][0], self["workers"])
+            except BadEndpoint as e:
+                raise usage.UsageError(f"--metrics: {e}") from None
         # Refuse what the workers cannot carry rather than silently drop it.
         unsupported = [
             f"--{name}"
@@ -255,12 +261,10 @@ class Options(usage.Options):
 
 
 # The options --workers cannot carry to its worker processes, with the
-# values that mean "not used".  Metrics: each worker counts in its own
-# process, and one endpoint cannot serve them all.  UDP: a datagram port
-# cannot be shared by the workers without SO_REUSEPORT sockets of its own,
-# and one process serves it well enough.
+# values that mean "not used".  UDP: a datagram port cannot be shared by
+# the workers without SO_REUSEPORT sockets of its own, and one process
+# serves it well enough.
 _WORKER_DEFAULTS: dict[str, object] = {
-    "metrics": None,
     "udp": [],
 }
 
@@ -292,7 +296,12 @@ def makeService(options: Options) -> MultiService:
     all counting in one L{ServerStats}.
     """
     if options["workers"] > 1:
-        from echotwist.workers import STOP_GRACE, WorkerPool, workerOptions
+        from echotwist.workers import (
+            STOP_GRACE,
+            WorkerPool,
+            workerMetrics,
+            workerOptions,
+        )
 
         supervisor = MultiService()
         CleanExitService(cast(IReactorCore, options.reactor)).setServiceParent(
@@ -304,6 +313,11 @@ def makeService(options: Options) -> MultiService:
             cast(IReactorProcess, options.reactor),
             options.reactor,
             options=workerOptions(options),
+            metrics=(
+                None
+                if options["metrics"] is None
+                else workerMetrics(options["metricsEndpoint"][0], options["workers"])
+            ),
             stopTimeout=options["shutdown-timeout"] + STOP_GRACE,
         ).setServiceParent(supervisor)
         return supervisor

@@ -22,7 +22,8 @@ drain should have ended) and exits 0 too.
 Workers run on the fast epoll reactor when the supervisor does (C{twistd
 -r fastepoll}), else on Twisted's default reactor.  Workers log to the
 supervisor's standard output with their index as the
-log system (C{[worker1]}).  Each worker keeps its own statistics, and the
+log system (C{[worker1]}).  Each worker keeps its own statistics (and
+serves them with C{--metrics} on a port of its own, L{workerMetrics}), and the
 limits apply per worker: C{--max-connections 100} with 4 workers admits up
 to 400 connections in all (and C{--max-per-ip} likewise per worker).
 """
@@ -70,8 +71,9 @@ STOP_GRACE = 5.0
 
 # The echo options a worker applies, forwarded from the supervisor's
 # command line.  --port/--listen are the supervisor's (the worker serves
-# the sockets it is handed), --workers would recurse, and --metrics/--udp
-# are refused with --workers (see Options._checkWorkers).
+# the sockets it is handed), --workers would recurse, --metrics differs
+# per worker (workerMetrics) and --udp is refused with --workers (see
+# Options._checkWorkers).
 FORWARDED = ("idle-timeout", "max-connections", "max-per-ip", "shutdown-timeout")
 FORWARDED_REPEATED = ("allow", "deny")
 
@@ -181,6 +183,27 @@ def workerOptions(options: Mapping[str, Any]) -> list[str]:
     return arguments
 
 
+def workerMetrics(description: str, count: int) -> list[str]:
+    """The metrics endpoint of each of C{count} workers, from C{--metrics}.
+
+    Each worker counts in its own process, so each serves its own metrics:
+    worker I on the given port + I - 1 (all on port 0 if that is given, so
+    each gets a port of its own).  Raise L{BadEndpoint} unless
+    C{description} is C{tcp:}/C{tcp6:} with room for every port.
+    """
+    base = tcpBinding(description)
+    if base.port + count - 1 > 65535:
+        raise BadEndpoint(
+            f"ports {base.port} to {base.port + count - 1} for {count} workers"
+            " go beyond 65535"
+        )
+    descriptions = []
+    for offset in range(count):
+        port = base.port + offset if base.port else 0
+        descriptions.append(Binding(base.family, base.host, port).text())
+    return descriptions
+
+
 class WorkerArguments:
     """What a worker's command line says: index, reactor, sockets, options."""
 
@@ -254,6 +277,7 @@ class WorkerPool(Service):
         clock: IReactorTime,
         *,
         options: Sequence[str] = (),
+        metrics: Sequence[str] | None = None,
         stopTimeout: float = STOP_GRACE,
         errorStream: TextIO | None = None,
         executable: str = sys.executable,
@@ -261,6 +285,7 @@ class WorkerPool(Service):
         self.bindings = [tcpBinding(d) for d in descriptions]
         self.count = count
         self.options = list(options)
+        self.metrics = metrics
         self.stopTimeout = stopTimeout
         self.reactor = reactor
         self.clock = clock
@@ -299,6 +324,8 @@ class WorkerPool(Service):
                 childFDs[descriptor] = sock.fileno()
                 arguments.append(f"{binding.kind()}:{descriptor}")
             arguments += ["--", *self.options]
+            if self.metrics is not None:
+                arguments.append(f"--metrics={self.metrics[index - 1]}")
             transport = self.reactor.spawnProcess(
                 protocol,
                 self.executable,

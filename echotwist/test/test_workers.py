@@ -26,7 +26,14 @@ from echotwist.endpoints import BadEndpoint
 from echotwist.fastpath import FastEPollReactor
 from echotwist.server import CleanExitService
 from echotwist.tap import Options, makeService
-from echotwist.test.e2e import WAIT, closedByPeer, connect, startServer, transfer
+from echotwist.test.e2e import (
+    WAIT,
+    closedByPeer,
+    connect,
+    scrapeMetrics,
+    startServer,
+    transfer,
+)
 from echotwist.workers import (
     FORWARDED,
     FORWARDED_REPEATED,
@@ -36,6 +43,7 @@ from echotwist.workers import (
     parseListeningArgument,
     parseWorkerArguments,
     tcpBinding,
+    workerMetrics,
     workerOptions,
     workerReactor,
 )
@@ -147,11 +155,40 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(service.stopTimeout, 7 + STOP_GRACE)
 
     def test_unsupportedCombinations(self) -> None:
-        """--metrics and --udp are refused with --workers."""
-        for extra in (("--metrics", "tcp:0"), ("--udp", "0")):
-            options, error = self.parse("--workers", "2", "--port", "tcp:0", *extra)
-            self.assertIsNone(options, extra)
-            self.assertIn(f"--workers cannot be combined with {extra[0]}", error)
+        """--udp is refused with --workers."""
+        options, error = self.parse("--workers", "2", "--port", "tcp:0", "--udp", "0")
+        self.assertIsNone(options)
+        self.assertIn("--workers cannot be combined with --udp", error)
+
+    def test_metricsPerWorker(self) -> None:
+        """With --metrics, worker I serves metrics on the port + I - 1."""
+        options, _ = self.parse(
+            "--workers=3", "--metrics", "tcp:9100:interface=127.0.0.1"
+        )
+        assert options is not None
+        _, service = makeService(options)
+        assert isinstance(service, WorkerPool)
+        self.assertEqual(
+            service.metrics,
+            [f"tcp:{port}:interface=127.0.0.1" for port in (9100, 9101, 9102)],
+        )
+
+    def test_metricsPortZero(self) -> None:
+        """Metrics on port 0: every worker picks a port of its own."""
+        self.assertEqual(
+            workerMetrics(r"tcp6:0:interface=\:\:1", 2), [r"tcp6:0:interface=\:\:1"] * 2
+        )
+
+    def test_metricsRefused(self) -> None:
+        """Metrics with --workers must be TCP, with room for every port."""
+        for metrics, message in (
+            ("unix:/tmp/m.sock", "only tcp"),
+            ("tcp:65535", "beyond 65535"),
+        ):
+            options, error = self.parse("--workers", "2", "--metrics", metrics)
+            self.assertIsNone(options)
+            self.assertIn(message, error)
+            self.assertEqual(len(error.splitlines()), 1)
 
     def test_forwardedOptions(self) -> None:
         """Limits, timeouts and address rules are forwarded to every worker."""
@@ -288,6 +325,7 @@ def pool(
         cast(IReactorProcess, reactor),
         reactor,
         options=["--idle-timeout=1.0"],
+        metrics=[f"tcp:{9100 + i}" for i in range(count)],
         stopTimeout=12.0,
         executable="python",
     )
@@ -326,6 +364,7 @@ class WorkerPoolTests(SynchronousTestCase):
                     "tcp:4",
                     "--",
                     "--idle-timeout=1.0",
+                    f"--metrics=tcp:{9099 + i}",
                 ]
                 for i in (1, 2, 3)
             ],
@@ -383,15 +422,6 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertEqual(events[0]["index"], 2)
         self.assertEqual(events[0]["log_level"].name, "error")
-
-
-def exited(pid: int) -> bool:
-    """Whether process C{pid} has exited (gone, or a zombie not yet reaped)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 class EndToEndTests(SynchronousTestCase):
@@ -504,14 +534,37 @@ class EndToEndTests(SynchronousTestCase):
     def test_supervisorKilled(self) -> None:
         """Workers of a supervisor killed outright drain and exit too."""
         server = startServer(self, "--workers", "2")
-        pids = [
-            int(m.group(1))
-            for m in server.output.waitForAll(r"Worker \d \(pid (\d+)\) listening", 2)
-        ]
+        server.output.waitForAll(r"Worker \d \(pid \d+\) listening", 2)
         server.signal(signal.SIGKILL)
         self.assertEqual(server.wait(), -signal.SIGKILL)
-        # The workers hold the output pipe: it ends once they have exited.
+        # The workers hold the output pipe until they exit, so it ends only
+        # once both have.  (Their pids may linger a moment as they exit, so
+        # /proc is no sign of it.)
         output = server.output.waitClosed()
         self.assertEqual(output.count("Received SIGTERM, draining"), 2)
-        for pid in pids:
-            self.assertTrue(exited(pid), f"worker {pid} left")
+        self.assertEqual(output.count("] Main loop terminated"), 2)
+
+    def test_metricsPerWorker(self) -> None:
+        """Each worker serves its own metrics; together they count every client."""
+        server = startServer(
+            self, "--workers", "2", "--metrics", "tcp:0:interface=127.0.0.1"
+        )
+        found = server.output.waitForAll(
+            r"\[worker(\d)\] Metrics on (tcp:127\.0\.0\.1:\d+)", 2
+        )
+        addresses = {m.group(1): m.group(2) for m in found}
+        self.assertEqual(sorted(addresses), ["1", "2"])
+        server.output.waitForAll(r"Worker \d \(pid \d+\) listening", 2)
+        for i in range(20):
+            with connect(server.port) as sock:
+                sock.sendall(b"%d" % i)
+                self.assertEqual(sock.recv(16), b"%d" % i)
+        closed = server.output.waitForAll(r"\[worker(\d)\] Closed client", 20)
+        perWorker = [scrapeMetrics(addresses[n]) for n in ("1", "2")]
+        for n, samples in zip(("1", "2"), perWorker, strict=True):
+            self.assertEqual(
+                samples["echotwist_connections_total"],
+                [m.group(1) for m in closed].count(n),
+            )
+        self.assertEqual(sum(s["echotwist_connections_total"] for s in perWorker), 20)
+        self.assertEqual(server.stop(), 0)
