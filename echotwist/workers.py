@@ -118,12 +118,15 @@ class Binding:
             return IPv6Address("TCP", self.host, self.port)
         return IPv4Address("TCP", self.host, self.port)
 
-    def makeSocket(self, listen: bool) -> socket.socket:
-        """A socket bound here with C{SO_REUSEPORT}, listening if C{listen}."""
+    def makeSocket(self, listen: bool, reusePort: bool = True) -> socket.socket:
+        """A socket bound here (with C{SO_REUSEPORT} if C{reusePort}),
+        listening if C{listen}.
+        """
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if reusePort:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self.port))
             if listen:
                 sock.listen(socket.SOMAXCONN)
@@ -213,22 +216,27 @@ class WorkerArguments:
         reactorName: str,
         listening: Sequence[tuple[socket.AddressFamily, int]],
         options: Sequence[str],
+        metrics: tuple[socket.AddressFamily, int] | None = None,
     ) -> None:
         self.index = index
         self.reactorName = reactorName
         self.listening = list(listening)
         self.options = list(options)
+        self.metrics = metrics
 
 
 def parseWorkerArguments(argv: Sequence[str]) -> WorkerArguments:
-    """Read C{INDEX REACTOR tcp:FD ... -- ECHO_OPTIONS ...}."""
+    """Read C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] -- ECHO_OPTIONS ...}."""
     separator = list(argv).index("--") if "--" in argv else len(argv)
-    index, reactorName, *listening = argv[:separator]
+    index, reactorName, *descriptors = argv[:separator]
+    listening = [a for a in descriptors if not a.startswith("metrics=")]
+    metrics = [a.split("=", 1)[1] for a in descriptors if a.startswith("metrics=")]
     return WorkerArguments(
         int(index),
         reactorName,
         [parseListeningArgument(a) for a in listening],
         argv[separator + 1 :],
+        parseListeningArgument(metrics[0]) if metrics else None,
     )
 
 
@@ -286,12 +294,18 @@ class WorkerPool(Service):
         self.count = count
         self.options = list(options)
         self.metrics = metrics
+        # metricsBindings[i]: worker i's own metrics port, opened here too
+        # so that a taken port fails start-up like a taken echo port.
+        self.metricsBindings = (
+            None if metrics is None else [tcpBinding(d) for d in metrics]
+        )
         self.stopTimeout = stopTimeout
         self.reactor = reactor
         self.clock = clock
         self.errorStream = errorStream if errorStream is not None else sys.__stderr__
         self.executable = executable
-        # sockets[i][j]: worker i's listening socket for binding j.
+        # sockets[i][j]: worker i's listening socket for binding j, then
+        # its metrics socket, if any.
         self.sockets: list[list[socket.socket]] = []
         self.workers: list[tuple[WorkerProtocol, IProcessTransport]] = []
         self.stopping = False
@@ -317,12 +331,15 @@ class WorkerPool(Service):
                 str(index),
                 workerReactor(self.reactor),
             ]
-            for number, (binding, sock) in enumerate(
-                zip(self.bindings, own, strict=True)
-            ):
+            for number, sock in enumerate(own):
                 descriptor = _READY_FD + 1 + number
                 childFDs[descriptor] = sock.fileno()
-                arguments.append(f"{binding.kind()}:{descriptor}")
+                if number < len(self.bindings):
+                    arguments.append(f"{self.bindings[number].kind()}:{descriptor}")
+                else:
+                    assert self.metricsBindings is not None
+                    kind = self.metricsBindings[index - 1].kind()
+                    arguments.append(f"metrics={kind}:{descriptor}")
             arguments += ["--", *self.options]
             if self.metrics is not None:
                 arguments.append(f"--metrics={self.metrics[index - 1]}")
@@ -339,7 +356,7 @@ class WorkerPool(Service):
             self.workers.append((protocol, transport))
 
     def _listen(self) -> None:
-        for _ in range(self.count):
+        for index in range(self.count):
             own: list[socket.socket] = []
             self.sockets.append(own)
             for binding in self.bindings:
@@ -350,6 +367,13 @@ class WorkerPool(Service):
                 own.append(sock)
                 # Port 0 picks a port for the first worker; the others share it.
                 binding.port = sock.getsockname()[1]
+            if self.metricsBindings is not None:
+                # Not shared: each worker's metrics port is its own.
+                metrics = self.metricsBindings[index]
+                try:
+                    own.append(metrics.makeSocket(listen=True, reusePort=False))
+                except OSError as e:
+                    self._fail(metrics, e)
 
     def _fail(self, binding: Binding, error: OSError) -> NoReturn:
         self._closeSockets()
@@ -432,11 +456,13 @@ def serveWorker(
     index: int,
     listening: Sequence[tuple[socket.AddressFamily, int]],
     arguments: Sequence[str],
+    metrics: tuple[socket.AddressFamily, int] | None = None,
 ) -> Deferred[None]:
     """Serve echoes on the listening descriptors the supervisor passed.
 
     The service is the one C{twistd echo ARGUMENTS} would run in a single
-    process, listening on the adopted descriptors instead of C{--port}.
+    process, listening on the adopted descriptors instead of C{--port}
+    (and serving metrics on the adopted C{metrics} descriptor, if given).
     It is stopped (drained) when the reactor shuts down, on SIGTERM.
     """
     # The worker's reactor is twistd's kind of reactor: it provides every
@@ -451,6 +477,12 @@ def serveWorker(
         )
         for family, descriptor in listening
     ]
+    if metrics is not None:
+        family, descriptor = metrics
+        options["metricsEndpoint"] = (
+            f"descriptor {descriptor}",
+            AdoptedStreamServerEndpoint(reactor, descriptor, family),
+        )
     service = makeService(options)
     service.privilegedStartService()
     service.startService()
@@ -473,7 +505,13 @@ def main(reactor: IReactorSocket, *argv: str) -> Deferred[None]:
     globalLogBeginner.beginLoggingTo(
         [_prefixedObserver(arguments.index, sys.stdout)], redirectStandardIO=False
     )
-    return serveWorker(reactor, arguments.index, arguments.listening, arguments.options)
+    return serveWorker(
+        reactor,
+        arguments.index,
+        arguments.listening,
+        arguments.options,
+        arguments.metrics,
+    )
 
 
 def workerReactor(reactor: object) -> str:

@@ -96,6 +96,16 @@ class BindingTests(SynchronousTestCase):
             ),
         )
 
+    def test_workerMetricsArgument(self) -> None:
+        """C{metrics=tcp:FD} is the worker's own metrics socket."""
+        arguments = parseWorkerArguments(
+            ["1", "default", "tcp:4", "metrics=tcp6:5", "--", "--metrics=tcp6:0"]
+        )
+        self.assertEqual(
+            (arguments.listening, arguments.metrics, arguments.options),
+            ([(socket.AF_INET, 4)], (socket.AF_INET6, 5), ["--metrics=tcp6:0"]),
+        )
+
     def test_workerArgumentsWithoutOptions(self) -> None:
         """Without C{--} a worker has no echo options: the defaults."""
         arguments = parseWorkerArguments(["1", "default", "tcp:4"])
@@ -330,7 +340,11 @@ def pool(
         executable="python",
     )
     sockets = [ListeningSocket(100 + i) for i in range(count)]
-    workers.sockets = [[cast(socket.socket, s)] for s in sockets]
+    metrics = [ListeningSocket(200 + i) for i in range(count)]
+    workers.sockets = [
+        [cast(socket.socket, s), cast(socket.socket, m)]
+        for s, m in zip(sockets, metrics, strict=True)
+    ]
     workers.startService()
     return workers, reactor, sockets
 
@@ -362,6 +376,7 @@ class WorkerPoolTests(SynchronousTestCase):
                     str(i),
                     "default",
                     "tcp:4",
+                    "metrics=tcp:5",
                     "--",
                     "--idle-timeout=1.0",
                     f"--metrics=tcp:{9099 + i}",
@@ -372,6 +387,7 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(
             [fds[4] for fds in reactor.childFDs], [s.fileno() for s in sockets]
         )
+        self.assertEqual([fds[5] for fds in reactor.childFDs], [200, 201, 202])
         self.assertEqual({fds[3] for fds in reactor.childFDs}, {"r"})
         self.assertTrue(all(s.closed for s in sockets))
 
@@ -568,3 +584,27 @@ class EndToEndTests(SynchronousTestCase):
             )
         self.assertEqual(sum(s["echotwist_connections_total"] for s in perWorker), 20)
         self.assertEqual(server.stop(), 0)
+
+    def test_metricsPortInUse(self) -> None:
+        """A taken metrics port ends start-up with one line and status 1."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = startServer(
+            self,
+            "--workers",
+            "2",
+            "--metrics",
+            f"tcp:{port - 1}:interface=127.0.0.1",
+            wait=False,
+        )
+        self.assertEqual(server.wait(), 1)
+        # Worker 2's port is the taken one (unless something else holds
+        # worker 1's).
+        server.output.waitFor(
+            rf"twistd echo: cannot listen on tcp:({port - 1}|{port}):"
+        )
+        self.assertNotIn("Traceback", server.output.text())
+        self.assertNotIn("Worker 1", server.output.text())
