@@ -118,13 +118,8 @@ class ListeningService(Service):
         return maybeDeferred(port.stopListening).addCallback(stopped)
 
 
-class DrainService(Service):
-    """Graceful shutdown: on stop, let the echo connections finish.
-
-    Stopping (twistd's shutdown, on SIGTERM) waits for C{factory}'s open
-    connections for up to C{timeout} seconds and then aborts the rest; the
-    listeners stop accepting at the same moment, since every service of
-    the application is stopped together.
+class CleanExitService(Service):
+    """On SIGTERM, shut down as twistd would but exit with status 0.
 
     Why a SIGTERM handler of our own: the reactor's records the signal,
     and twistd then kills itself with it after a clean shutdown, so a
@@ -142,17 +137,16 @@ class DrainService(Service):
 
     log = Logger()
 
+    # What is logged when SIGTERM arrives.
+    sigTermMessage = "Received SIGTERM, shutting down."
+
     def __init__(
         self,
         reactor: IReactorCore,
-        factory: EchoFactory,
-        timeout: float,
         installHandler: Callable[[int, Callable[[int, FrameType | None], None]], object]
         | None = signal.signal,
     ) -> None:
         self.reactor = reactor
-        self.factory = factory
-        self.timeout = timeout
         self.installHandler = installHandler
 
     def privilegedStartService(self) -> None:
@@ -166,10 +160,35 @@ class DrainService(Service):
 
     def sigTerm(self, number: int, frame: FrameType | None = None) -> None:
         """Stop the reactor (and so drain) without recording an exit signal."""
-        self.log.info("Received SIGTERM, draining and shutting down.")
+        self.log.info(self.sigTermMessage)
         # A signal handler may run between any two bytecodes; the reactor
         # must be stopped from its own loop.
         cast(IReactorFromThreads, self.reactor).callFromThread(self.reactor.stop)
+
+
+class DrainService(CleanExitService):
+    """Graceful shutdown: on stop, let the echo connections finish.
+
+    Stopping (twistd's shutdown, on SIGTERM) waits for C{factory}'s open
+    connections for up to C{timeout} seconds and then aborts the rest; the
+    listeners stop accepting at the same moment, since every service of
+    the application is stopped together.  SIGTERM exits with status 0, as
+    L{CleanExitService} explains.
+    """
+
+    sigTermMessage = "Received SIGTERM, draining and shutting down."
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        factory: EchoFactory,
+        timeout: float,
+        installHandler: Callable[[int, Callable[[int, FrameType | None], None]], object]
+        | None = signal.signal,
+    ) -> None:
+        CleanExitService.__init__(self, reactor, installHandler)
+        self.factory = factory
+        self.timeout = timeout
 
     def stopService(self) -> Deferred[None]:
         """Drain the open connections, aborting what is left after the timeout."""

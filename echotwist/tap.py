@@ -25,7 +25,7 @@ from echotwist import limits
 from echotwist.emfile import guardAccept
 from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
 from echotwist.protocol import EchoFactory
-from echotwist.server import DrainService, ListeningService
+from echotwist.server import CleanExitService, DrainService, ListeningService
 from echotwist.stats import ServerStats
 from echotwist.udp import (
     DEFAULT_RATE,
@@ -112,7 +112,8 @@ class Options(usage.Options):
             None,
             None,
             "Serve Prometheus metrics at /metrics on ENDPOINT (such as"
-            " tcp:9100:interface=127.0.0.1; needs echotwist[metrics]).",
+            " tcp:9100:interface=127.0.0.1; needs echotwist[metrics]). With"
+            " --workers, a tcp:/tcp6: ENDPOINT: worker I serves on its port + I - 1.",
         ],
         [
             "udp-rate",
@@ -124,8 +125,9 @@ class Options(usage.Options):
             "workers",
             None,
             "1",
-            "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT);"
-            " workers do not yet apply the limits, idle timeout, drain or metrics.",
+            "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT),"
+            " each applying the limits (per worker), idle timeout, drain and"
+            " metrics (one port each); not with --udp.",
         ],
     ]
 
@@ -205,7 +207,7 @@ class Options(usage.Options):
 
     def _checkWorkers(self) -> None:
         """Check C{--workers} and what it can be combined with."""
-        from echotwist.workers import workerCount
+        from echotwist.workers import workerCount, workerMetrics
 
         try:
             self["workers"] = workerCount(
@@ -215,9 +217,12 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         if self["workers"] == 1:
             return
-        # Worker processes serve with their own plain EchoFactory; these
-        # options are not carried to them yet, so refuse rather than
-        # silently drop them.
+        if self["metrics"] is not None:
+            try:
+                workerMetrics(self["metricsEndpoint"][0], self["workers"])
+            except BadEndpoint as e:
+                raise usage.UsageError(f"--metrics: {e}") from None
+        # Refuse what the workers cannot carry rather than silently drop it.
         unsupported = [
             f"--{name}"
             for name, default in _WORKER_DEFAULTS.items()
@@ -225,7 +230,7 @@ class Options(usage.Options):
         ]
         if unsupported:
             raise usage.UsageError(
-                f"--workers cannot be combined with {', '.join(unsupported)} yet"
+                f"--workers cannot be combined with {', '.join(unsupported)}"
             )
 
     def _endpoint(self, text: str) -> tuple[str, IStreamServerEndpoint]:
@@ -259,17 +264,12 @@ class Options(usage.Options):
             raise SystemExit(2) from None
 
 
-# The options --workers cannot carry to its worker processes yet, with the
-# values that mean "not used".
+# The options --workers cannot carry to its worker processes, with the
+# values that mean "not used".  UDP: a datagram port cannot be shared by
+# the workers without SO_REUSEPORT sockets of its own, and one process
+# serves it well enough.
 _WORKER_DEFAULTS: dict[str, object] = {
-    "metrics": None,
     "udp": [],
-    "allow": [],
-    "deny": [],
-    "max-per-ip": 0,
-    "idle-timeout": limits.DEFAULT_IDLE_TIMEOUT,
-    "max-connections": limits.DEFAULT_MAX_CONNECTIONS,
-    "shutdown-timeout": limits.DEFAULT_SHUTDOWN_TIMEOUT,
 }
 
 
@@ -313,21 +313,38 @@ def makeService(options: Options) -> MultiService:
     """Build the echo service that C{twistd echo} runs.
 
     With C{--workers N} (N > 1), a L{MultiService} holding the
-    L{WorkerPool} that supervises N worker processes.  Otherwise one
+    L{WorkerPool} that supervises N worker processes, each running the
+    single-process service below on its share of the ports, and a
+    SIGTERM handler so that stopping exits 0.  Otherwise one
     holding the echo listeners (guarded against running out of file
     descriptors), one L{DatagramListeningService} per C{--udp},
     the graceful-shutdown drain and, when asked for, the metrics endpoint,
     all counting in one L{ServerStats}.
     """
     if options["workers"] > 1:
-        from echotwist.workers import WorkerPool
+        from echotwist.workers import (
+            STOP_GRACE,
+            WorkerPool,
+            workerMetrics,
+            workerOptions,
+        )
 
         supervisor = MultiService()
+        CleanExitService(cast(IReactorCore, options.reactor)).setServiceParent(
+            supervisor
+        )
         WorkerPool(
             [description for description, _ in options["endpoints"]],
             options["workers"],
             cast(IReactorProcess, options.reactor),
             options.reactor,
+            options=workerOptions(options),
+            metrics=(
+                None
+                if options["metrics"] is None
+                else workerMetrics(options["metricsEndpoint"][0], options["workers"])
+            ),
+            stopTimeout=options["shutdown-timeout"] + STOP_GRACE,
         ).setServiceParent(supervisor)
         return supervisor
     reactor = options.reactor

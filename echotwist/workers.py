@@ -5,28 +5,38 @@ opens, for every worker and every TCP endpoint, a socket listening on the
 same address with C{SO_REUSEPORT} (so a bind error ends start-up with one
 line and exit status 1, and ports below 1024 work).  It then starts N
 worker processes (C{python -m echotwist.workers}), hands each its own
-listening sockets as inherited descriptors, which the worker adopts and
-serves with its own reactor and L{EchoFactory}; the kernel spreads new
-connections evenly over the sockets of the group.  A worker reports on its
+listening sockets as inherited descriptors and the echo options on its
+command line (L{workerOptions}).  A worker parses those with the plugin's
+own L{Options} and serves with the service L{makeService} builds for a
+single process (so idle timeout, connection limits, address rules, the
+accept guard and the drain on SIGTERM are the same code), over its adopted
+sockets; the kernel spreads new connections evenly over the sockets of
+the group.  A worker reports on its
 file descriptor 3 when it serves; once all have, the supervisor logs
 C{Listening on ...}.  Stopping
-the supervisor (SIGTERM) sends SIGTERM to every worker and waits for them
-to exit (SIGKILL after L{STOP_TIMEOUT} seconds).
+the supervisor (SIGTERM) sends SIGTERM to every worker, which drains its
+connections for up to C{--shutdown-timeout} seconds and exits 0; the
+supervisor waits for them all (SIGKILL L{STOP_GRACE} seconds after the
+drain should have ended) and exits 0 too.
 
 Workers run on the fast epoll reactor when the supervisor does (C{twistd
 -r fastepoll}), else on Twisted's default reactor.  Workers log to the
 supervisor's standard output with their index as the
-log system (C{[worker1]}).  Each worker keeps its own statistics.
+log system (C{[worker1]}).  Each worker keeps its own statistics (and
+serves them with C{--metrics} on a port of its own, L{workerMetrics}), and the
+limits apply per worker: C{--max-connections 100} with 4 workers admits up
+to 400 connections in all (and C{--max-per-ip} likewise per worker).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sys
-from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TextIO
 
 from twisted.application.reactors import installReactor
 from twisted.application.service import Service
@@ -35,8 +45,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import (
-    IListeningPort,
     IProcessTransport,
+    IReactorCore,
     IReactorProcess,
     IReactorSocket,
     IReactorTime,
@@ -53,10 +63,19 @@ from twisted.python.failure import Failure
 
 from echotwist.endpoints import _UNESCAPED_COLON, BadEndpoint, formatAddress
 from echotwist.fastpath import FastEPollReactor
-from echotwist.protocol import EchoFactory
+from echotwist.tap import Options, makeService
 
-# Seconds a worker has to exit after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
+# Seconds a worker has to exit after SIGTERM, beyond its drain, before it
+# is killed.
+STOP_GRACE = 5.0
+
+# The echo options a worker applies, forwarded from the supervisor's
+# command line.  --port/--listen are the supervisor's (the worker serves
+# the sockets it is handed), --workers would recurse, --metrics differs
+# per worker (workerMetrics) and --udp is refused with --workers (see
+# Options._checkWorkers).
+FORWARDED = ("idle-timeout", "max-connections", "max-per-ip", "shutdown-timeout")
+FORWARDED_REPEATED = ("allow", "deny")
 
 # The most workers one supervisor starts.
 MAX_WORKERS = 256
@@ -99,12 +118,15 @@ class Binding:
             return IPv6Address("TCP", self.host, self.port)
         return IPv4Address("TCP", self.host, self.port)
 
-    def makeSocket(self, listen: bool) -> socket.socket:
-        """A socket bound here with C{SO_REUSEPORT}, listening if C{listen}."""
+    def makeSocket(self, listen: bool, reusePort: bool = True) -> socket.socket:
+        """A socket bound here (with C{SO_REUSEPORT} if C{reusePort}),
+        listening if C{listen}.
+        """
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if reusePort:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self.port))
             if listen:
                 sock.listen(socket.SOMAXCONN)
@@ -148,6 +170,74 @@ def workerCount(text: str, descriptions: Sequence[str]) -> int:
         for description in descriptions:
             tcpBinding(description)
     return int(text)
+
+
+def workerOptions(options: Mapping[str, Any]) -> list[str]:
+    """The C{twistd echo} arguments that give a worker C{options}' settings.
+
+    Built from the parsed values rather than copied from the supervisor's
+    command line: getopt accepts abbreviations (C{--work 2}) and joined
+    values (C{-p5000}), so filtering the raw arguments would be fragile,
+    and the values have been checked already.
+    """
+    arguments = [f"--{name}={options[name]}" for name in FORWARDED]
+    for name in FORWARDED_REPEATED:
+        arguments.extend(f"--{name}={value}" for value in options[name])
+    return arguments
+
+
+def workerMetrics(description: str, count: int) -> list[str]:
+    """The metrics endpoint of each of C{count} workers, from C{--metrics}.
+
+    Each worker counts in its own process, so each serves its own metrics:
+    worker I on the given port + I - 1 (all on port 0 if that is given, so
+    each gets a port of its own).  Raise L{BadEndpoint} unless
+    C{description} is C{tcp:}/C{tcp6:} with room for every port.
+    """
+    base = tcpBinding(description)
+    if base.port + count - 1 > 65535:
+        raise BadEndpoint(
+            f"ports {base.port} to {base.port + count - 1} for {count} workers"
+            " go beyond 65535"
+        )
+    descriptions = []
+    for offset in range(count):
+        port = base.port + offset if base.port else 0
+        descriptions.append(Binding(base.family, base.host, port).text())
+    return descriptions
+
+
+class WorkerArguments:
+    """What a worker's command line says: index, reactor, sockets, options."""
+
+    def __init__(
+        self,
+        index: int,
+        reactorName: str,
+        listening: Sequence[tuple[socket.AddressFamily, int]],
+        options: Sequence[str],
+        metrics: tuple[socket.AddressFamily, int] | None = None,
+    ) -> None:
+        self.index = index
+        self.reactorName = reactorName
+        self.listening = list(listening)
+        self.options = list(options)
+        self.metrics = metrics
+
+
+def parseWorkerArguments(argv: Sequence[str]) -> WorkerArguments:
+    """Read C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] -- ECHO_OPTIONS ...}."""
+    separator = list(argv).index("--") if "--" in argv else len(argv)
+    index, reactorName, *descriptors = argv[:separator]
+    listening = [a for a in descriptors if not a.startswith("metrics=")]
+    metrics = [a.split("=", 1)[1] for a in descriptors if a.startswith("metrics=")]
+    return WorkerArguments(
+        int(index),
+        reactorName,
+        [parseListeningArgument(a) for a in listening],
+        argv[separator + 1 :],
+        parseListeningArgument(metrics[0]) if metrics else None,
+    )
 
 
 def parseListeningArgument(text: str) -> tuple[socket.AddressFamily, int]:
@@ -194,16 +284,28 @@ class WorkerPool(Service):
         reactor: IReactorProcess,
         clock: IReactorTime,
         *,
+        options: Sequence[str] = (),
+        metrics: Sequence[str] | None = None,
+        stopTimeout: float = STOP_GRACE,
         errorStream: TextIO | None = None,
         executable: str = sys.executable,
     ) -> None:
         self.bindings = [tcpBinding(d) for d in descriptions]
         self.count = count
+        self.options = list(options)
+        self.metrics = metrics
+        # metricsBindings[i]: worker i's own metrics port, opened here too
+        # so that a taken port fails start-up like a taken echo port.
+        self.metricsBindings = (
+            None if metrics is None else [tcpBinding(d) for d in metrics]
+        )
+        self.stopTimeout = stopTimeout
         self.reactor = reactor
         self.clock = clock
         self.errorStream = errorStream if errorStream is not None else sys.__stderr__
         self.executable = executable
-        # sockets[i][j]: worker i's listening socket for binding j.
+        # sockets[i][j]: worker i's listening socket for binding j, then
+        # its metrics socket, if any.
         self.sockets: list[list[socket.socket]] = []
         self.workers: list[tuple[WorkerProtocol, IProcessTransport]] = []
         self.stopping = False
@@ -229,12 +331,18 @@ class WorkerPool(Service):
                 str(index),
                 workerReactor(self.reactor),
             ]
-            for number, (binding, sock) in enumerate(
-                zip(self.bindings, own, strict=True)
-            ):
+            for number, sock in enumerate(own):
                 descriptor = _READY_FD + 1 + number
                 childFDs[descriptor] = sock.fileno()
-                arguments.append(f"{binding.kind()}:{descriptor}")
+                if number < len(self.bindings):
+                    arguments.append(f"{self.bindings[number].kind()}:{descriptor}")
+                else:
+                    assert self.metricsBindings is not None
+                    kind = self.metricsBindings[index - 1].kind()
+                    arguments.append(f"metrics={kind}:{descriptor}")
+            arguments += ["--", *self.options]
+            if self.metrics is not None:
+                arguments.append(f"--metrics={self.metrics[index - 1]}")
             transport = self.reactor.spawnProcess(
                 protocol,
                 self.executable,
@@ -248,7 +356,7 @@ class WorkerPool(Service):
             self.workers.append((protocol, transport))
 
     def _listen(self) -> None:
-        for _ in range(self.count):
+        for index in range(self.count):
             own: list[socket.socket] = []
             self.sockets.append(own)
             for binding in self.bindings:
@@ -259,6 +367,13 @@ class WorkerPool(Service):
                 own.append(sock)
                 # Port 0 picks a port for the first worker; the others share it.
                 binding.port = sock.getsockname()[1]
+            if self.metricsBindings is not None:
+                # Not shared: each worker's metrics port is its own.
+                metrics = self.metricsBindings[index]
+                try:
+                    own.append(metrics.makeSocket(listen=True, reusePort=False))
+                except OSError as e:
+                    self._fail(metrics, e)
 
     def _fail(self, binding: Binding, error: OSError) -> NoReturn:
         self._closeSockets()
@@ -308,7 +423,7 @@ class WorkerPool(Service):
                 continue
             _signal(transport, "TERM")
             waits.append(protocol.ended)
-        killer = self.clock.callLater(STOP_TIMEOUT, self._kill) if waits else None
+        killer = self.clock.callLater(self.stopTimeout, self._kill) if waits else None
 
         def stopped(result: object) -> None:
             if killer is not None and killer.active():
@@ -340,33 +455,63 @@ def serveWorker(
     reactor: IReactorSocket,
     index: int,
     listening: Sequence[tuple[socket.AddressFamily, int]],
+    arguments: Sequence[str],
+    metrics: tuple[socket.AddressFamily, int] | None = None,
 ) -> Deferred[None]:
-    """Serve echoes on the listening descriptors the supervisor passed."""
-    factory = EchoFactory(clock=IReactorTime(reactor))
-    log = Logger(namespace="echotwist.workers")
-    for family, descriptor in listening:
+    """Serve echoes on the listening descriptors the supervisor passed.
+
+    The service is the one C{twistd echo ARGUMENTS} would run in a single
+    process, listening on the adopted descriptors instead of C{--port}
+    (and serving metrics on the adopted C{metrics} descriptor, if given).
+    It is stopped (drained) when the reactor shuts down, on SIGTERM.
+    """
+    # The worker's reactor is twistd's kind of reactor: it provides every
+    # reactor interface the service needs.
+    options = Options(reactor=IReactorTime(reactor))
+    options.parseOptions(list(arguments))
+    options["endpoints"] = [
         # The endpoint adopts the descriptor (and closes this copy).
-        endpoint = AdoptedStreamServerEndpoint(reactor, descriptor, family)
-        ports: list[IListeningPort] = []
-        endpoint.listen(factory).addCallback(ports.append)
-        log.info(
-            "Worker {index} (pid {pid}) listening on {address}",
-            index=index,
-            pid=os.getpid(),
-            address=formatAddress(ports[0].getHost()),
+        (
+            f"descriptor {descriptor}",
+            AdoptedStreamServerEndpoint(reactor, descriptor, family),
         )
+        for family, descriptor in listening
+    ]
+    if metrics is not None:
+        family, descriptor = metrics
+        options["metricsEndpoint"] = (
+            f"descriptor {descriptor}",
+            AdoptedStreamServerEndpoint(reactor, descriptor, family),
+        )
+    service = makeService(options)
+    service.privilegedStartService()
+    service.startService()
+    IReactorCore(reactor).addSystemEventTrigger(
+        "before", "shutdown", service.stopService
+    )
+    Logger(namespace="echotwist.workers").info(
+        "Worker {index} (pid {pid}) listening", index=index, pid=os.getpid()
+    )
     os.write(_READY_FD, b"ready\n")
     os.close(_READY_FD)
+    # Never fires: the worker runs until SIGTERM stops the reactor, and
+    # task.react then exits with status 0.
     return Deferred()
 
 
-def main(reactor: IReactorSocket, index: str, *listening: str) -> Deferred[None]:
-    """Worker entry point: C{python -m echotwist.workers INDEX tcp:FD ...}."""
-    number = int(index)
+def main(reactor: IReactorSocket, *argv: str) -> Deferred[None]:
+    """Worker entry point: C{python -m echotwist.workers INDEX REACTOR ...}."""
+    arguments = parseWorkerArguments(argv)
     globalLogBeginner.beginLoggingTo(
-        [_prefixedObserver(number, sys.stdout)], redirectStandardIO=False
+        [_prefixedObserver(arguments.index, sys.stdout)], redirectStandardIO=False
     )
-    return serveWorker(reactor, number, [parseListeningArgument(a) for a in listening])
+    return serveWorker(
+        reactor,
+        arguments.index,
+        arguments.listening,
+        arguments.options,
+        arguments.metrics,
+    )
 
 
 def workerReactor(reactor: object) -> str:
@@ -378,14 +523,38 @@ def workerReactor(reactor: object) -> str:
     return "fastepoll" if isinstance(reactor, FastEPollReactor) else "default"
 
 
+# prctl(2) option: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def stopWithSupervisor() -> None:
+    """Have the kernel SIGTERM this worker (so it drains) if its parent dies.
+
+    A supervisor killed outright (SIGKILL, a crash) cannot forward
+    SIGTERM; without this its workers would serve on forever, orphaned,
+    holding the port and the supervisor's standard output.  Linux only,
+    as is the connection spreading of C{SO_REUSEPORT} this module relies on.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:
+        # The supervisor died before the request was in place.
+        raise SystemExit(0)
+
+
 def run(argv: Sequence[str]) -> None:
-    """C{python -m echotwist.workers INDEX REACTOR tcp:FD ...}."""
-    index, reactorName, *listening = argv
+    """C{python -m echotwist.workers INDEX REACTOR tcp:FD ... -- OPTIONS ...}."""
+    stopWithSupervisor()
+    reactorName = argv[1]
     if reactorName != "default":
         installReactor(reactorName)
     from twisted.internet import task
 
-    task.react(main, [index, *listening])
+    task.react(main, argv)
 
 
 if __name__ == "__main__":

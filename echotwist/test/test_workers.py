@@ -24,14 +24,27 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.endpoints import BadEndpoint
 from echotwist.fastpath import FastEPollReactor
+from echotwist.server import CleanExitService
 from echotwist.tap import Options, makeService
-from echotwist.test.e2e import WAIT, startServer
+from echotwist.test.e2e import (
+    WAIT,
+    closedByPeer,
+    connect,
+    scrapeMetrics,
+    startServer,
+    transfer,
+)
 from echotwist.workers import (
-    STOP_TIMEOUT,
+    FORWARDED,
+    FORWARDED_REPEATED,
+    STOP_GRACE,
     Binding,
     WorkerPool,
     parseListeningArgument,
+    parseWorkerArguments,
     tcpBinding,
+    workerMetrics,
+    workerOptions,
     workerReactor,
 )
 
@@ -62,6 +75,43 @@ class BindingTests(SynchronousTestCase):
         """UNIX, TLS and other endpoints cannot be shared this way."""
         for description in ("unix:/tmp/x", "tls:5000", "aiotcp:5000"):
             self.assertRaises(BadEndpoint, tcpBinding, description)
+
+    def test_workerArguments(self) -> None:
+        """A worker's command line: index, reactor, descriptors, then options."""
+        arguments = parseWorkerArguments(
+            ["2", "fastepoll", "tcp:4", "tcp6:5", "--", "--idle-timeout=1.0"]
+        )
+        self.assertEqual(
+            (
+                arguments.index,
+                arguments.reactorName,
+                arguments.listening,
+                arguments.options,
+            ),
+            (
+                2,
+                "fastepoll",
+                [(socket.AF_INET, 4), (socket.AF_INET6, 5)],
+                ["--idle-timeout=1.0"],
+            ),
+        )
+
+    def test_workerMetricsArgument(self) -> None:
+        """C{metrics=tcp:FD} is the worker's own metrics socket."""
+        arguments = parseWorkerArguments(
+            ["1", "default", "tcp:4", "metrics=tcp6:5", "--", "--metrics=tcp6:0"]
+        )
+        self.assertEqual(
+            (arguments.listening, arguments.metrics, arguments.options),
+            ([(socket.AF_INET, 4)], (socket.AF_INET6, 5), ["--metrics=tcp6:0"]),
+        )
+
+    def test_workerArgumentsWithoutOptions(self) -> None:
+        """Without C{--} a worker has no echo options: the defaults."""
+        arguments = parseWorkerArguments(["1", "default", "tcp:4"])
+        self.assertEqual(
+            (arguments.listening, arguments.options), ([(socket.AF_INET, 4)], [])
+        )
 
     def test_listeningArgument(self) -> None:
         """A worker reads its family and descriptor from C{tcp:FD}/C{tcp6:FD}."""
@@ -103,24 +153,112 @@ class OptionsTests(SynchronousTestCase):
         )
 
     def test_workersService(self) -> None:
-        """C{--workers 3} builds a worker pool of three."""
-        options, _ = self.parse("--workers", "3", "--port", "tcp:0")
+        """C{--workers 3}: a pool of three, after a SIGTERM handler for exit 0."""
+        options, _ = self.parse(
+            "--workers", "3", "--port", "tcp:0", "--shutdown-timeout", "7"
+        )
         assert options is not None
-        (service,) = makeService(options)
+        handler, service = makeService(options)
+        self.assertIsInstance(handler, CleanExitService)
         assert isinstance(service, WorkerPool)
         self.assertEqual(service.count, 3)
+        self.assertEqual(service.stopTimeout, 7 + STOP_GRACE)
 
     def test_unsupportedCombinations(self) -> None:
-        """Options the workers cannot carry yet are refused with --workers."""
-        for extra in (
-            ("--metrics", "tcp:0"),
-            ("--udp", "0"),
-            ("--allow", "127.0.0.0/8"),
-            ("--idle-timeout", "5"),
+        """--udp is refused with --workers."""
+        options, error = self.parse("--workers", "2", "--port", "tcp:0", "--udp", "0")
+        self.assertIsNone(options)
+        self.assertIn("--workers cannot be combined with --udp", error)
+
+    def test_metricsPerWorker(self) -> None:
+        """With --metrics, worker I serves metrics on the port + I - 1."""
+        options, _ = self.parse(
+            "--workers=3", "--metrics", "tcp:9100:interface=127.0.0.1"
+        )
+        assert options is not None
+        _, service = makeService(options)
+        assert isinstance(service, WorkerPool)
+        self.assertEqual(
+            service.metrics,
+            [f"tcp:{port}:interface=127.0.0.1" for port in (9100, 9101, 9102)],
+        )
+
+    def test_metricsPortZero(self) -> None:
+        """Metrics on port 0: every worker picks a port of its own."""
+        self.assertEqual(
+            workerMetrics(r"tcp6:0:interface=\:\:1", 2), [r"tcp6:0:interface=\:\:1"] * 2
+        )
+
+    def test_metricsRefused(self) -> None:
+        """Metrics with --workers must be TCP, with room for every port."""
+        for metrics, message in (
+            ("unix:/tmp/m.sock", "only tcp"),
+            ("tcp:65535", "beyond 65535"),
         ):
-            options, error = self.parse("--workers", "2", "--port", "tcp:0", *extra)
-            self.assertIsNone(options, extra)
-            self.assertIn(f"--workers cannot be combined with {extra[0]}", error)
+            options, error = self.parse("--workers", "2", "--metrics", metrics)
+            self.assertIsNone(options)
+            self.assertIn(message, error)
+            self.assertEqual(len(error.splitlines()), 1)
+
+    def test_forwardedOptions(self) -> None:
+        """Limits, timeouts and address rules are forwarded to every worker."""
+        options, _ = self.parse(
+            "--work=2",
+            "-ptcp:0",
+            "--listen",
+            "tcp6:0",
+            "--idle-timeout",
+            "1.5",
+            "--max-connections=7",
+            "--max-per-ip",
+            "2",
+            "--shutdown-timeout=0",
+            "--allow=127.0.0.0/8",
+            "--allow",
+            "::1",
+            "--deny=127.0.0.2",
+        )
+        assert options is not None
+        forwarded = workerOptions(options)
+        self.assertEqual(
+            forwarded,
+            [
+                "--idle-timeout=1.5",
+                "--max-connections=7",
+                "--max-per-ip=2",
+                "--shutdown-timeout=0.0",
+                "--allow=127.0.0.0/8",
+                "--allow=::1/128",
+                "--deny=127.0.0.2/32",
+            ],
+        )
+        # pool() below checks that the pool puts them on each command line.
+        (_, service) = makeService(options)
+        assert isinstance(service, WorkerPool)
+        self.assertEqual(service.options, forwarded)
+
+    def test_workerParsesForwarded(self) -> None:
+        """A worker's echo options parse to the supervisor's values."""
+        options, _ = self.parse(
+            "--workers=2", "--idle-timeout=0.25", "--deny=10.0.0.0/8", "--max-per-ip=3"
+        )
+        assert options is not None
+        worker, error = self.parse(*workerOptions(options))
+        assert worker is not None, error
+        for name in FORWARDED + FORWARDED_REPEATED:
+            self.assertEqual(worker[name], options[name], name)
+        self.assertEqual(worker["workers"], 1)
+
+    def test_defaultsForwarded(self) -> None:
+        """Without options, a worker gets the single-process defaults."""
+        options, _ = self.parse("--workers=2")
+        assert options is not None
+        worker, _ = self.parse(*workerOptions(options))
+        single, _ = self.parse()
+        assert worker is not None
+        assert single is not None
+        for name in FORWARDED + FORWARDED_REPEATED:
+            self.assertEqual(worker[name], single[name], name)
 
     def test_badCount(self) -> None:
         """Zero, negative or non-numeric counts are one-line usage errors."""
@@ -196,10 +334,17 @@ def pool(
         count,
         cast(IReactorProcess, reactor),
         reactor,
+        options=["--idle-timeout=1.0"],
+        metrics=[f"tcp:{9100 + i}" for i in range(count)],
+        stopTimeout=12.0,
         executable="python",
     )
     sockets = [ListeningSocket(100 + i) for i in range(count)]
-    workers.sockets = [[cast(socket.socket, s)] for s in sockets]
+    metrics = [ListeningSocket(200 + i) for i in range(count)]
+    workers.sockets = [
+        [cast(socket.socket, s), cast(socket.socket, m)]
+        for s, m in zip(sockets, metrics, strict=True)
+    ]
     workers.startService()
     return workers, reactor, sockets
 
@@ -219,18 +364,30 @@ class WorkerPoolTests(SynchronousTestCase):
     """The supervisor starts, announces and stops its workers."""
 
     def test_spawnsWorkers(self) -> None:
-        """Each worker gets its own listening socket as descriptor 4."""
+        """Each worker gets its own socket as descriptor 4, then the options."""
         _, reactor, sockets = pool(3)
         self.assertEqual(
             [list(args) for _, args, _ in reactor.spawned],
             [
-                ["python", "-m", "echotwist.workers", str(i), "default", "tcp:4"]
+                [
+                    "python",
+                    "-m",
+                    "echotwist.workers",
+                    str(i),
+                    "default",
+                    "tcp:4",
+                    "metrics=tcp:5",
+                    "--",
+                    "--idle-timeout=1.0",
+                    f"--metrics=tcp:{9099 + i}",
+                ]
                 for i in (1, 2, 3)
             ],
         )
         self.assertEqual(
             [fds[4] for fds in reactor.childFDs], [s.fileno() for s in sockets]
         )
+        self.assertEqual([fds[5] for fds in reactor.childFDs], [200, 201, 202])
         self.assertEqual({fds[3] for fds in reactor.childFDs}, {"r"})
         self.assertTrue(all(s.closed for s in sockets))
 
@@ -263,10 +420,12 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(reactor.getDelayedCalls(), [])
 
     def test_killAfterTimeout(self) -> None:
-        """A worker that ignores SIGTERM is killed after the timeout."""
+        """A worker that ignores SIGTERM is killed after the stop timeout."""
         workers, reactor, _ = pool(1)
         stopped = workers.stopService()
-        reactor.advance(STOP_TIMEOUT)
+        reactor.advance(11.9)
+        self.assertEqual(reactor.spawned[0][2].signals, ["TERM"])
+        reactor.advance(0.1)
         self.assertEqual(reactor.spawned[0][2].signals, ["TERM", "KILL"])
         end(reactor, 0, status=9)
         self.successResultOf(stopped)
@@ -303,7 +462,7 @@ class EndToEndTests(SynchronousTestCase):
         handled = server.output.waitForAll(r"\[worker(\d)\] Handling client", 40)
         counts = {n: [m.group(1) for m in handled].count(n) for n in ("1", "2")}
         self.assertTrue(all(counts.values()), counts)
-        self.assertIn(server.stop(), (0, -signal.SIGTERM))
+        self.assertEqual(server.stop(), 0)
         for pid in pids:
             self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
         self.assertNotIn(os.getpid(), pids)
@@ -335,4 +494,117 @@ class EndToEndTests(SynchronousTestCase):
         connection.settimeout(WAIT)
         connection.sendall(b"fast")
         self.assertEqual(connection.recv(16), b"fast")
-        self.assertIn(server.stop(), (0, -signal.SIGTERM))
+        self.assertEqual(server.stop(), 0)
+
+    def test_idleTimeout(self) -> None:
+        """With C{--idle-timeout 1} the workers abort idle connections."""
+        server = startServer(self, "--workers", "2", "--idle-timeout", "1")
+        server.output.waitForAll(r"Worker \d \(pid \d+\) listening", 2)
+        idle = []
+        for i in range(6):
+            sock = connect(server.port)
+            self.addCleanup(sock.close)
+            # An echo proves a worker has accepted it; then it goes quiet.
+            sock.sendall(b"%d" % i)
+            self.assertEqual(sock.recv(16), b"%d" % i)
+            idle.append(sock)
+        aborted = server.output.waitForAll(
+            r"\[worker\d\] Idle client 127\.0\.0\.1/(\d+): no traffic for 1 s", 6
+        )
+        self.assertEqual(
+            sorted(int(m.group(1)) for m in aborted),
+            sorted(sock.getsockname()[1] for sock in idle),
+        )
+        for sock in idle:
+            self.assertTrue(closedByPeer(sock))
+        self.assertEqual(server.stop(), 0)
+
+    def test_sigtermDuringTransfer(self) -> None:
+        """SIGTERM mid-transfer: a worker drains it intact; every process exits 0."""
+        server = startServer(self, "--workers", "2", "--shutdown-timeout=20")
+        pids = [
+            int(m.group(1))
+            for m in server.output.waitForAll(r"Worker \d \(pid (\d+)\) listening", 2)
+        ]
+        payload = bytes(range(256)) * 16384  # 4 MiB
+
+        def terminate() -> None:
+            server.signal(signal.SIGTERM)
+            server.output.waitFor(r"\[worker\d\] Draining 1 connections for up to 20 s")
+            # Both workers stop accepting while the transfer goes on.
+            server.output.waitForAll(
+                rf"\[worker\d\] Stopped listening on tcp:127\.0\.0\.1:{server.port}", 2
+            )
+            with self.assertRaises(ConnectionRefusedError):
+                connect(server.port).close()
+
+        echoed = transfer(server.port, payload, midway=terminate)
+        self.assertEqual(len(echoed), len(payload))
+        self.assertEqual(echoed, payload)
+        self.assertEqual(server.wait(), 0)
+        self.assertNotIn("Worker 1 exited", server.output.text())
+        self.assertNotIn("Worker 2 exited", server.output.text())
+        for pid in pids:
+            self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
+
+    def test_supervisorKilled(self) -> None:
+        """Workers of a supervisor killed outright drain and exit too."""
+        server = startServer(self, "--workers", "2")
+        server.output.waitForAll(r"Worker \d \(pid \d+\) listening", 2)
+        server.signal(signal.SIGKILL)
+        self.assertEqual(server.wait(), -signal.SIGKILL)
+        # The workers hold the output pipe until they exit, so it ends only
+        # once both have.  (Their pids may linger a moment as they exit, so
+        # /proc is no sign of it.)
+        output = server.output.waitClosed()
+        self.assertEqual(output.count("Received SIGTERM, draining"), 2)
+        self.assertEqual(output.count("] Main loop terminated"), 2)
+
+    def test_metricsPerWorker(self) -> None:
+        """Each worker serves its own metrics; together they count every client."""
+        server = startServer(
+            self, "--workers", "2", "--metrics", "tcp:0:interface=127.0.0.1"
+        )
+        found = server.output.waitForAll(
+            r"\[worker(\d)\] Metrics on (tcp:127\.0\.0\.1:\d+)", 2
+        )
+        addresses = {m.group(1): m.group(2) for m in found}
+        self.assertEqual(sorted(addresses), ["1", "2"])
+        server.output.waitForAll(r"Worker \d \(pid \d+\) listening", 2)
+        for i in range(20):
+            with connect(server.port) as sock:
+                sock.sendall(b"%d" % i)
+                self.assertEqual(sock.recv(16), b"%d" % i)
+        closed = server.output.waitForAll(r"\[worker(\d)\] Closed client", 20)
+        perWorker = [scrapeMetrics(addresses[n]) for n in ("1", "2")]
+        for n, samples in zip(("1", "2"), perWorker, strict=True):
+            self.assertEqual(
+                samples["echotwist_connections_total"],
+                [m.group(1) for m in closed].count(n),
+            )
+        self.assertEqual(sum(s["echotwist_connections_total"] for s in perWorker), 20)
+        self.assertEqual(server.stop(), 0)
+
+    def test_metricsPortInUse(self) -> None:
+        """A taken metrics port ends start-up with one line and status 1."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = startServer(
+            self,
+            "--workers",
+            "2",
+            "--metrics",
+            f"tcp:{port - 1}:interface=127.0.0.1",
+            wait=False,
+        )
+        self.assertEqual(server.wait(), 1)
+        # Worker 2's port is the taken one (unless something else holds
+        # worker 1's).
+        server.output.waitFor(
+            rf"twistd echo: cannot listen on tcp:({port - 1}|{port}):"
+        )
+        self.assertNotIn("Traceback", server.output.text())
+        self.assertNotIn("Worker 1", server.output.text())
