@@ -9,6 +9,7 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.tcp import Client
 from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransportWithDisconnection,
@@ -37,6 +38,7 @@ from echotwist.bench.results import (
     percentiles,
 )
 from echotwist.bench.schedule import OpenLoopSchedule
+from echotwist.test.test_fastpath import FakeSocket, client
 
 
 class ContentTests(SynchronousTestCase):
@@ -475,57 +477,33 @@ class LateConnectionTests(SynchronousTestCase):
         )
 
 
-class FakeSocket:
-    """A socket that takes at most C{room} bytes per send."""
-
-    def __init__(self, room: int) -> None:
-        self.room = room
-        self.sent = b""
-
-    def send(self, data: bytes, /) -> int:
-        """Take what fits."""
-        taken = data[: self.room]
-        self.sent += taken
-        return len(taken)
-
-
-class BufferedTransport(StringTransportWithDisconnection):
-    """A string transport with FileDescriptor's queue attributes and a socket."""
-
-    socket = FakeSocket(0)
-    dataBuffer = b""
-    offset = 0
-    _tempDataLen = 0
-
-
 class DirectWriteTests(SynchronousTestCase):
-    """Messages go straight to the socket only when nothing is queued."""
+    """Messages go out through L{echotwist.fastpath.sendNow}."""
 
-    def connect(self, room: int) -> tuple[LoadConnection, BufferedTransport]:
-        """A connection whose transport has a fake socket with C{room}."""
+    def connect(self, room: int | None) -> tuple[LoadConnection, FakeSocket, Client]:
+        """A connection on a real C{tcp.Client} over a fake socket."""
         _reactor, run = startRun()
         connection = LoadConnection(run, 0, run.newCid())
-        transport = BufferedTransport()
-        transport.socket = FakeSocket(room)
-        transport.protocol = connection
+        socket = FakeSocket(room)
+        transport = client(socket, connection)
         connection.makeConnection(transport)
-        return connection, transport
+        return connection, socket, transport
 
     def test_direct(self) -> None:
         """With nothing queued, the whole message is sent on the socket."""
-        connection, transport = self.connect(room=100)
+        connection, socket, transport = self.connect(room=None)
         connection.write(b"hello")
-        self.assertEqual((transport.socket.sent, transport.value()), (b"hello", b""))
+        self.assertEqual((socket.sent, transport._tempDataLen), (b"hello", 0))
 
     def test_partial(self) -> None:
         """What the socket does not take is queued on the transport."""
-        connection, transport = self.connect(room=2)
+        connection, socket, transport = self.connect(room=2)
         connection.write(b"hello")
-        self.assertEqual((transport.socket.sent, transport.value()), (b"he", b"llo"))
+        self.assertEqual((socket.sent, transport._tempDataLen), (b"he", 3))
 
     def test_queued(self) -> None:
         """With bytes queued in the transport, the transport keeps the order."""
-        connection, transport = self.connect(room=100)
-        transport._tempDataLen = 3
+        connection, socket, transport = self.connect(room=None)
+        transport.write(b"abc")
         connection.write(b"hello")
-        self.assertEqual((transport.socket.sent, transport.value()), (b"", b"hello"))
+        self.assertEqual((socket.sent, transport._tempDataLen), (b"", 8))
