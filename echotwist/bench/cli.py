@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, TextIO, cast
 
 from hdrh.histogram import HdrHistogram
 from twisted.internet import task
@@ -85,6 +85,9 @@ def buildParser() -> argparse.ArgumentParser:
     """The command line of C{python -m echotwist.bench}."""
     parser = argparse.ArgumentParser(
         prog="python -m echotwist.bench",
+        # Abbreviations would slip past the parent's filtering of the
+        # options it handles itself (--proc, --hl) into every child.
+        allow_abbrev=False,
         description=(
             "Load an RFC 862 echo server and report verified echoes/s and"
             " latency percentiles.  'python -m echotwist.bench merge --help'"
@@ -158,6 +161,7 @@ def buildMergeParser() -> argparse.ArgumentParser:
     """The command line of C{python -m echotwist.bench merge}."""
     parser = argparse.ArgumentParser(
         prog="python -m echotwist.bench merge",
+        allow_abbrev=False,
         description="Merge HDR interval logs of runs made at the same time.",
     )
     parser.add_argument("logs", nargs="+", metavar="FILE")
@@ -207,8 +211,30 @@ def checkOptions(args: argparse.Namespace) -> None:
         raise UsageError(f"--size: at most {MAX_SIZE}")
     if args.processes > args.connections:
         raise UsageError("--processes: at most one process per connection")
-    if args.plot is not None and not args.plot.lower().endswith(".png"):
+    checkPlot(args.plot)
+    if args.hlog is not None:
+        checkDirectory(args.hlog, "--hlog")
+
+
+def checkPlot(path: str | None) -> None:
+    """Reject a C{--plot} file that is not a .png or cannot be written."""
+    if path is None:
+        return
+    if not path.lower().endswith(".png"):
         raise UsageError("--plot: the file name must end in .png")
+    checkDirectory(path, "--plot")
+
+
+def checkDirectory(path: str, option: str) -> None:
+    """Reject C{path} before the run if its directory cannot take a new file.
+
+    A run can last long; finding out only when it is written would lose it.
+    """
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option}: no directory {directory!r}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: cannot write in {directory!r}")
 
 
 def raiseFileLimit(connections: int) -> None:
@@ -430,14 +456,11 @@ def _childArguments(argv: Sequence[str]) -> list[str]:
 
 
 def emit(results: Results, args: argparse.Namespace) -> None:
-    """Print the report (text or JSON), plot it if asked; exit 1 on errors."""
-    if args.plot is not None:
-        from echotwist.bench.plot import PlotUnavailable, plotLatency
+    """Print the report (text or JSON), then plot it if asked; exit 1 on errors.
 
-        try:
-            plotLatency(results, args.plot)
-        except PlotUnavailable as e:
-            fail(str(e))
+    The report comes first so that a plot that cannot be drawn or written
+    does not lose the run.
+    """
     if getattr(args, "child", False):
         report = results.toJSON()
         report["histogram"] = encodeHistogram(results.histogram)
@@ -449,6 +472,15 @@ def emit(results: Results, args: argparse.Namespace) -> None:
     else:
         sys.stdout.write("\n".join(formatReport(results)) + "\n")
     sys.stdout.flush()
+    if args.plot is not None:
+        from echotwist.bench.plot import PlotUnavailable, plotLatency
+
+        try:
+            plotLatency(results, args.plot)
+        except PlotUnavailable as e:
+            fail(str(e))
+        except OSError as e:
+            fail(f"cannot write {args.plot}: {e.strerror or e}")
     errors = sum(results.errors.values())
     if errors and not getattr(args, "child", False):
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(results.errors.items()))
@@ -458,7 +490,12 @@ def emit(results: Results, args: argparse.Namespace) -> None:
 async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
     """Run the bench (or C{merge}) with C{argv} (without the program name)."""
     if argv and argv[0] == "merge":
-        mergeArgs = buildMergeParser().parse_args(list(argv[1:]))
+        mergeParser = buildMergeParser()
+        mergeArgs = mergeParser.parse_args(list(argv[1:]))
+        try:
+            checkPlot(mergeArgs.plot)
+        except UsageError as e:
+            mergeParser.error(str(e))
         try:
             merged = mergeLogs(mergeArgs.logs)
         except BadLog as e:
@@ -475,9 +512,11 @@ async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
     except UsageError as e:
         parser.error(str(e))
     if args.processes > 1:
+        # Opened before the children start: a bad path must not cost the run.
+        logFile = _openLog(args.hlog) if args.hlog is not None else None
         results = await runProcesses(args, argv)
-        if args.hlog is not None:
-            _writeMergedLog(args.hlog, results)
+        if logFile is not None:
+            _writeMergedLog(logFile, results)
     else:
         raiseFileLimit(args.connections)
         results = await runOnce(reactor, args, address)
@@ -485,15 +524,23 @@ async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
     emit(results, args)
 
 
-def _writeMergedLog(path: str, results: Results) -> None:
+def _openLog(path: str) -> TextIO:
+    """Open C{path} for an interval log, or fail with one line."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror}")
+
+
+def _writeMergedLog(logFile: TextIO, results: Results) -> None:
     """With --processes, log the merged run as one interval."""
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            log = IntervalLogWriter(f, time.time() - results.seconds)
+        with logFile:
+            log = IntervalLogWriter(logFile, time.time() - results.seconds)
             log.interval(results.histogram, 0, results.seconds)
             log.finish(results)
     except OSError as e:
-        fail(f"cannot write {path}: {e.strerror}")
+        fail(f"cannot write {logFile.name}: {e.strerror}")
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

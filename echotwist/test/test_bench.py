@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.internet.tcp import Client
 from twisted.internet.testing import (
@@ -16,13 +20,17 @@ from twisted.internet.testing import (
 )
 from twisted.trial.unittest import SynchronousTestCase
 
+from echotwist.bench import cli, plot
 from echotwist.bench.cli import (
     UsageError,
     _childArguments,
+    buildMergeParser,
     buildParser,
     checkOptions,
     decodeHistogram,
+    emit,
     encodeHistogram,
+    main,
     sourceAddresses,
     splitEvenly,
 )
@@ -448,6 +456,101 @@ class CommandLineTests(SynchronousTestCase):
         ):
             self.assertRaises(UsageError, checkOptions, parser.parse_args(arguments))
         checkOptions(parser.parse_args(["--rate", "10", "--plot", "x.png", "h"]))
+
+
+class OutputCapture:
+    """Standard output and error of the code under test, as strings."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+        case.patch(sys, "stdout", self.out)
+        case.patch(sys, "stderr", self.err)
+
+
+def runMain(
+    case: SynchronousTestCase, argv: list[str], reactor: object = None
+) -> Deferred[None]:
+    """Start L{main} on a memory reactor (or C{reactor})."""
+    return Deferred.fromCoroutine(
+        main(cast(IReactorTime, reactor or MemoryReactorClock()), argv)
+    )
+
+
+class CommandLineErrorTests(SynchronousTestCase):
+    """Bad options and unwritable files fail early, with one line."""
+
+    def exitCode(self, d: Deferred[None]) -> object:
+        """The exit code C{d} failed with (it must fail with SystemExit)."""
+        return self.failureResultOf(d, SystemExit).value.code
+
+    def test_abbreviationsRejected(self) -> None:
+        """Abbreviated options are usage errors, not passed on to children."""
+        output = OutputCapture(self)
+        for option, value in (("--proc", "2"), ("--hl", "x.log"), ("--pl", "x.png")):
+            with self.assertRaises(SystemExit) as raised:
+                buildParser().parse_args(["127.0.0.1", "7", option, value])
+            self.assertEqual(raised.exception.code, 2)
+            self.assertIn(f"unrecognized arguments: {option}", output.err.getvalue())
+        with self.assertRaises(SystemExit):
+            buildMergeParser().parse_args(["--pl", "x.png", "a.log"])
+        self.assertIn("unrecognized arguments: --pl", output.err.getvalue())
+
+    def test_plotDirectoryChecked(self) -> None:
+        """A --plot or --hlog file in a missing directory is a usage error."""
+        parser = buildParser()
+        missing = os.path.join(self.mktemp(), "x")
+        for arguments in (
+            ["--plot", missing + ".png", "h"],
+            ["--hlog", missing + ".log", "h"],
+        ):
+            self.assertRaises(UsageError, checkOptions, parser.parse_args(arguments))
+
+    def test_mergePlotDirectoryChecked(self) -> None:
+        """C{merge --plot} into a missing directory exits 2 before merging."""
+        output = OutputCapture(self)
+        plot = os.path.join(self.mktemp(), "x.png")
+        d = runMain(self, ["merge", "--plot", plot, "no-such.log"])
+        self.assertEqual(self.exitCode(d), 2)
+        self.assertIn("--plot: no directory", output.err.getvalue())
+
+    def test_reportSurvivesPlotError(self) -> None:
+        """A plot that cannot be written still leaves the report; one line, exit 1."""
+        output = OutputCapture(self)
+
+        def unwritable(results: Results, path: str) -> None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+
+        self.patch(plot, "plotLatency", unwritable)
+        results = Results("pingpong", 1, 8, 1.0, 0, newHistogram())
+        args = buildParser().parse_args(["--json", "--plot", "x.png", "h"])
+        with self.assertRaises(SystemExit) as raised:
+            emit(results, args)
+        self.assertEqual(raised.exception.code, 1)
+        self.assertEqual(json.loads(output.out.getvalue())["mode"], "pingpong")
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: cannot write x.png: No such file or directory\n",
+        )
+
+    def test_processesLogOpenedBeforeChildren(self) -> None:
+        """With --processes, an --hlog that cannot be opened fails before any child."""
+        output = OutputCapture(self)
+        started: list[object] = []
+
+        async def noChildren(*arguments: object) -> Results:
+            started.append(arguments)
+            raise AssertionError("children started")
+
+        self.patch(cli, "runProcesses", noChildren)
+        directory = self.mktemp()
+        os.mkdir(directory)
+        d = runMain(
+            self, ["--processes", "2", "-c", "2", "--hlog", directory, "127.0.0.1"]
+        )
+        self.assertEqual(self.exitCode(d), 1)
+        self.assertEqual(started, [])
+        self.assertIn(f"cannot write {directory}", output.err.getvalue())
 
 
 class HistogramTests(SynchronousTestCase):
