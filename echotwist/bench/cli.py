@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TextIO, cast
 from hdrh.histogram import HdrHistogram
 from twisted.internet import task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs
@@ -324,12 +324,29 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-async def resolve(reactor: IReactorTime, host: str) -> str:
-    """The address of C{host}: an IP literal as is, a name via the reactor."""
+async def resolve(reactor: IReactorTime, host: str, timeout: float) -> str:
+    """The address of C{host}: an IP literal as is, a name via the reactor.
+
+    A name IDNA cannot encode (an empty or over-long label, bytes that are
+    not text) never reaches the resolver, which would fail outside the
+    returned Deferred and leave it waiting forever; a lookup gets
+    C{timeout} seconds.  Every failure is one line and exit 1.
+    """
     if isIPAddress(host) or isIPv6Address(host):
         return host
     try:
-        return await cast(IReactorCore, reactor).resolve(host)
+        host.encode("idna")
+    except UnicodeError:
+        fail(f"unknown host {host!r}")
+    try:
+        lookup = cast(IReactorCore, reactor).resolve(host)
+    except Exception:
+        fail(f"unknown host {host!r}")
+    lookup.addTimeout(timeout, reactor)
+    try:
+        return await lookup
+    except TimeoutError:
+        fail(f"cannot resolve {host!r}: no answer in {timeout:g} s")
     except Exception:
         fail(f"unknown host {host!r}")
 
@@ -507,7 +524,7 @@ async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
     args = parser.parse_args(list(argv))
     try:
         checkOptions(args)
-        address = await resolve(reactor, args.host)
+        address = await resolve(reactor, args.host, args.timeout)
         sourceAddresses(address, args.mode, args.connections, args.sources)
     except UsageError as e:
         parser.error(str(e))

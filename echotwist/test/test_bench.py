@@ -7,10 +7,12 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.internet.tcp import Client
@@ -31,6 +33,7 @@ from echotwist.bench.cli import (
     emit,
     encodeHistogram,
     main,
+    resolve,
     sourceAddresses,
     splitEvenly,
 )
@@ -551,6 +554,66 @@ class CommandLineErrorTests(SynchronousTestCase):
         self.assertEqual(self.exitCode(d), 1)
         self.assertEqual(started, [])
         self.assertIn(f"cannot write {directory}", output.err.getvalue())
+
+
+class FakeResolvingReactor(MemoryReactorClock):
+    """A memory reactor whose C{resolve} records names and never answers."""
+
+    def __init__(self) -> None:
+        # Twisted leaves MemoryReactorClock.__init__ unannotated.
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.lookups: list[tuple[str, Deferred[str]]] = []
+
+    def resolve(
+        self, name: str, timeout: Sequence[int] = (1, 3, 11, 45)
+    ) -> Deferred[str]:
+        """Record the lookup; the test decides when and how it ends."""
+        d: Deferred[str] = Deferred()
+        self.lookups.append((name, d))
+        return d
+
+
+class ResolveTests(SynchronousTestCase):
+    """Host names that cannot be resolved end the run with one line, exit 1."""
+
+    def test_badNamesNeverReachTheResolver(self) -> None:
+        """Empty or over-long labels and undecodable bytes: one line, exit 1."""
+        output = OutputCapture(self)
+        reactor = FakeResolvingReactor()
+        for host in ("foo..bar", "a" * 70 + ".example", "h\udcff.example"):
+            d = Deferred.fromCoroutine(resolve(reactor, host, 5.0))
+            self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertEqual(reactor.lookups, [])
+        lines = output.err.getvalue().splitlines()
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(lines[0], "echotwist.bench: error: unknown host 'foo..bar'")
+
+    def test_lookupTimesOut(self) -> None:
+        """A lookup without an answer fails after --timeout seconds."""
+        output = OutputCapture(self)
+        reactor = FakeResolvingReactor()
+        d = runMain(self, ["--timeout", "2", "-d", "1", "server.test"], reactor)
+        self.assertEqual([name for name, _ in reactor.lookups], ["server.test"])
+        reactor.advance(1.9)
+        self.assertNoResult(d)
+        reactor.advance(0.2)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: cannot resolve 'server.test': no answer in 2 s\n",
+        )
+
+    def test_lookupFails(self) -> None:
+        """A failed lookup is one line naming the host, exit 1."""
+        output = OutputCapture(self)
+        reactor = FakeResolvingReactor()
+        d = runMain(self, ["server.test"], reactor)
+        reactor.lookups[0][1].errback(DNSLookupError("server.test"))
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: unknown host 'server.test'\n",
+        )
 
 
 class HistogramTests(SynchronousTestCase):
