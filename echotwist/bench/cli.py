@@ -11,22 +11,34 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ipaddress
 import json
 import math
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TextIO, cast
+from types import FrameType
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 from hdrh.histogram import HdrHistogram
 from twisted.internet import task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorProcess,
+    IReactorThreads,
+    IReactorTime,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs
 from echotwist.bench.load import (
@@ -34,6 +46,7 @@ from echotwist.bench.load import (
     LoadConfig,
     LoadRun,
     SetupError,
+    resultsOf,
     runConnect,
     runHold,
     runPingpong,
@@ -318,10 +331,119 @@ class Progress:
         self.live.stop()
 
 
+class Interrupt:
+    """SIGINT and SIGTERM as a Deferred, instead of a silent reactor stop.
+
+    Twisted's own handlers stop the reactor, and L{task.react} then exits 0
+    with nothing printed.  These replace them once the reactor runs (it
+    installs its own during startup), so the run can report what it
+    measured, stop its children, and exit 128 + the signal number.
+    """
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self.reactor = reactor
+        self.signalled: Deferred[int] = Deferred()
+
+    def install(self) -> None:
+        """Take over SIGINT and SIGTERM."""
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self.handle)
+
+    def handle(self, number: int, frame: FrameType | None) -> None:
+        """A signal handler: hand the signal to the reactor thread."""
+        cast(IReactorThreads, self.reactor).callFromThread(self.fire, number)
+
+    def fire(self, number: int) -> None:
+        """Signal C{number} arrived (the first one counts)."""
+        if not self.signalled.called:
+            self.signalled.callback(number)
+
+
+def watchParent(stream: BinaryIO, interrupt: Interrupt) -> threading.Thread:
+    """In a C{--child}: end as if by SIGTERM once the parent's pipe closes.
+
+    The parent keeps the child's standard input open; it closes when the
+    parent exits, however it exits (even by SIGKILL), so a child never
+    outlives it.  A blocking read in a daemon thread is the plain way to
+    see that end without taking standard output away from C{print}.
+    """
+    reactor = cast(IReactorThreads, interrupt.reactor)
+
+    def read() -> None:
+        try:
+            while stream.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        reactor.callFromThread(interrupt.fire, signal.SIGTERM)
+
+    watcher = threading.Thread(target=read, name="watch-parent", daemon=True)
+    watcher.start()
+    return watcher
+
+
+class Measured:
+    """What the run has measured so far, for a report after an interrupt."""
+
+    def __init__(self) -> None:
+        self.run: LoadRun | None = None
+        self.seconds = 0.0
+        self.children: list[ChildProcess] = []
+
+    def observe(
+        self,
+        batch: HdrHistogram,
+        uncorrected: HdrHistogram | None,
+        start: float,
+        end: float,
+        run: LoadRun,
+    ) -> None:
+        """An interval observer: remember the run and its measured time."""
+        self.run, self.seconds = run, end
+
+    def partial(self) -> Results | None:
+        """The results of the intervals completed, if any."""
+        if self.run is None or self.seconds <= 0:
+            return None
+        return resultsOf(self.run, self.seconds)
+
+
+class ChildProcess(ProcessProtocol):
+    """A C{--child} load process: its output, and a way to stop it."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.ended: Deferred[tuple[bytes, bytes]] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        """Collect the child's JSON report."""
+        self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        """Collect the child's error lines."""
+        self.err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        """The child is gone: hand over what it wrote."""
+        self.ended.callback((b"".join(self.out), b"".join(self.err)))
+
+    def stop(self, number: int) -> None:
+        """Pass signal C{number} on to the child, if it still runs."""
+        if self.transport is not None and not self.ended.called:
+            with contextlib.suppress(ProcessExitedAlready):
+                self.transport.signalProcess(number)
+
+
 def fail(message: str) -> NoReturn:
     """Print C{message} as one error line on standard error and exit 1."""
+    fail_(message, 1)
+
+
+def fail_(message: str, code: int) -> NoReturn:
+    """Print C{message} as one error line on standard error and exit C{code}."""
     sys.stderr.write(f"echotwist.bench: error: {message}\n")
-    raise SystemExit(1)
+    raise SystemExit(code)
 
 
 async def resolve(reactor: IReactorTime, host: str, timeout: float) -> str:
@@ -352,7 +474,10 @@ async def resolve(reactor: IReactorTime, host: str, timeout: float) -> str:
 
 
 async def runOnce(
-    reactor: IReactorTime, args: argparse.Namespace, address: str
+    reactor: IReactorTime,
+    args: argparse.Namespace,
+    address: str,
+    measured: Measured | None = None,
 ) -> Results:
     """One load process: run the mode, with log and progress as asked."""
     config = LoadConfig(
@@ -370,6 +495,8 @@ async def runOnce(
         interval=args.interval,
     )
     observers: list[IntervalObserver] = []
+    if measured is not None:
+        observers.append(measured.observe)
     logFile = None
     if args.hlog is not None:
         try:
@@ -416,27 +543,30 @@ async def runOnce(
     return results
 
 
-async def runProcesses(args: argparse.Namespace, argv: Sequence[str]) -> Results:
+async def runProcesses(
+    args: argparse.Namespace, argv: Sequence[str], measured: Measured | None = None
+) -> Results:
     """Run C{--processes} children, each with its share, and merge them."""
-    from twisted.internet.utils import getProcessOutputAndValue
-
+    reactor = cast(IReactorProcess, args.reactor)
     shares = splitEvenly(args.connections, args.processes)
     base = _childArguments(argv)
-    runs = []
+    children = measured.children if measured is not None else []
     for share in shares:
         childArgv = [*base, "--child", "--connections", str(share)]
         if args.rate is not None:
             childArgv += ["--rate", repr(args.rate * share / args.connections)]
-        runs.append(
-            getProcessOutputAndValue(
-                sys.executable,
-                ["-m", "echotwist.bench", *childArgv],
-                env=dict(os.environ),
-            )
+        child = ChildProcess()
+        # Standard input stays an open pipe: the child ends when it closes.
+        reactor.spawnProcess(
+            child,
+            sys.executable,
+            [sys.executable, "-m", "echotwist.bench", *childArgv],
+            env=dict(os.environ),
         )
+        children.append(child)
     merged: Results | None = None
-    for running in runs:
-        out, err, _code = await running
+    for child in children:
+        out, err = await child.ended
         try:
             report = json.loads(out.decode("utf-8"))
             results = resultsFromChild(report)
@@ -478,17 +608,7 @@ def emit(results: Results, args: argparse.Namespace) -> None:
     The report comes first so that a plot that cannot be drawn or written
     does not lose the run.
     """
-    if getattr(args, "child", False):
-        report = results.toJSON()
-        report["histogram"] = encodeHistogram(results.histogram)
-        if results.uncorrected is not None:
-            report["uncorrected_histogram"] = encodeHistogram(results.uncorrected)
-        sys.stdout.write(json.dumps(report) + "\n")
-    elif args.json:
-        sys.stdout.write(json.dumps(results.toJSON(), sort_keys=False) + "\n")
-    else:
-        sys.stdout.write("\n".join(formatReport(results)) + "\n")
-    sys.stdout.flush()
+    writeReport(results, args)
     if args.plot is not None:
         from echotwist.bench.plot import PlotUnavailable, plotLatency
 
@@ -504,8 +624,29 @@ def emit(results: Results, args: argparse.Namespace) -> None:
         fail(f"{errors} errors ({kinds})")
 
 
-async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
-    """Run the bench (or C{merge}) with C{argv} (without the program name)."""
+def writeReport(results: Results, args: argparse.Namespace) -> None:
+    """Print the report: text, JSON, or a child's JSON with histograms."""
+    if getattr(args, "child", False):
+        report = results.toJSON()
+        report["histogram"] = encodeHistogram(results.histogram)
+        if results.uncorrected is not None:
+            report["uncorrected_histogram"] = encodeHistogram(results.uncorrected)
+        sys.stdout.write(json.dumps(report) + "\n")
+    elif args.json:
+        sys.stdout.write(json.dumps(results.toJSON(), sort_keys=False) + "\n")
+    else:
+        sys.stdout.write("\n".join(formatReport(results)) + "\n")
+    sys.stdout.flush()
+
+
+async def main(
+    reactor: IReactorTime, argv: Sequence[str], interrupt: Interrupt | None = None
+) -> None:
+    """Run the bench (or C{merge}) with C{argv} (without the program name).
+
+    C{interrupt} defaults to one that takes over SIGINT and SIGTERM once
+    the reactor runs; tests pass their own and fire it.
+    """
     if argv and argv[0] == "merge":
         mergeParser = buildMergeParser()
         mergeArgs = mergeParser.parse_args(list(argv[1:]))
@@ -522,6 +663,54 @@ async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
         return
     parser = buildParser()
     args = parser.parse_args(list(argv))
+    args.reactor = reactor
+    if interrupt is None:
+        interrupt = Interrupt(reactor)
+        cast(IReactorCore, reactor).callWhenRunning(interrupt.install)
+        if args.child:
+            watchParent(sys.stdin.buffer, interrupt)
+    measured = Measured()
+    work = Deferred.fromCoroutine(bench(reactor, parser, args, argv, measured))
+    # Whichever comes first: the run's end (or failure) or a signal.
+    first: Deferred[tuple[int | None, object]] = Deferred()
+
+    def settle(number: int | None, result: object = None) -> None:
+        if not first.called:
+            first.callback((number, result))
+
+    def finished(result: object) -> None:
+        settle(None, result)
+
+    work.addBoth(finished)
+    interrupt.signalled.addCallback(settle)
+    number, result = await first
+    if number is None:
+        if isinstance(result, Failure):
+            result.raiseException()
+        return
+    for child in measured.children:
+        child.stop(number)
+    # The run is left as it is, not cancelled: cancelling would make it
+    # report a failed setup; its connections close as the reactor stops.
+    results = measured.partial()
+    if measured.run is not None:
+        measured.run.finish()
+    name = signal.Signals(number).name
+    if results is None:
+        fail_(f"interrupted by {name} before anything was measured", 128 + number)
+    results.machine = machineContext(type(reactor).__name__)
+    writeReport(results, args)
+    fail_(f"interrupted by {name}: report of {results.seconds:.1f} s", 128 + number)
+
+
+async def bench(
+    reactor: IReactorTime,
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    measured: Measured,
+) -> None:
+    """Check, resolve, run and report: the bench proper."""
     try:
         checkOptions(args)
         address = await resolve(reactor, args.host, args.timeout)
@@ -531,12 +720,12 @@ async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
     if args.processes > 1:
         # Opened before the children start: a bad path must not cost the run.
         logFile = _openLog(args.hlog) if args.hlog is not None else None
-        results = await runProcesses(args, argv)
+        results = await runProcesses(args, argv, measured)
         if logFile is not None:
             _writeMergedLog(logFile, results)
     else:
         raiseFileLimit(args.connections)
-        results = await runOnce(reactor, args, address)
+        results = await runOnce(reactor, args, address, measured)
     results.machine = machineContext(type(reactor).__name__)
     emit(results, args)
 

@@ -453,7 +453,8 @@ async def measure(
             return now - start
 
 
-def _results(run: LoadRun, seconds: float, echoes: int | None = None) -> Results:
+def resultsOf(run: LoadRun, seconds: float, echoes: int | None = None) -> Results:
+    """What C{run} has measured in C{seconds} (so far, if it is still going)."""
     config = run.config
     histogram = run.recorder.histogram
     return Results(
@@ -495,7 +496,7 @@ async def runPingpong(
         seconds = await measure(run, reactor, observer, config.warmup)
     finally:
         run.finish()
-    return _results(run, seconds)
+    return resultsOf(run, seconds)
 
 
 class TransactionConnection(Protocol):
@@ -649,7 +650,7 @@ async def runConnect(
         seconds = await measure(run, reactor, observer, config.warmup)
     finally:
         run.finish()
-    return _results(run, seconds)
+    return resultsOf(run, seconds)
 
 
 async def runHold(
@@ -714,4 +715,4 @@ async def runHold(
         for factory in factories:
             if factory.connection is not None:
                 factory.connection.end(None)
-    return _results(run, seconds, echoes=len(holding))
+    return resultsOf(run, seconds, echoes=len(holding))

@@ -5,25 +5,30 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import DNSLookupError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.error import DNSLookupError, ProcessDone
+from twisted.internet.interfaces import IProcessTransport, IReactorTime
 from twisted.internet.task import Clock
 from twisted.internet.tcp import Client
 from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransportWithDisconnection,
 )
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.bench import cli, plot
 from echotwist.bench.cli import (
+    ChildProcess,
+    Interrupt,
     UsageError,
     _childArguments,
     buildMergeParser,
@@ -36,6 +41,7 @@ from echotwist.bench.cli import (
     resolve,
     sourceAddresses,
     splitEvenly,
+    watchParent,
 )
 from echotwist.bench.content import Payload, classifyMismatch, mix
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs, readLog
@@ -472,12 +478,14 @@ class OutputCapture:
 
 
 def runMain(
-    case: SynchronousTestCase, argv: list[str], reactor: object = None
+    case: SynchronousTestCase,
+    argv: list[str],
+    reactor: object = None,
+    interrupt: Interrupt | None = None,
 ) -> Deferred[None]:
-    """Start L{main} on a memory reactor (or C{reactor})."""
-    return Deferred.fromCoroutine(
-        main(cast(IReactorTime, reactor or MemoryReactorClock()), argv)
-    )
+    """Start L{main} on a memory reactor (or C{reactor}); no signal handlers."""
+    clock = cast(IReactorTime, reactor or MemoryReactorClock())
+    return Deferred.fromCoroutine(main(clock, argv, interrupt or Interrupt(clock)))
 
 
 class CommandLineErrorTests(SynchronousTestCase):
@@ -614,6 +622,131 @@ class ResolveTests(SynchronousTestCase):
             output.err.getvalue(),
             "echotwist.bench: error: unknown host 'server.test'\n",
         )
+
+
+class FakeProcessTransport:
+    """A child process transport that records the signals it is sent."""
+
+    def __init__(self) -> None:
+        self.signals: list[int | str] = []
+
+    def signalProcess(self, number: int | str) -> None:
+        """Record the signal."""
+        self.signals.append(number)
+
+
+class ProcessReactor(MemoryReactorClock):
+    """A memory reactor that records child processes instead of starting them."""
+
+    def __init__(self) -> None:
+        # Twisted leaves MemoryReactorClock.__init__ unannotated.
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.processes: list[tuple[ChildProcess, list[str], FakeProcessTransport]] = []
+        self.fromThread: list[tuple[object, tuple[object, ...]]] = []
+
+    def spawnProcess(
+        self, protocol: ChildProcess, executable: str, args: list[str], **kw: object
+    ) -> FakeProcessTransport:
+        """Record the child; give its protocol a fake transport."""
+        transport = FakeProcessTransport()
+        protocol.makeConnection(cast(IProcessTransport, transport))
+        self.processes.append((protocol, args, transport))
+        return transport
+
+    def callFromThread(self, f: object, *args: object) -> None:
+        """Record the call, as a thread would queue it."""
+        self.fromThread.append((f, args))
+
+
+class InterruptTests(SynchronousTestCase):
+    """SIGINT and SIGTERM end a run with a report (or one line) and 128 + N."""
+
+    def startPingpong(
+        self, reactor: MemoryReactorClock
+    ) -> tuple[Deferred[None], Interrupt]:
+        """Start a pingpong run on C{reactor} whose clock also times it."""
+        self.patch(time, "perf_counter", reactor.seconds)
+        interrupt = Interrupt(reactor)
+        argv = ["--json", "-c", "2", "-w", "0", "-d", "10", "127.0.0.1", "9"]
+        return runMain(self, argv, reactor, interrupt), interrupt
+
+    def test_beforeMeasuring(self) -> None:
+        """Interrupted while connecting: one line, exit 130, nothing on stdout."""
+        output = OutputCapture(self)
+        reactor = MemoryReactorClock()
+        d, interrupt = self.startPingpong(reactor)
+        self.assertEqual(len(reactor.tcpClients), 2)
+        interrupt.fire(signal.SIGINT)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 130)
+        self.assertEqual(output.out.getvalue(), "")
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: interrupted by SIGINT before anything was"
+            " measured\n",
+        )
+
+    def test_partialReport(self) -> None:
+        """Interrupted after measuring: the report of what was measured, exit 143."""
+        output = OutputCapture(self)
+        reactor = MemoryReactorClock()
+        d, interrupt = self.startPingpong(reactor)
+        for _host, _port, factory, _timeout, _bind in reactor.tcpClients:
+            protocol = factory.buildProtocol(None)
+            assert protocol is not None
+            transport = StringTransportWithDisconnection()
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+        reactor.advance(0)
+        reactor.advance(1.0)
+        reactor.advance(1.0)
+        self.assertNoResult(d)
+        interrupt.fire(signal.SIGTERM)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 143)
+        report = json.loads(output.out.getvalue())
+        self.assertEqual((report["mode"], report["seconds"]), ("pingpong", 2.0))
+        self.assertIn("interrupted by SIGTERM", output.err.getvalue())
+
+    def test_childrenSignalled(self) -> None:
+        """With --processes, the parent passes the signal on to every child."""
+        output = OutputCapture(self)
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        argv = ["--processes", "2", "-c", "2", "-d", "10", "127.0.0.1", "9"]
+        d = runMain(self, argv, reactor, interrupt)
+        self.assertEqual(len(reactor.processes), 2)
+        interrupt.fire(signal.SIGINT)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 130)
+        self.assertEqual(
+            [transport.signals for _, _, transport in reactor.processes],
+            [[signal.SIGINT], [signal.SIGINT]],
+        )
+        self.assertIn("interrupted by SIGINT", output.err.getvalue())
+
+    def test_endedChildNotSignalled(self) -> None:
+        """A child that has already ended is not signalled."""
+        child = ChildProcess()
+        transport = FakeProcessTransport()
+        child.makeConnection(cast(IProcessTransport, transport))
+        child.processEnded(Failure(ProcessDone(0)))
+        child.stop(signal.SIGTERM)
+        self.assertEqual(transport.signals, [])
+
+    def test_childEndsWithItsParent(self) -> None:
+        """A child sees its standard input close and stops as if by SIGTERM."""
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        watcher = watchParent(io.BytesIO(b"anything"), interrupt)
+        watcher.join(10)
+        self.assertFalse(watcher.is_alive())
+        self.assertEqual(reactor.fromThread, [(interrupt.fire, (signal.SIGTERM,))])
+
+    def test_signalHandedToReactorThread(self) -> None:
+        """The signal handler only queues the signal for the reactor thread."""
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        interrupt.handle(signal.SIGINT, None)
+        self.assertNoResult(interrupt.signalled)
+        self.assertEqual(reactor.fromThread, [(interrupt.fire, (signal.SIGINT,))])
 
 
 class HistogramTests(SynchronousTestCase):
