@@ -216,6 +216,22 @@ def sourceAddresses(
     return tuple(str(first + i) for i in range(requested))
 
 
+def rejectUnknownOptions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Name an unknown long option (C{--proc}) as the usage error.
+
+    Without this, argparse takes the unknown option's value for the host
+    and reports a confusing error about the port instead.
+    """
+    # argparse has no public list of its option strings.
+    known = {name for action in parser._actions for name in action.option_strings}
+    for argument in argv:
+        if argument == "--":
+            return
+        name = argument.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            parser.error(f"unrecognized option {name}")
+
+
 def checkOptions(args: argparse.Namespace) -> None:
     """Reject option combinations that make no sense."""
     if args.rate is not None and args.mode != "pingpong":
@@ -662,6 +678,7 @@ async def main(
         emit(merged, mergeArgs)
         return
     parser = buildParser()
+    rejectUnknownOptions(parser, argv)
     args = parser.parse_args(list(argv))
     args.reactor = reactor
     if interrupt is None:

@@ -505,6 +505,12 @@ class CommandLineErrorTests(SynchronousTestCase):
             self.assertIn(f"unrecognized arguments: {option}", output.err.getvalue())
         with self.assertRaises(SystemExit):
             buildMergeParser().parse_args(["--pl", "x.png", "a.log"])
+        d = runMain(self, ["--proc", "2", "127.0.0.1", "7"])
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 2)
+        self.assertEqual(
+            output.err.getvalue().splitlines()[-1],
+            "python -m echotwist.bench: error: unrecognized option --proc",
+        )
         self.assertIn("unrecognized arguments: --pl", output.err.getvalue())
 
     def test_plotDirectoryChecked(self) -> None:
