@@ -560,10 +560,12 @@ async def runOnce(
 
 
 async def runProcesses(
-    args: argparse.Namespace, argv: Sequence[str], measured: Measured | None = None
+    reactor: IReactorTime,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    measured: Measured | None = None,
 ) -> Results:
     """Run C{--processes} children, each with its share, and merge them."""
-    reactor = cast(IReactorProcess, args.reactor)
     shares = splitEvenly(args.connections, args.processes)
     base = _childArguments(argv)
     children = measured.children if measured is not None else []
@@ -573,7 +575,7 @@ async def runProcesses(
             childArgv += ["--rate", repr(args.rate * share / args.connections)]
         child = ChildProcess()
         # Standard input stays an open pipe: the child ends when it closes.
-        reactor.spawnProcess(
+        cast(IReactorProcess, reactor).spawnProcess(
             child,
             sys.executable,
             [sys.executable, "-m", "echotwist.bench", *childArgv],
@@ -680,7 +682,6 @@ async def main(
     parser = buildParser()
     rejectUnknownOptions(parser, argv)
     args = parser.parse_args(list(argv))
-    args.reactor = reactor
     if interrupt is None:
         interrupt = Interrupt(reactor)
         cast(IReactorCore, reactor).callWhenRunning(interrupt.install)
@@ -737,7 +738,7 @@ async def bench(
     if args.processes > 1:
         # Opened before the children start: a bad path must not cost the run.
         logFile = _openLog(args.hlog) if args.hlog is not None else None
-        results = await runProcesses(args, argv, measured)
+        results = await runProcesses(reactor, args, argv, measured)
         if logFile is not None:
             _writeMergedLog(logFile, results)
     else:
