@@ -62,6 +62,8 @@ PER_SOURCE = 25000
 # TIME_WAIT sockets its closes leave behind do not use up one address.
 CONNECT_SOURCES = 8
 MAX_SIZE = 1 << 20
+# Seconds interrupted load processes get to print what they measured.
+CHILD_GRACE = 10.0
 
 
 class UsageError(Exception):
@@ -690,35 +692,66 @@ async def main(
     measured = Measured()
     work = Deferred.fromCoroutine(bench(reactor, parser, args, argv, measured))
     # Whichever comes first: the run's end (or failure) or a signal.
-    first: Deferred[tuple[int | None, object]] = Deferred()
+    first: Deferred[int | None] = Deferred()
+    done: Deferred[None] = Deferred()
+    outcome: list[object] = []
 
-    def settle(number: int | None, result: object = None) -> None:
+    def settle(number: int | None) -> None:
         if not first.called:
-            first.callback((number, result))
+            first.callback(number)
 
     def finished(result: object) -> None:
-        settle(None, result)
+        outcome.append(result)
+        settle(None)
+        done.callback(None)
 
     work.addBoth(finished)
     interrupt.signalled.addCallback(settle)
-    number, result = await first
+    number = await first
     if number is None:
-        if isinstance(result, Failure):
-            result.raiseException()
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
         return
-    for child in measured.children:
-        child.stop(number)
+    name = signal.Signals(number).name
+    if measured.children:
+        await reportChildren(reactor, measured, number, done, outcome)
+        fail_(f"interrupted by {name}: the load processes' report", 128 + number)
     # The run is left as it is, not cancelled: cancelling would make it
     # report a failed setup; its connections close as the reactor stops.
     results = measured.partial()
     if measured.run is not None:
         measured.run.finish()
-    name = signal.Signals(number).name
     if results is None:
         fail_(f"interrupted by {name} before anything was measured", 128 + number)
     results.machine = machineContext(type(reactor).__name__)
     writeReport(results, args)
     fail_(f"interrupted by {name}: report of {results.seconds:.1f} s", 128 + number)
+
+
+async def reportChildren(
+    reactor: IReactorTime,
+    measured: Measured,
+    number: int,
+    done: Deferred[None],
+    outcome: list[object],
+) -> None:
+    """Pass signal C{number} on to the children and let the run report.
+
+    Each child prints what it measured and exits; the parent's run then
+    merges and reports as usual.  A run that ends in an error (its line is
+    printed) or does not end within L{CHILD_GRACE} seconds still ends as
+    interrupted.
+    """
+    for child in measured.children:
+        child.stop(number)
+    done.addTimeout(CHILD_GRACE, reactor)
+    name = signal.Signals(number).name
+    try:
+        await done
+    except TimeoutError:
+        fail_(f"interrupted by {name}; the load processes did not report", 128 + number)
+    if isinstance(outcome[0], Failure):
+        raise SystemExit(128 + number)
 
 
 async def bench(

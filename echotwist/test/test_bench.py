@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import DNSLookupError, ProcessDone
+from twisted.internet.error import DNSLookupError, ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessTransport, IReactorTime
 from twisted.internet.task import Clock
 from twisted.internet.tcp import Client
@@ -713,20 +713,47 @@ class InterruptTests(SynchronousTestCase):
         self.assertIn("interrupted by SIGTERM", output.err.getvalue())
 
     def test_childrenSignalled(self) -> None:
-        """With --processes, the parent passes the signal on to every child."""
+        """With --processes, the signal goes on to every child; their reports merge."""
+        output = OutputCapture(self)
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        argv = ["--json", "--processes", "2", "-c", "2", "-d", "10", "127.0.0.1", "9"]
+        d = runMain(self, argv, reactor, interrupt)
+        self.assertEqual(len(reactor.processes), 2)
+        interrupt.fire(signal.SIGINT)
+        self.assertEqual(
+            [transport.signals for _, _, transport in reactor.processes],
+            [[signal.SIGINT], [signal.SIGINT]],
+        )
+        self.assertNoResult(d)
+        for child, _, _ in reactor.processes:
+            histogram = newHistogram()
+            histogram.record_value(100)
+            partial = Results("pingpong", 1, 512, 1.5, 1, histogram)
+            report = partial.toJSON()
+            report["histogram"] = encodeHistogram(partial.histogram)
+            child.outReceived(json.dumps(report).encode("utf-8"))
+            child.processEnded(Failure(ProcessTerminated(130)))
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 130)
+        merged = json.loads(output.out.getvalue())
+        self.assertEqual((merged["echoes"], merged["processes"]), (2, 2))
+        self.assertIn("interrupted by SIGINT", output.err.getvalue())
+
+    def test_silentChildren(self) -> None:
+        """Children that do not report after a signal: one line, exit 143."""
         output = OutputCapture(self)
         reactor = ProcessReactor()
         interrupt = Interrupt(reactor)
         argv = ["--processes", "2", "-c", "2", "-d", "10", "127.0.0.1", "9"]
         d = runMain(self, argv, reactor, interrupt)
-        self.assertEqual(len(reactor.processes), 2)
-        interrupt.fire(signal.SIGINT)
-        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 130)
+        interrupt.fire(signal.SIGTERM)
+        reactor.advance(cli.CHILD_GRACE)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 143)
         self.assertEqual(
-            [transport.signals for _, _, transport in reactor.processes],
-            [[signal.SIGINT], [signal.SIGINT]],
+            output.err.getvalue(),
+            "echotwist.bench: error: interrupted by SIGTERM; the load processes"
+            " did not report\n",
         )
-        self.assertIn("interrupted by SIGINT", output.err.getvalue())
 
     def test_endedChildNotSignalled(self) -> None:
         """A child that has already ended is not signalled."""
