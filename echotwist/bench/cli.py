@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, BinaryIO, NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 from hdrh.histogram import HdrHistogram
 from twisted.internet import task
@@ -377,21 +377,23 @@ class Interrupt:
             self.signalled.callback(number)
 
 
-def watchParent(stream: BinaryIO, interrupt: Interrupt) -> threading.Thread:
+def watchParent(descriptor: int, interrupt: Interrupt) -> threading.Thread:
     """In a C{--child}: end as if by SIGTERM once the parent's pipe closes.
 
     The parent keeps the child's standard input open; it closes when the
     parent exits, however it exits (even by SIGKILL), so a child never
     outlives it.  A blocking read in a daemon thread is the plain way to
-    see that end without taking standard output away from C{print}.
+    see that end without taking standard output away from C{print}; it
+    reads the descriptor itself, because a daemon thread blocked inside
+    C{sys.stdin}'s buffer lock aborts the interpreter at exit.
     """
     reactor = cast(IReactorThreads, interrupt.reactor)
 
     def read() -> None:
         try:
-            while stream.read(4096):
+            while os.read(descriptor, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         reactor.callFromThread(interrupt.fire, signal.SIGTERM)
 
@@ -688,7 +690,7 @@ async def main(
         interrupt = Interrupt(reactor)
         cast(IReactorCore, reactor).callWhenRunning(interrupt.install)
         if args.child:
-            watchParent(sys.stdin.buffer, interrupt)
+            watchParent(sys.stdin.fileno(), interrupt)
     measured = Measured()
     work = Deferred.fromCoroutine(bench(reactor, parser, args, argv, measured))
     # Whichever comes first: the run's end (or failure) or a signal.
@@ -738,9 +740,8 @@ async def reportChildren(
     """Pass signal C{number} on to the children and let the run report.
 
     Each child prints what it measured and exits; the parent's run then
-    merges and reports as usual.  A run that ends in an error (its line is
-    printed) or does not end within L{CHILD_GRACE} seconds still ends as
-    interrupted.
+    merges and reports as usual.  A run that ends in an error or does not
+    end within L{CHILD_GRACE} seconds ends with one more line saying so.
     """
     for child in measured.children:
         child.stop(number)
@@ -751,7 +752,9 @@ async def reportChildren(
     except TimeoutError:
         fail_(f"interrupted by {name}; the load processes did not report", 128 + number)
     if isinstance(outcome[0], Failure):
-        raise SystemExit(128 + number)
+        # A child killed before it could report (the signal came while it
+        # was starting up) fails the run with its last line, printed above.
+        fail_(f"interrupted by {name}; a load process did not report", 128 + number)
 
 
 async def bench(

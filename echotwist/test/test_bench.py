@@ -768,7 +768,11 @@ class InterruptTests(SynchronousTestCase):
         """A child sees its standard input close and stops as if by SIGTERM."""
         reactor = ProcessReactor()
         interrupt = Interrupt(reactor)
-        watcher = watchParent(io.BytesIO(b"anything"), interrupt)
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        watcher = watchParent(readEnd, interrupt)
+        os.write(writeEnd, b"anything")
+        os.close(writeEnd)
         watcher.join(10)
         self.assertFalse(watcher.is_alive())
         self.assertEqual(reactor.fromThread, [(interrupt.fire, (signal.SIGTERM,))])
