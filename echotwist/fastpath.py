@@ -5,7 +5,9 @@ send it on the next reactor iteration: each echo registers the socket for
 writability and unregisters it again (two C{epoll_ctl} calls) and costs a
 second dispatch through the reactor (Twisted issue #5303). asyncio sends
 at once when its buffer is empty. L{sendNow} does the same for Twisted's
-own TCP and UNIX server transports, and hands everything else to the
+own TCP and UNIX server transports and its TCP client transport (the
+load generator in C{echotwist.bench} sends through it too), and hands
+everything else to the
 transport's ordinary C{write()}: the part the kernel did not take, every
 write made while anything is still buffered, and every transport it does
 not know (TLS, test transports). Buffering, flow control (pausing the
@@ -45,7 +47,8 @@ from twisted.logger import Logger
 
 # Exactly these classes (not subclasses, which may override write()) are
 # known to buffer as described above.
-_DIRECT: frozenset[type] = frozenset({tcp.Server, unix.Server})
+# tcp.Client shares tcp.Server's Connection write path (pinned by the tests).
+_DIRECT: frozenset[type] = frozenset({tcp.Server, unix.Server, tcp.Client})
 
 
 def canSendNow(transport: object) -> bool:

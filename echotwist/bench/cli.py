@@ -11,22 +11,34 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ipaddress
 import json
 import math
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, cast
+from types import FrameType
+from typing import Any, NoReturn, TextIO, cast
 
 from hdrh.histogram import HdrHistogram
 from twisted.internet import task
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorProcess,
+    IReactorThreads,
+    IReactorTime,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs
 from echotwist.bench.load import (
@@ -34,6 +46,7 @@ from echotwist.bench.load import (
     LoadConfig,
     LoadRun,
     SetupError,
+    resultsOf,
     runConnect,
     runHold,
     runPingpong,
@@ -49,6 +62,8 @@ PER_SOURCE = 25000
 # TIME_WAIT sockets its closes leave behind do not use up one address.
 CONNECT_SOURCES = 8
 MAX_SIZE = 1 << 20
+# Seconds interrupted load processes get to print what they measured.
+CHILD_GRACE = 10.0
 
 
 class UsageError(Exception):
@@ -85,6 +100,9 @@ def buildParser() -> argparse.ArgumentParser:
     """The command line of C{python -m echotwist.bench}."""
     parser = argparse.ArgumentParser(
         prog="python -m echotwist.bench",
+        # Abbreviations would slip past the parent's filtering of the
+        # options it handles itself (--proc, --hl) into every child.
+        allow_abbrev=False,
         description=(
             "Load an RFC 862 echo server and report verified echoes/s and"
             " latency percentiles.  'python -m echotwist.bench merge --help'"
@@ -158,6 +176,7 @@ def buildMergeParser() -> argparse.ArgumentParser:
     """The command line of C{python -m echotwist.bench merge}."""
     parser = argparse.ArgumentParser(
         prog="python -m echotwist.bench merge",
+        allow_abbrev=False,
         description="Merge HDR interval logs of runs made at the same time.",
     )
     parser.add_argument("logs", nargs="+", metavar="FILE")
@@ -199,6 +218,22 @@ def sourceAddresses(
     return tuple(str(first + i) for i in range(requested))
 
 
+def rejectUnknownOptions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Name an unknown long option (C{--proc}) as the usage error.
+
+    Without this, argparse takes the unknown option's value for the host
+    and reports a confusing error about the port instead.
+    """
+    # argparse has no public list of its option strings.
+    known = {name for action in parser._actions for name in action.option_strings}
+    for argument in argv:
+        if argument == "--":
+            return
+        name = argument.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            parser.error(f"unrecognized option {name}")
+
+
 def checkOptions(args: argparse.Namespace) -> None:
     """Reject option combinations that make no sense."""
     if args.rate is not None and args.mode != "pingpong":
@@ -207,8 +242,30 @@ def checkOptions(args: argparse.Namespace) -> None:
         raise UsageError(f"--size: at most {MAX_SIZE}")
     if args.processes > args.connections:
         raise UsageError("--processes: at most one process per connection")
-    if args.plot is not None and not args.plot.lower().endswith(".png"):
+    checkPlot(args.plot)
+    if args.hlog is not None:
+        checkDirectory(args.hlog, "--hlog")
+
+
+def checkPlot(path: str | None) -> None:
+    """Reject a C{--plot} file that is not a .png or cannot be written."""
+    if path is None:
+        return
+    if not path.lower().endswith(".png"):
         raise UsageError("--plot: the file name must end in .png")
+    checkDirectory(path, "--plot")
+
+
+def checkDirectory(path: str, option: str) -> None:
+    """Reject C{path} before the run if its directory cannot take a new file.
+
+    A run can last long; finding out only when it is written would lose it.
+    """
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option}: no directory {directory!r}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: cannot write in {directory!r}")
 
 
 def raiseFileLimit(connections: int) -> None:
@@ -292,24 +349,155 @@ class Progress:
         self.live.stop()
 
 
+class Interrupt:
+    """SIGINT and SIGTERM as a Deferred, instead of a silent reactor stop.
+
+    Twisted's own handlers stop the reactor, and L{task.react} then exits 0
+    with nothing printed.  These replace them once the reactor runs (it
+    installs its own during startup), so the run can report what it
+    measured, stop its children, and exit 128 + the signal number.
+    """
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self.reactor = reactor
+        self.signalled: Deferred[int] = Deferred()
+
+    def install(self) -> None:
+        """Take over SIGINT and SIGTERM."""
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self.handle)
+
+    def handle(self, number: int, frame: FrameType | None) -> None:
+        """A signal handler: hand the signal to the reactor thread."""
+        cast(IReactorThreads, self.reactor).callFromThread(self.fire, number)
+
+    def fire(self, number: int) -> None:
+        """Signal C{number} arrived (the first one counts)."""
+        if not self.signalled.called:
+            self.signalled.callback(number)
+
+
+def watchParent(descriptor: int, interrupt: Interrupt) -> threading.Thread:
+    """In a C{--child}: end as if by SIGTERM once the parent's pipe closes.
+
+    The parent keeps the child's standard input open; it closes when the
+    parent exits, however it exits (even by SIGKILL), so a child never
+    outlives it.  A blocking read in a daemon thread is the plain way to
+    see that end without taking standard output away from C{print}; it
+    reads the descriptor itself, because a daemon thread blocked inside
+    C{sys.stdin}'s buffer lock aborts the interpreter at exit.
+    """
+    reactor = cast(IReactorThreads, interrupt.reactor)
+
+    def read() -> None:
+        try:
+            while os.read(descriptor, 4096):
+                pass
+        except OSError:
+            pass
+        reactor.callFromThread(interrupt.fire, signal.SIGTERM)
+
+    watcher = threading.Thread(target=read, name="watch-parent", daemon=True)
+    watcher.start()
+    return watcher
+
+
+class Measured:
+    """What the run has measured so far, for a report after an interrupt."""
+
+    def __init__(self) -> None:
+        self.run: LoadRun | None = None
+        self.seconds = 0.0
+        self.children: list[ChildProcess] = []
+
+    def observe(
+        self,
+        batch: HdrHistogram,
+        uncorrected: HdrHistogram | None,
+        start: float,
+        end: float,
+        run: LoadRun,
+    ) -> None:
+        """An interval observer: remember the run and its measured time."""
+        self.run, self.seconds = run, end
+
+    def partial(self) -> Results | None:
+        """The results of the intervals completed, if any."""
+        if self.run is None or self.seconds <= 0:
+            return None
+        return resultsOf(self.run, self.seconds)
+
+
+class ChildProcess(ProcessProtocol):
+    """A C{--child} load process: its output, and a way to stop it."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.ended: Deferred[tuple[bytes, bytes]] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        """Collect the child's JSON report."""
+        self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        """Collect the child's error lines."""
+        self.err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        """The child is gone: hand over what it wrote."""
+        self.ended.callback((b"".join(self.out), b"".join(self.err)))
+
+    def stop(self, number: int) -> None:
+        """Pass signal C{number} on to the child, if it still runs."""
+        if self.transport is not None and not self.ended.called:
+            with contextlib.suppress(ProcessExitedAlready):
+                self.transport.signalProcess(number)
+
+
 def fail(message: str) -> NoReturn:
     """Print C{message} as one error line on standard error and exit 1."""
+    fail_(message, 1)
+
+
+def fail_(message: str, code: int) -> NoReturn:
+    """Print C{message} as one error line on standard error and exit C{code}."""
     sys.stderr.write(f"echotwist.bench: error: {message}\n")
-    raise SystemExit(1)
+    raise SystemExit(code)
 
 
-async def resolve(reactor: IReactorTime, host: str) -> str:
-    """The address of C{host}: an IP literal as is, a name via the reactor."""
+async def resolve(reactor: IReactorTime, host: str, timeout: float) -> str:
+    """The address of C{host}: an IP literal as is, a name via the reactor.
+
+    A name IDNA cannot encode (an empty or over-long label, bytes that are
+    not text) never reaches the resolver, which would fail outside the
+    returned Deferred and leave it waiting forever; a lookup gets
+    C{timeout} seconds.  Every failure is one line and exit 1.
+    """
     if isIPAddress(host) or isIPv6Address(host):
         return host
     try:
-        return await cast(IReactorCore, reactor).resolve(host)
+        host.encode("idna")
+    except UnicodeError:
+        fail(f"unknown host {host!r}")
+    try:
+        lookup = cast(IReactorCore, reactor).resolve(host)
+    except Exception:
+        fail(f"unknown host {host!r}")
+    lookup.addTimeout(timeout, reactor)
+    try:
+        return await lookup
+    except TimeoutError:
+        fail(f"cannot resolve {host!r}: no answer in {timeout:g} s")
     except Exception:
         fail(f"unknown host {host!r}")
 
 
 async def runOnce(
-    reactor: IReactorTime, args: argparse.Namespace, address: str
+    reactor: IReactorTime,
+    args: argparse.Namespace,
+    address: str,
+    measured: Measured | None = None,
 ) -> Results:
     """One load process: run the mode, with log and progress as asked."""
     config = LoadConfig(
@@ -327,6 +515,8 @@ async def runOnce(
         interval=args.interval,
     )
     observers: list[IntervalObserver] = []
+    if measured is not None:
+        observers.append(measured.observe)
     logFile = None
     if args.hlog is not None:
         try:
@@ -373,27 +563,32 @@ async def runOnce(
     return results
 
 
-async def runProcesses(args: argparse.Namespace, argv: Sequence[str]) -> Results:
+async def runProcesses(
+    reactor: IReactorTime,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    measured: Measured | None = None,
+) -> Results:
     """Run C{--processes} children, each with its share, and merge them."""
-    from twisted.internet.utils import getProcessOutputAndValue
-
     shares = splitEvenly(args.connections, args.processes)
     base = _childArguments(argv)
-    runs = []
+    children = measured.children if measured is not None else []
     for share in shares:
         childArgv = [*base, "--child", "--connections", str(share)]
         if args.rate is not None:
             childArgv += ["--rate", repr(args.rate * share / args.connections)]
-        runs.append(
-            getProcessOutputAndValue(
-                sys.executable,
-                ["-m", "echotwist.bench", *childArgv],
-                env=dict(os.environ),
-            )
+        child = ChildProcess()
+        # Standard input stays an open pipe: the child ends when it closes.
+        cast(IReactorProcess, reactor).spawnProcess(
+            child,
+            sys.executable,
+            [sys.executable, "-m", "echotwist.bench", *childArgv],
+            env=dict(os.environ),
         )
+        children.append(child)
     merged: Results | None = None
-    for running in runs:
-        out, err, _code = await running
+    for child in children:
+        out, err = await child.ended
         try:
             report = json.loads(out.decode("utf-8"))
             results = resultsFromChild(report)
@@ -430,7 +625,12 @@ def _childArguments(argv: Sequence[str]) -> list[str]:
 
 
 def emit(results: Results, args: argparse.Namespace) -> None:
-    """Print the report (text or JSON), plot it if asked; exit 1 on errors."""
+    """Print the report (text or JSON), then plot it if asked; exit 1 on errors.
+
+    The report comes first so that a plot that cannot be drawn or written
+    does not lose the run.
+    """
+    writeReport(results, args)
     if args.plot is not None:
         from echotwist.bench.plot import PlotUnavailable, plotLatency
 
@@ -438,6 +638,16 @@ def emit(results: Results, args: argparse.Namespace) -> None:
             plotLatency(results, args.plot)
         except PlotUnavailable as e:
             fail(str(e))
+        except OSError as e:
+            fail(f"cannot write {args.plot}: {e.strerror or e}")
+    errors = sum(results.errors.values())
+    if errors and not getattr(args, "child", False):
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(results.errors.items()))
+        fail(f"{errors} errors ({kinds})")
+
+
+def writeReport(results: Results, args: argparse.Namespace) -> None:
+    """Print the report: text, JSON, or a child's JSON with histograms."""
     if getattr(args, "child", False):
         report = results.toJSON()
         report["histogram"] = encodeHistogram(results.histogram)
@@ -449,16 +659,23 @@ def emit(results: Results, args: argparse.Namespace) -> None:
     else:
         sys.stdout.write("\n".join(formatReport(results)) + "\n")
     sys.stdout.flush()
-    errors = sum(results.errors.values())
-    if errors and not getattr(args, "child", False):
-        kinds = ", ".join(f"{k} {n}" for k, n in sorted(results.errors.items()))
-        fail(f"{errors} errors ({kinds})")
 
 
-async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
-    """Run the bench (or C{merge}) with C{argv} (without the program name)."""
+async def main(
+    reactor: IReactorTime, argv: Sequence[str], interrupt: Interrupt | None = None
+) -> None:
+    """Run the bench (or C{merge}) with C{argv} (without the program name).
+
+    C{interrupt} defaults to one that takes over SIGINT and SIGTERM once
+    the reactor runs; tests pass their own and fire it.
+    """
     if argv and argv[0] == "merge":
-        mergeArgs = buildMergeParser().parse_args(list(argv[1:]))
+        mergeParser = buildMergeParser()
+        mergeArgs = mergeParser.parse_args(list(argv[1:]))
+        try:
+            checkPlot(mergeArgs.plot)
+        except UsageError as e:
+            mergeParser.error(str(e))
         try:
             merged = mergeLogs(mergeArgs.logs)
         except BadLog as e:
@@ -467,33 +684,123 @@ async def main(reactor: IReactorTime, argv: Sequence[str]) -> None:
         emit(merged, mergeArgs)
         return
     parser = buildParser()
+    rejectUnknownOptions(parser, argv)
     args = parser.parse_args(list(argv))
+    if interrupt is None:
+        interrupt = Interrupt(reactor)
+        cast(IReactorCore, reactor).callWhenRunning(interrupt.install)
+        if args.child:
+            watchParent(sys.stdin.fileno(), interrupt)
+    measured = Measured()
+    work = Deferred.fromCoroutine(bench(reactor, parser, args, argv, measured))
+    # Whichever comes first: the run's end (or failure) or a signal.
+    first: Deferred[int | None] = Deferred()
+    done: Deferred[None] = Deferred()
+    outcome: list[object] = []
+
+    def settle(number: int | None) -> None:
+        if not first.called:
+            first.callback(number)
+
+    def finished(result: object) -> None:
+        outcome.append(result)
+        settle(None)
+        done.callback(None)
+
+    work.addBoth(finished)
+    interrupt.signalled.addCallback(settle)
+    number = await first
+    if number is None:
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return
+    name = signal.Signals(number).name
+    if measured.children:
+        await reportChildren(reactor, measured, number, done, outcome)
+        fail_(f"interrupted by {name}: the load processes' report", 128 + number)
+    # The run is left as it is, not cancelled: cancelling would make it
+    # report a failed setup; its connections close as the reactor stops.
+    results = measured.partial()
+    if measured.run is not None:
+        measured.run.finish()
+    if results is None:
+        fail_(f"interrupted by {name} before anything was measured", 128 + number)
+    results.machine = machineContext(type(reactor).__name__)
+    writeReport(results, args)
+    fail_(f"interrupted by {name}: report of {results.seconds:.1f} s", 128 + number)
+
+
+async def reportChildren(
+    reactor: IReactorTime,
+    measured: Measured,
+    number: int,
+    done: Deferred[None],
+    outcome: list[object],
+) -> None:
+    """Pass signal C{number} on to the children and let the run report.
+
+    Each child prints what it measured and exits; the parent's run then
+    merges and reports as usual.  A run that ends in an error or does not
+    end within L{CHILD_GRACE} seconds ends with one more line saying so.
+    """
+    for child in measured.children:
+        child.stop(number)
+    done.addTimeout(CHILD_GRACE, reactor)
+    name = signal.Signals(number).name
+    try:
+        await done
+    except TimeoutError:
+        fail_(f"interrupted by {name}; the load processes did not report", 128 + number)
+    if isinstance(outcome[0], Failure):
+        # A child killed before it could report (the signal came while it
+        # was starting up) fails the run with its last line, printed above.
+        fail_(f"interrupted by {name}; a load process did not report", 128 + number)
+
+
+async def bench(
+    reactor: IReactorTime,
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    measured: Measured,
+) -> None:
+    """Check, resolve, run and report: the bench proper."""
     try:
         checkOptions(args)
-        address = await resolve(reactor, args.host)
+        address = await resolve(reactor, args.host, args.timeout)
         sourceAddresses(address, args.mode, args.connections, args.sources)
     except UsageError as e:
         parser.error(str(e))
     if args.processes > 1:
-        results = await runProcesses(args, argv)
-        if args.hlog is not None:
-            _writeMergedLog(args.hlog, results)
+        # Opened before the children start: a bad path must not cost the run.
+        logFile = _openLog(args.hlog) if args.hlog is not None else None
+        results = await runProcesses(reactor, args, argv, measured)
+        if logFile is not None:
+            _writeMergedLog(logFile, results)
     else:
         raiseFileLimit(args.connections)
-        results = await runOnce(reactor, args, address)
+        results = await runOnce(reactor, args, address, measured)
     results.machine = machineContext(type(reactor).__name__)
     emit(results, args)
 
 
-def _writeMergedLog(path: str, results: Results) -> None:
+def _openLog(path: str) -> TextIO:
+    """Open C{path} for an interval log, or fail with one line."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror}")
+
+
+def _writeMergedLog(logFile: TextIO, results: Results) -> None:
     """With --processes, log the merged run as one interval."""
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            log = IntervalLogWriter(f, time.time() - results.seconds)
+        with logFile:
+            log = IntervalLogWriter(logFile, time.time() - results.seconds)
             log.interval(results.histogram, 0, results.seconds)
             log.finish(results)
     except OSError as e:
-        fail(f"cannot write {path}: {e.strerror}")
+        fail(f"cannot write {logFile.name}: {e.strerror}")
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

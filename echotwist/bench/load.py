@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol as TypingProtocol
 from typing import cast
 
 from hdrh.histogram import HdrHistogram
@@ -50,6 +49,7 @@ from twisted.python.failure import Failure
 from echotwist.bench.content import Payload, classifyMismatch
 from echotwist.bench.results import LatencyRecorder, Results
 from echotwist.bench.schedule import OpenLoopSchedule
+from echotwist.fastpath import sendNow
 
 # How long a dropped connection waits before it is replaced.
 RECONNECT_DELAY = 0.02
@@ -76,13 +76,6 @@ class LoadConfig:
     sources: tuple[str | None, ...] = (None,)
     connectTimeout: float = 5.0
     interval: float = 1.0
-
-
-class Sender(TypingProtocol):
-    """What L{LoadConnection.write} needs of a socket."""
-
-    def send(self, data: bytes, /) -> int:
-        """Send what the kernel takes of C{data} now; return how much."""
 
 
 class SetupError(Exception):
@@ -244,14 +237,10 @@ class LoadConnection(Protocol):
         self.previous: bytes | None = None
         self.failed = False
         self.closed = False
-        self.socket: Sender | None = None
 
     def connectionMade(self) -> None:
         """Disable Nagle, take the slot, and start if the run has begun."""
         assert self.transport is not None
-        sock = getattr(self.transport, "socket", None)
-        if hasattr(sock, "send") and hasattr(self.transport, "dataBuffer"):
-            self.socket = cast(Sender, sock)
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         if not self.run.running:
@@ -284,32 +273,12 @@ class LoadConnection(Protocol):
         next turn, after every other ready connection has been read, at the
         cost of two C{epoll_ctl} calls and a write event per message.  For
         a load generator that delay and work is most of its own cost per
-        echo, so a message goes out with one C{send} when the transport
-        has nothing queued (then ordering is kept); whatever C{send} does
-        not take goes through C{transport.write} as usual.  The queue is
-        read from L{twisted.internet.abstract.FileDescriptor}'s buffer
-        attributes; a transport without them (TLS, a test's) always gets
-        C{transport.write}.
+        echo, so L{echotwist.fastpath.sendNow} sends at once when the
+        transport has nothing queued (ordering is kept); anything else
+        goes through C{transport.write} as usual.
         """
-        transport = self.transport
-        assert transport is not None
-        sock = self.socket
-        if (
-            sock is not None
-            and not getattr(transport, "_tempDataLen", 1)
-            and getattr(transport, "offset", 1)
-            == len(getattr(transport, "dataBuffer", b""))
-        ):
-            try:
-                sent = sock.send(data)
-            except OSError:
-                # A full socket buffer, or an error the transport will meet
-                # (and report) itself when it writes the rest.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        assert self.transport is not None
+        sendNow(self.transport, data)
 
     def sendScheduled(self, intended: float, now: float) -> None:
         """Open loop: send now, or as soon as the pipeline has room."""
@@ -484,7 +453,8 @@ async def measure(
             return now - start
 
 
-def _results(run: LoadRun, seconds: float, echoes: int | None = None) -> Results:
+def resultsOf(run: LoadRun, seconds: float, echoes: int | None = None) -> Results:
+    """What C{run} has measured in C{seconds} (so far, if it is still going)."""
     config = run.config
     histogram = run.recorder.histogram
     return Results(
@@ -526,7 +496,7 @@ async def runPingpong(
         seconds = await measure(run, reactor, observer, config.warmup)
     finally:
         run.finish()
-    return _results(run, seconds)
+    return resultsOf(run, seconds)
 
 
 class TransactionConnection(Protocol):
@@ -680,7 +650,7 @@ async def runConnect(
         seconds = await measure(run, reactor, observer, config.warmup)
     finally:
         run.finish()
-    return _results(run, seconds)
+    return resultsOf(run, seconds)
 
 
 async def runHold(
@@ -745,4 +715,4 @@ async def runHold(
         for factory in factories:
             if factory.connection is not None:
                 factory.connection.end(None)
-    return _results(run, seconds, echoes=len(holding))
+    return resultsOf(run, seconds, echoes=len(holding))

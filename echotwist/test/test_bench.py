@@ -4,26 +4,44 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import sys
+import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError, ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessTransport, IReactorTime
 from twisted.internet.task import Clock
+from twisted.internet.tcp import Client
 from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransportWithDisconnection,
 )
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from echotwist.bench import cli, plot
 from echotwist.bench.cli import (
+    ChildProcess,
+    Interrupt,
     UsageError,
     _childArguments,
+    buildMergeParser,
     buildParser,
     checkOptions,
     decodeHistogram,
+    emit,
     encodeHistogram,
+    main,
+    resolve,
     sourceAddresses,
     splitEvenly,
+    watchParent,
 )
 from echotwist.bench.content import Payload, classifyMismatch, mix
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs, readLog
@@ -37,6 +55,7 @@ from echotwist.bench.results import (
     percentiles,
 )
 from echotwist.bench.schedule import OpenLoopSchedule
+from echotwist.test.test_fastpath import FakeSocket, client
 
 
 class ContentTests(SynchronousTestCase):
@@ -448,6 +467,325 @@ class CommandLineTests(SynchronousTestCase):
         checkOptions(parser.parse_args(["--rate", "10", "--plot", "x.png", "h"]))
 
 
+class OutputCapture:
+    """Standard output and error of the code under test, as strings."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+        case.patch(sys, "stdout", self.out)
+        case.patch(sys, "stderr", self.err)
+
+
+def runMain(
+    case: SynchronousTestCase,
+    argv: list[str],
+    reactor: object = None,
+    interrupt: Interrupt | None = None,
+) -> Deferred[None]:
+    """Start L{main} on a memory reactor (or C{reactor}); no signal handlers."""
+    clock = cast(IReactorTime, reactor or MemoryReactorClock())
+    return Deferred.fromCoroutine(main(clock, argv, interrupt or Interrupt(clock)))
+
+
+class CommandLineErrorTests(SynchronousTestCase):
+    """Bad options and unwritable files fail early, with one line."""
+
+    def exitCode(self, d: Deferred[None]) -> object:
+        """The exit code C{d} failed with (it must fail with SystemExit)."""
+        return self.failureResultOf(d, SystemExit).value.code
+
+    def test_abbreviationsRejected(self) -> None:
+        """Abbreviated options are usage errors, not passed on to children."""
+        output = OutputCapture(self)
+        for option, value in (("--proc", "2"), ("--hl", "x.log"), ("--pl", "x.png")):
+            with self.assertRaises(SystemExit) as raised:
+                buildParser().parse_args(["127.0.0.1", "7", option, value])
+            self.assertEqual(raised.exception.code, 2)
+            self.assertIn(f"unrecognized arguments: {option}", output.err.getvalue())
+        with self.assertRaises(SystemExit):
+            buildMergeParser().parse_args(["--pl", "x.png", "a.log"])
+        d = runMain(self, ["--proc", "2", "127.0.0.1", "7"])
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 2)
+        self.assertEqual(
+            output.err.getvalue().splitlines()[-1],
+            "python -m echotwist.bench: error: unrecognized option --proc",
+        )
+        self.assertIn("unrecognized arguments: --pl", output.err.getvalue())
+
+    def test_plotDirectoryChecked(self) -> None:
+        """A --plot or --hlog file in a missing directory is a usage error."""
+        parser = buildParser()
+        missing = os.path.join(self.mktemp(), "x")
+        for arguments in (
+            ["--plot", missing + ".png", "h"],
+            ["--hlog", missing + ".log", "h"],
+        ):
+            self.assertRaises(UsageError, checkOptions, parser.parse_args(arguments))
+
+    def test_mergePlotDirectoryChecked(self) -> None:
+        """C{merge --plot} into a missing directory exits 2 before merging."""
+        output = OutputCapture(self)
+        plot = os.path.join(self.mktemp(), "x.png")
+        d = runMain(self, ["merge", "--plot", plot, "no-such.log"])
+        self.assertEqual(self.exitCode(d), 2)
+        self.assertIn("--plot: no directory", output.err.getvalue())
+
+    def test_reportSurvivesPlotError(self) -> None:
+        """A plot that cannot be written still leaves the report; one line, exit 1."""
+        output = OutputCapture(self)
+
+        def unwritable(results: Results, path: str) -> None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+
+        self.patch(plot, "plotLatency", unwritable)
+        results = Results("pingpong", 1, 8, 1.0, 0, newHistogram())
+        args = buildParser().parse_args(["--json", "--plot", "x.png", "h"])
+        with self.assertRaises(SystemExit) as raised:
+            emit(results, args)
+        self.assertEqual(raised.exception.code, 1)
+        self.assertEqual(json.loads(output.out.getvalue())["mode"], "pingpong")
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: cannot write x.png: No such file or directory\n",
+        )
+
+    def test_processesLogOpenedBeforeChildren(self) -> None:
+        """With --processes, an --hlog that cannot be opened fails before any child."""
+        output = OutputCapture(self)
+        started: list[object] = []
+
+        async def noChildren(*arguments: object) -> Results:
+            started.append(arguments)
+            raise AssertionError("children started")
+
+        self.patch(cli, "runProcesses", noChildren)
+        directory = self.mktemp()
+        os.mkdir(directory)
+        d = runMain(
+            self, ["--processes", "2", "-c", "2", "--hlog", directory, "127.0.0.1"]
+        )
+        self.assertEqual(self.exitCode(d), 1)
+        self.assertEqual(started, [])
+        self.assertIn(f"cannot write {directory}", output.err.getvalue())
+
+
+class FakeResolvingReactor(MemoryReactorClock):
+    """A memory reactor whose C{resolve} records names and never answers."""
+
+    def __init__(self) -> None:
+        # Twisted leaves MemoryReactorClock.__init__ unannotated.
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.lookups: list[tuple[str, Deferred[str]]] = []
+
+    def resolve(
+        self, name: str, timeout: Sequence[int] = (1, 3, 11, 45)
+    ) -> Deferred[str]:
+        """Record the lookup; the test decides when and how it ends."""
+        d: Deferred[str] = Deferred()
+        self.lookups.append((name, d))
+        return d
+
+
+class ResolveTests(SynchronousTestCase):
+    """Host names that cannot be resolved end the run with one line, exit 1."""
+
+    def test_badNamesNeverReachTheResolver(self) -> None:
+        """Empty or over-long labels and undecodable bytes: one line, exit 1."""
+        output = OutputCapture(self)
+        reactor = FakeResolvingReactor()
+        for host in ("foo..bar", "a" * 70 + ".example", "h\udcff.example"):
+            d = Deferred.fromCoroutine(resolve(reactor, host, 5.0))
+            self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertEqual(reactor.lookups, [])
+        lines = output.err.getvalue().splitlines()
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(lines[0], "echotwist.bench: error: unknown host 'foo..bar'")
+
+    def test_lookupTimesOut(self) -> None:
+        """A lookup without an answer fails after --timeout seconds."""
+        output = OutputCapture(self)
+        reactor = FakeResolvingReactor()
+        d = runMain(self, ["--timeout", "2", "-d", "1", "server.test"], reactor)
+        self.assertEqual([name for name, _ in reactor.lookups], ["server.test"])
+        reactor.advance(1.9)
+        self.assertNoResult(d)
+        reactor.advance(0.2)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: cannot resolve 'server.test': no answer in 2 s\n",
+        )
+
+    def test_lookupFails(self) -> None:
+        """A failed lookup is one line naming the host, exit 1."""
+        output = OutputCapture(self)
+        reactor = FakeResolvingReactor()
+        d = runMain(self, ["server.test"], reactor)
+        reactor.lookups[0][1].errback(DNSLookupError("server.test"))
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: unknown host 'server.test'\n",
+        )
+
+
+class FakeProcessTransport:
+    """A child process transport that records the signals it is sent."""
+
+    def __init__(self) -> None:
+        self.signals: list[int | str] = []
+
+    def signalProcess(self, number: int | str) -> None:
+        """Record the signal."""
+        self.signals.append(number)
+
+
+class ProcessReactor(MemoryReactorClock):
+    """A memory reactor that records child processes instead of starting them."""
+
+    def __init__(self) -> None:
+        # Twisted leaves MemoryReactorClock.__init__ unannotated.
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.processes: list[tuple[ChildProcess, list[str], FakeProcessTransport]] = []
+        self.fromThread: list[tuple[object, tuple[object, ...]]] = []
+
+    def spawnProcess(
+        self, protocol: ChildProcess, executable: str, args: list[str], **kw: object
+    ) -> FakeProcessTransport:
+        """Record the child; give its protocol a fake transport."""
+        transport = FakeProcessTransport()
+        protocol.makeConnection(cast(IProcessTransport, transport))
+        self.processes.append((protocol, args, transport))
+        return transport
+
+    def callFromThread(self, f: object, *args: object) -> None:
+        """Record the call, as a thread would queue it."""
+        self.fromThread.append((f, args))
+
+
+class InterruptTests(SynchronousTestCase):
+    """SIGINT and SIGTERM end a run with a report (or one line) and 128 + N."""
+
+    def startPingpong(
+        self, reactor: MemoryReactorClock
+    ) -> tuple[Deferred[None], Interrupt]:
+        """Start a pingpong run on C{reactor} whose clock also times it."""
+        self.patch(time, "perf_counter", reactor.seconds)
+        interrupt = Interrupt(reactor)
+        argv = ["--json", "-c", "2", "-w", "0", "-d", "10", "127.0.0.1", "9"]
+        return runMain(self, argv, reactor, interrupt), interrupt
+
+    def test_beforeMeasuring(self) -> None:
+        """Interrupted while connecting: one line, exit 130, nothing on stdout."""
+        output = OutputCapture(self)
+        reactor = MemoryReactorClock()
+        d, interrupt = self.startPingpong(reactor)
+        self.assertEqual(len(reactor.tcpClients), 2)
+        interrupt.fire(signal.SIGINT)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 130)
+        self.assertEqual(output.out.getvalue(), "")
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: interrupted by SIGINT before anything was"
+            " measured\n",
+        )
+
+    def test_partialReport(self) -> None:
+        """Interrupted after measuring: the report of what was measured, exit 143."""
+        output = OutputCapture(self)
+        reactor = MemoryReactorClock()
+        d, interrupt = self.startPingpong(reactor)
+        for _host, _port, factory, _timeout, _bind in reactor.tcpClients:
+            protocol = factory.buildProtocol(None)
+            assert protocol is not None
+            transport = StringTransportWithDisconnection()
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+        reactor.advance(0)
+        reactor.advance(1.0)
+        reactor.advance(1.0)
+        self.assertNoResult(d)
+        interrupt.fire(signal.SIGTERM)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 143)
+        report = json.loads(output.out.getvalue())
+        self.assertEqual((report["mode"], report["seconds"]), ("pingpong", 2.0))
+        self.assertIn("interrupted by SIGTERM", output.err.getvalue())
+
+    def test_childrenSignalled(self) -> None:
+        """With --processes, the signal goes on to every child; their reports merge."""
+        output = OutputCapture(self)
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        argv = ["--json", "--processes", "2", "-c", "2", "-d", "10", "127.0.0.1", "9"]
+        d = runMain(self, argv, reactor, interrupt)
+        self.assertEqual(len(reactor.processes), 2)
+        interrupt.fire(signal.SIGINT)
+        self.assertEqual(
+            [transport.signals for _, _, transport in reactor.processes],
+            [[signal.SIGINT], [signal.SIGINT]],
+        )
+        self.assertNoResult(d)
+        for child, _, _ in reactor.processes:
+            histogram = newHistogram()
+            histogram.record_value(100)
+            partial = Results("pingpong", 1, 512, 1.5, 1, histogram)
+            report = partial.toJSON()
+            report["histogram"] = encodeHistogram(partial.histogram)
+            child.outReceived(json.dumps(report).encode("utf-8"))
+            child.processEnded(Failure(ProcessTerminated(130)))
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 130)
+        merged = json.loads(output.out.getvalue())
+        self.assertEqual((merged["echoes"], merged["processes"]), (2, 2))
+        self.assertIn("interrupted by SIGINT", output.err.getvalue())
+
+    def test_silentChildren(self) -> None:
+        """Children that do not report after a signal: one line, exit 143."""
+        output = OutputCapture(self)
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        argv = ["--processes", "2", "-c", "2", "-d", "10", "127.0.0.1", "9"]
+        d = runMain(self, argv, reactor, interrupt)
+        interrupt.fire(signal.SIGTERM)
+        reactor.advance(cli.CHILD_GRACE)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 143)
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: interrupted by SIGTERM; the load processes"
+            " did not report\n",
+        )
+
+    def test_endedChildNotSignalled(self) -> None:
+        """A child that has already ended is not signalled."""
+        child = ChildProcess()
+        transport = FakeProcessTransport()
+        child.makeConnection(cast(IProcessTransport, transport))
+        child.processEnded(Failure(ProcessDone(0)))
+        child.stop(signal.SIGTERM)
+        self.assertEqual(transport.signals, [])
+
+    def test_childEndsWithItsParent(self) -> None:
+        """A child sees its standard input close and stops as if by SIGTERM."""
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        watcher = watchParent(readEnd, interrupt)
+        os.write(writeEnd, b"anything")
+        os.close(writeEnd)
+        watcher.join(10)
+        self.assertFalse(watcher.is_alive())
+        self.assertEqual(reactor.fromThread, [(interrupt.fire, (signal.SIGTERM,))])
+
+    def test_signalHandedToReactorThread(self) -> None:
+        """The signal handler only queues the signal for the reactor thread."""
+        reactor = ProcessReactor()
+        interrupt = Interrupt(reactor)
+        interrupt.handle(signal.SIGINT, None)
+        self.assertNoResult(interrupt.signalled)
+        self.assertEqual(reactor.fromThread, [(interrupt.fire, (signal.SIGINT,))])
+
+
 class HistogramTests(SynchronousTestCase):
     """The histogram keeps microsecond resolution where latencies live."""
 
@@ -475,57 +813,33 @@ class LateConnectionTests(SynchronousTestCase):
         )
 
 
-class FakeSocket:
-    """A socket that takes at most C{room} bytes per send."""
-
-    def __init__(self, room: int) -> None:
-        self.room = room
-        self.sent = b""
-
-    def send(self, data: bytes, /) -> int:
-        """Take what fits."""
-        taken = data[: self.room]
-        self.sent += taken
-        return len(taken)
-
-
-class BufferedTransport(StringTransportWithDisconnection):
-    """A string transport with FileDescriptor's queue attributes and a socket."""
-
-    socket = FakeSocket(0)
-    dataBuffer = b""
-    offset = 0
-    _tempDataLen = 0
-
-
 class DirectWriteTests(SynchronousTestCase):
-    """Messages go straight to the socket only when nothing is queued."""
+    """Messages go out through L{echotwist.fastpath.sendNow}."""
 
-    def connect(self, room: int) -> tuple[LoadConnection, BufferedTransport]:
-        """A connection whose transport has a fake socket with C{room}."""
+    def connect(self, room: int | None) -> tuple[LoadConnection, FakeSocket, Client]:
+        """A connection on a real C{tcp.Client} over a fake socket."""
         _reactor, run = startRun()
         connection = LoadConnection(run, 0, run.newCid())
-        transport = BufferedTransport()
-        transport.socket = FakeSocket(room)
-        transport.protocol = connection
+        socket = FakeSocket(room)
+        transport = client(socket, connection)
         connection.makeConnection(transport)
-        return connection, transport
+        return connection, socket, transport
 
     def test_direct(self) -> None:
         """With nothing queued, the whole message is sent on the socket."""
-        connection, transport = self.connect(room=100)
+        connection, socket, transport = self.connect(room=None)
         connection.write(b"hello")
-        self.assertEqual((transport.socket.sent, transport.value()), (b"hello", b""))
+        self.assertEqual((socket.sent, transport._tempDataLen), (b"hello", 0))
 
     def test_partial(self) -> None:
         """What the socket does not take is queued on the transport."""
-        connection, transport = self.connect(room=2)
+        connection, socket, transport = self.connect(room=2)
         connection.write(b"hello")
-        self.assertEqual((transport.socket.sent, transport.value()), (b"he", b"llo"))
+        self.assertEqual((socket.sent, transport._tempDataLen), (b"he", 3))
 
     def test_queued(self) -> None:
         """With bytes queued in the transport, the transport keeps the order."""
-        connection, transport = self.connect(room=100)
-        transport._tempDataLen = 3
+        connection, socket, transport = self.connect(room=None)
+        transport.write(b"abc")
         connection.write(b"hello")
-        self.assertEqual((transport.socket.sent, transport.value()), (b"", b"hello"))
+        self.assertEqual((socket.sent, transport._tempDataLen), (b"", 8))

@@ -7,10 +7,12 @@ doubles of L{echotwist.test.doubles}.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -388,3 +390,67 @@ class MissingExtraTests(SynchronousTestCase):
                 " pip install 'echotwist[bench]'\n",
             ),
         )
+
+
+class InterruptTests(SynchronousTestCase):
+    """Signals end a run (and its load processes) with a non-zero exit."""
+
+    def setUp(self) -> None:
+        """One server; the runs asked for outlast every wait of the test."""
+        self.server = startServer(self)
+
+    def startBench(self, *arguments: str) -> subprocess.Popen[str]:
+        """Start a 120-second bench run (never allowed to finish), killed at cleanup."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "echotwist.bench", *arguments, "-w", "0",
+             "-d", "120", "127.0.0.1", str(self.server.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(PROJECT_ROOT),
+            env=childEnvironment(),
+            start_new_session=True,
+        )  # fmt: skip
+
+        def kill() -> None:
+            # The whole session: children included, should any be left.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate(timeout=WAIT)
+
+        self.addCleanup(kill)
+        return process
+
+    def assertInterrupted(self, process: subprocess.Popen[str], code: int) -> str:
+        """The bench ended with C{code} and an error line, no traceback."""
+        out, err = process.communicate(timeout=WAIT)
+        self.assertEqual(process.returncode, code, err)
+        self.assertNotIn("Traceback", err)
+        self.assertRegex(err.splitlines()[-1], r"^echotwist\.bench: error: interrupted")
+        return out
+
+    def test_sigint(self) -> None:
+        """SIGINT mid-run: exit 130 with one error line, not 0 and silence."""
+        process = self.startBench("--json", "-c", "2")
+        self.server.output.waitForAll(r"Handling client", count=2)
+        process.send_signal(signal.SIGINT)
+        out = self.assertInterrupted(process, 130)
+        if out:
+            self.assertEqual(json.loads(out)["mode"], "pingpong")
+
+    def test_sigtermStopsChildren(self) -> None:
+        """SIGTERM to a --processes parent: exit 143, and its children stop."""
+        process = self.startBench("--json", "-c", "2", "--processes", "2")
+        self.server.output.waitForAll(r"Handling client", count=2)
+        process.send_signal(signal.SIGTERM)
+        self.assertInterrupted(process, 143)
+        self.server.output.waitForAll(r"Closed client", count=2)
+
+    def test_childrenEndWithKilledParent(self) -> None:
+        """Children whose parent was killed outright stop loading the server."""
+        process = self.startBench("--json", "-c", "2", "--processes", "2")
+        self.server.output.waitForAll(r"Handling client", count=2)
+        process.kill()
+        process.wait(WAIT)
+        self.server.output.waitForAll(r"Closed client", count=2)

@@ -92,7 +92,31 @@ def server(
     return transport, reactor
 
 
-def flush(transport: tcp.Server) -> None:
+def client(socket: FakeSocket, protocol: Protocol | None = None) -> tcp.Client:
+    """A connected C{tcp.Client} over C{socket}, as the load generator has.
+
+    C{tcp.Client} makes its own socket; C{createInternetSocket} is swapped
+    for one returning C{socket} while it is built, so no socket is opened.
+    The memory reactor never runs the connect attempt it schedules.
+    """
+    original = tcp.Client.createInternetSocket
+    tcp.Client.createInternetSocket = (  # type: ignore[method-assign]
+        # mypy: a method replaced on the class for the constructor's call.
+        lambda self: cast(socket_.socket, socket)
+    )
+    try:
+        transport = tcp.Client(
+            "127.0.0.1", 7, None, cast(tcp.Connector, None), MemoryReactorClock()
+        )
+    finally:
+        tcp.Client.createInternetSocket = original  # type: ignore[method-assign]
+    # What BaseClient._connectDone sets once the connect succeeds.
+    transport.protocol = protocol or Protocol()
+    transport.connected = 1
+    return transport
+
+
+def flush(transport: tcp.Connection) -> None:
     """Let the transport write, as the reactor would when it is writable."""
     result = transport.doWrite()
     assert result is None, result
@@ -158,6 +182,23 @@ class TwistedInternalsTests(SynchronousTestCase):
         self.assertTrue(transport._aborting)
         self.assertTrue(transport.connected)
 
+    def test_tcpClientSharesServerWritePath(self) -> None:
+        """C{tcp.Client} buffers with the very code C{tcp.Server} uses."""
+        self.assertTrue(issubclass(tcp.Client, tcp.Connection))
+        self.assertIs(tcp.Client.write, tcp.Server.write)
+        self.assertIs(tcp.Client.doWrite, tcp.Server.doWrite)
+        self.assertIs(tcp.Client.writeSomeData, tcp.Server.writeSomeData)
+
+    def test_freshClientHasEmptyBuffers(self) -> None:
+        """A new client connection has nothing buffered and is not closing."""
+        transport = client(FakeSocket())
+        self.assertEqual(transport.dataBuffer, b"")
+        self.assertEqual(transport._tempDataLen, 0)
+        self.assertFalse(transport.disconnecting)
+        self.assertFalse(transport._writeDisconnecting)
+        self.assertFalse(transport._aborting)
+        self.assertFalse(transport.TLS)
+
     def test_unixServerIsATCPServer(self) -> None:
         """C{unix.Server} shares C{tcp.Server}'s buffering code."""
         self.assertTrue(issubclass(unix.Server, tcp.Server))
@@ -183,6 +224,24 @@ class SendNowTests(SynchronousTestCase):
         transport, _ = server(socket, kind=unix.Server)
         sendNow(transport, b"hello")
         self.assertEqual(socket.sent, b"hello")
+
+    def test_tcpClient(self) -> None:
+        """A TCP client transport (the load generator's) gets the fast path."""
+        socket = FakeSocket()
+        transport = client(socket)
+        sendNow(transport, b"hello")
+        self.assertEqual((socket.sent, transport._tempDataLen), (b"hello", 0))
+
+    def test_tcpClientPartialSendBuffersTheRest(self) -> None:
+        """On a client too, what the kernel does not take is buffered in order."""
+        socket = FakeSocket(room=2)
+        transport = client(socket)
+        sendNow(transport, b"hello")
+        sendNow(transport, b"!")
+        self.assertEqual(socket.sends, 1, "sent while bytes were buffered")
+        socket.room = None
+        flush(transport)
+        self.assertEqual(socket.sent, b"hello!")
 
     def test_partialSendBuffersTheRest(self) -> None:
         """What the kernel does not take is buffered, and sent later in order."""
