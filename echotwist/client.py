@@ -350,14 +350,7 @@ async def main(
         if args.udp:
             echoed = await udpEcho(reactor, args.host, args.port, message, args.timeout)
         else:
-            endpoint = connect(
-                cast(IReactorTCP, reactor),
-                args.host,
-                args.port,
-                args.timeout,
-                tls=args.tls,
-                insecure=args.insecure,
-            )
+            endpoint = _streamEndpoint(reactor, args, connect)
             echoed = await echoOver(reactor, endpoint, message, args.timeout)
     except CancelledError:
         interrupted()
@@ -398,6 +391,22 @@ async def udpEcho(
     return echoed
 
 
+def _streamEndpoint(
+    reactor: IReactorTime,
+    args: argparse.Namespace,
+    connect: Callable[..., IStreamClientEndpoint],
+) -> IStreamClientEndpoint:
+    """The TCP or TLS endpoint the parsed command line asks for."""
+    return connect(
+        cast(IReactorTCP, reactor),
+        args.host,
+        args.port,
+        args.timeout,
+        tls=args.tls,
+        insecure=args.insecure,
+    )
+
+
 async def ping(
     reactor: IReactorTime,
     args: argparse.Namespace,
@@ -410,16 +419,7 @@ async def ping(
             cast(IReactorUDP, reactor), args.host, args.port
         )
     else:
-        prober = StreamProber(
-            connect(
-                cast(IReactorTCP, reactor),
-                args.host,
-                args.port,
-                args.timeout,
-                tls=args.tls,
-                insecure=args.insecure,
-            )
-        )
+        prober = StreamProber(_streamEndpoint(reactor, args, connect))
 
     def output(line: str) -> None:
         try:

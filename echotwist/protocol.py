@@ -151,14 +151,17 @@ class Echo(Protocol):
         self.kind = transportKind(transport)
         self.startedAt = self.lastActive = self.factory.clock.seconds()
         self.factory.stats.connectionOpened()
-        host, port = describeAddress(transport.getPeer())
-        self.log.info(
-            "Handling client {host}/{port}",
-            host=host,
-            port=port,
-            client=f"{host}/{port}",
-        )
+        self.log.info("Handling client {host}/{port}", **self.peerFields())
         self.factory.connectionStarted(self)
+
+    def peerFields(self) -> dict[str, str]:
+        """The client's C{host}, C{port} and C{client} (host/port) log fields.
+
+        Read from the transport when logging rather than kept per
+        connection, so that idle connections stay small.
+        """
+        host, port = describeAddress(self.stream.getPeer())
+        return {"host": host, "port": port, "client": f"{host}/{port}"}
 
     def checkIdle(self, now: float, timeout: float) -> None:
         """Abort the connection if it has had no traffic for C{timeout} s.
@@ -178,12 +181,9 @@ class Echo(Protocol):
             return
         if not isIdle(now, self.lastActive, timeout):
             return
-        host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Idle client {host}/{port}: no traffic for {timeout:g} s, aborting",
-            client=f"{host}/{port}",
-            host=host,
-            port=port,
+            **self.peerFields(),
             timeout=timeout,
             reason="idle",
         )
@@ -218,12 +218,9 @@ class Echo(Protocol):
         self.factory.stats.connectionClosed(duration)
         self.factory.stats.echoed(self.kind, self.bytesEchoed)
         self.factory.connectionEnded(self)
-        host, port = describeAddress(self.stream.getPeer())
         self.log.info(
             "Closed client {host}/{port}: {bytes} bytes echoed in {duration:.3f} s",
-            client=f"{host}/{port}",
-            host=host,
-            port=port,
+            **self.peerFields(),
             bytes=self.bytesEchoed,
             duration=duration,
             reason=self.closeReason

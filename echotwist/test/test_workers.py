@@ -30,6 +30,7 @@ from echotwist.test.e2e import (
     WAIT,
     closedByPeer,
     connect,
+    listeningSocket,
     scrapeMetrics,
     startServer,
     transfer,
@@ -469,11 +470,7 @@ class EndToEndTests(SynchronousTestCase):
 
     def test_portInUse(self) -> None:
         """A port already taken ends start-up with one line and status 1."""
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
+        port = listeningSocket(self).getsockname()[1]
         server = startServer(
             self,
             "--workers",
@@ -587,11 +584,7 @@ class EndToEndTests(SynchronousTestCase):
 
     def test_metricsPortInUse(self) -> None:
         """A taken metrics port ends start-up with one line and status 1."""
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
+        port = listeningSocket(self).getsockname()[1]
         server = startServer(
             self,
             "--workers",
