@@ -559,7 +559,7 @@ class CommandLineTests(SynchronousTestCase):
     def test_holdSources(self) -> None:
         """Load processes in hold mode bind to source addresses of their own."""
         self.assertEqual(
-            holdSources([30000, 30000, 10], None), [(0, 2), (2, 2), (4, 1)]
+            holdSources([25000, 25000, 10], None), [(0, 2), (2, 2), (4, 1)]
         )
         self.assertEqual(holdSources([5, 5], 5), [(0, 3), (3, 2)])
         # Fewer sources than processes: the processes take turns.
@@ -620,7 +620,7 @@ class CommandLineTests(SynchronousTestCase):
         """Hold mode spreads over enough loopback sources; others need none."""
         self.assertEqual(sourceAddresses("127.0.0.1", "pingpong", 50, None), (None,))
         self.assertEqual(
-            sourceAddresses("127.0.0.1", "hold", 60000, None),
+            sourceAddresses("127.0.0.1", "hold", 37500, None),
             ("127.0.0.1", "127.0.0.2", "127.0.0.3"),
         )
         self.assertEqual(len(sourceAddresses("127.0.0.1", "connect", 1, None)), 8)
