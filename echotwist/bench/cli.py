@@ -365,6 +365,7 @@ def resultsFromChild(report: dict[str, Any]) -> Results:
         targetRate=report.get("target_rate"),
         answered=report.get("answered"),
         setupSeconds=report.get("setup_s"),
+        finalSeconds=report.get("final_s"),
     )
 
 

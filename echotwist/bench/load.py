@@ -760,6 +760,7 @@ async def runHold(
     try:
         seconds = await measure(run, reactor, observer, 0)
         holding = held()
+        checking = now()
         # At most SETUP_CONCURRENCY echoes in flight, so that each one's
         # timeout measures the server's answer, not a queue of our own.
         await DeferredList(
@@ -772,6 +773,7 @@ async def runHold(
             ],
             consumeErrors=True,
         )
+        finalSeconds = now() - checking
     finally:
         run.finish()
         for factory in factories:
@@ -782,4 +784,5 @@ async def runHold(
         1 for f in holding if f.connection is not None and f.connection.answered
     )
     results.setupSeconds = setupSeconds
+    results.finalSeconds = finalSeconds
     return results

@@ -94,9 +94,10 @@ class Results:
     runs: int = 1
     machine: dict[str, Any] = field(default_factory=dict)
     # Hold mode: connections that answered the final echo after the hold,
-    # and the seconds it took to set them all up.
+    # the seconds it took to set them all up, and to check them all.
     answered: int | None = None
     setupSeconds: float | None = None
+    finalSeconds: float | None = None
 
     @property
     def echoesPerSecond(self) -> float:
@@ -128,6 +129,8 @@ class Results:
         if self.setupSeconds is not None and other.setupSeconds is not None:
             # Concurrent runs: the set-up ends when the slowest one's does.
             self.setupSeconds = max(self.setupSeconds, other.setupSeconds)
+        if self.finalSeconds is not None and other.finalSeconds is not None:
+            self.finalSeconds = max(self.finalSeconds, other.finalSeconds)
 
     def toJSON(self) -> dict[str, Any]:
         """The results as one JSON-ready object."""
@@ -150,6 +153,8 @@ class Results:
             report["answered"] = self.answered
         if self.setupSeconds is not None:
             report["setup_s"] = round(self.setupSeconds, 6)
+        if self.finalSeconds is not None:
+            report["final_s"] = round(self.finalSeconds, 6)
         if self.targetRate is not None:
             report["target_rate"] = self.targetRate
             report["achieved_rate"] = round(self.echoesPerSecond, 1)
@@ -180,9 +185,14 @@ def formatReport(results: Results) -> list[str]:
             held += f" (set up in {results.setupSeconds:.2f} s)"
         lines.append(held)
         if results.answered is not None:
+            took = (
+                f" (checked in {results.finalSeconds:.2f} s)"
+                if results.finalSeconds is not None
+                else ""
+            )
             lines.append(
                 f"{results.answered} answered a final echo after the hold,"
-                f" {results.echoes - results.answered} did not"
+                f" {results.echoes - results.answered} did not{took}"
             )
     else:
         lines.append(

@@ -170,9 +170,9 @@ class ResultsTests(SynchronousTestCase):
     def test_holdFinalEchoes(self) -> None:
         """Hold results say how many answered at the end; merging adds them up."""
         a = Results("hold", 10, 512, 2.0, 9, newHistogram(), answered=8)
-        a.setupSeconds = 1.5
+        a.setupSeconds, a.finalSeconds = 1.5, 0.75
         b = Results("hold", 10, 512, 2.0, 10, newHistogram(), answered=10)
-        b.setupSeconds = 2.5
+        b.setupSeconds, b.finalSeconds = 2.5, 0.5
         report = b.toJSON()
         report["histogram"] = encodeHistogram(b.histogram)
         a.add(resultsFromChild(json.loads(json.dumps(report))))
@@ -181,12 +181,13 @@ class ResultsTests(SynchronousTestCase):
             formatReport(a)[1:3],
             [
                 "19 connections held for 2.00 s (set up in 2.50 s)",
-                "18 answered a final echo after the hold, 1 did not",
+                "18 answered a final echo after the hold, 1 did not"
+                " (checked in 0.75 s)",
             ],
         )
         self.assertEqual(
-            {k: a.toJSON()[k] for k in ("echoes", "answered", "setup_s")},
-            {"echoes": 19, "answered": 18, "setup_s": 2.5},
+            {k: a.toJSON()[k] for k in ("echoes", "answered", "setup_s", "final_s")},
+            {"echoes": 19, "answered": 18, "setup_s": 2.5, "final_s": 0.75},
         )
 
     def test_addIsExact(self) -> None:
@@ -517,12 +518,14 @@ class HoldTests(SynchronousTestCase):
         finals = [t.value() for t in transports]
         self.assertEqual([len(m) for m in finals], [8, 8, 8])
         self.assertEqual(len(set(finals)), 3)
+        reactor.advance(0.25)
         for transport in transports:
             self.echo(transport)
         results = self.successResultOf(d)
         self.assertEqual(
             (results.echoes, results.answered, results.errors), (3, 3, Counter())
         )
+        self.assertEqual((results.setupSeconds, results.finalSeconds), (0.0, 0.25))
         self.assertEqual(results.histogram.get_total_count(), 3)
 
     def test_silentAfterFirstEcho(self) -> None:
