@@ -723,6 +723,9 @@ async def runHold(
     async def checkOne(factory: TransactionFactory) -> None:
         connection = factory.connection
         assert connection is not None
+        if connection.done:
+            # Lost while waiting for its turn: already counted (hold_closed).
+            return
         echo = connection.finalEcho(run.payload.message(factory.cid, 1))
         try:
             await echo.addTimeout(wait, reactor)

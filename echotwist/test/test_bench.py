@@ -487,17 +487,19 @@ class HoldTests(SynchronousTestCase):
         d = Deferred.fromCoroutine(
             runHold(reactor, reactor.seconds, config, "127.0.0.1")
         )
-        transports = []
-        for _host, _port, factory, _timeout, _bind in reactor.tcpClients:
+        transports: list[StringTransportWithDisconnection] = []
+        # At most SETUP_CONCURRENCY connect at once: the next ones start as
+        # earlier ones have echoed.
+        while len(transports) < len(reactor.tcpClients):
+            factory = reactor.tcpClients[len(transports)][2]
             protocol = factory.buildProtocol(None)
             assert isinstance(protocol, TransactionConnection)
             transport = StringTransportWithDisconnection()
             transport.protocol = protocol
             protocol.makeConnection(transport)
             transports.append(transport)
-        self.assertEqual(len(transports), connections)
-        for transport in transports:
             self.echo(transport)
+        self.assertEqual(len(transports), connections)
         return reactor, d, transports
 
     def echo(self, transport: StringTransportWithDisconnection) -> None:
@@ -539,6 +541,22 @@ class HoldTests(SynchronousTestCase):
         self.assertEqual(
             (results.echoes, results.answered, results.errors),
             (2, 1, Counter(hold_final_timeout=1)),
+        )
+
+    def test_lostBeforeItsTurn(self) -> None:
+        """A connection closed while others are checked is not waited for."""
+        reactor, d, transports = self.start(201)
+        self.endHold(reactor)
+        waiting = [t for t in transports if not t.value()]
+        self.assertEqual(len(waiting), 1)
+        waiting[0].loseConnection()
+        for transport in transports:
+            if transport.value():
+                self.echo(transport)
+        results = self.successResultOf(d)
+        self.assertEqual(
+            (results.echoes, results.answered, results.errors),
+            (201, 200, Counter(hold_closed=1)),
         )
 
     def test_wrongFinalEcho(self) -> None:
