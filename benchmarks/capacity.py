@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -225,8 +226,18 @@ def measure(args: argparse.Namespace, server: Server) -> int:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
+    text = server.text()
     report: dict[str, Any] = {
         "server": server.command[1:],
+        # What the server said about its limits: a raised open-file limit
+        # (once per worker), clients turned away, descriptors run out.
+        "server_log": {
+            "file_limit": dict(
+                Counter(re.findall(r"Raised the open-file limit.*|needs about.*", text))
+            ),
+            "rejected": len(re.findall(r"Rejected client", text)),
+            "emfile": len(re.findall(r"Out of file descriptors", text)),
+        },
         "bench": benchCommand[1:],
         "bench_exit": bench.returncode,
         "bench_report": json.loads(out) if out.strip() else None,
