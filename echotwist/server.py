@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -137,16 +136,12 @@ class FileLimitService(Service):
     def __init__(
         self,
         maxConnections: int,
-        getLimit: Callable[[], tuple[int, int]] = lambda: resource.getrlimit(
-            resource.RLIMIT_NOFILE
-        ),
-        setLimit: Callable[[tuple[int, int]], None] = lambda limit: resource.setrlimit(
-            resource.RLIMIT_NOFILE, limit
-        ),
+        getLimit: Callable[[], tuple[int, int]] | None = None,
+        setLimit: Callable[[tuple[int, int]], None] | None = None,
     ) -> None:
         self.maxConnections = maxConnections
-        self.getLimit = getLimit
-        self.setLimit = setLimit
+        self.getLimit = getLimit if getLimit is not None else _fileLimit
+        self.setLimit = setLimit if setLimit is not None else _setFileLimit
         self.done = False
 
     def privilegedStartService(self) -> None:
@@ -163,7 +158,11 @@ class FileLimitService(Service):
         if self.done:
             return
         self.done = True
-        soft, hard = self.getLimit()
+        try:
+            soft, hard = self.getLimit()
+        except ImportError:
+            # No resource module (Windows): no such limit to raise.
+            return
         target = limits.fileLimitTarget(self.maxConnections, soft, hard)
         if target is not None:
             try:
@@ -195,6 +194,21 @@ class FileLimitService(Service):
                 limit=soft,
                 hard=hard,
             )
+
+
+def _fileLimit() -> tuple[int, int]:
+    """The soft and hard C{RLIMIT_NOFILE}; ImportError where there is none."""
+    # Imported here: the resource module exists on Unix only.
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _setFileLimit(limit: tuple[int, int]) -> None:
+    """Set the soft and hard C{RLIMIT_NOFILE}."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, limit)
 
 
 class CleanExitService(Service):
