@@ -167,6 +167,37 @@ class ConnectionLimits:
                 del self.perIp[address]
 
 
+# Descriptors a server needs besides its connections: listening sockets,
+# the reactor's own (epoll, waker), log files, metrics clients, and the
+# few a connection being accepted beyond the limit holds briefly.
+FILE_HEADROOM = 64
+
+
+def filesNeeded(maxConnections: int) -> int:
+    """Open files a server admitting C{maxConnections} at once needs."""
+    return maxConnections + FILE_HEADROOM
+
+
+def fileLimitTarget(maxConnections: int, soft: int, hard: int) -> int | None:
+    """The soft C{RLIMIT_NOFILE} to raise to, or C{None} to leave C{soft}.
+
+    Enough for C{maxConnections} (L{filesNeeded}), or as much as C{hard}
+    allows when that is 0 (no limit); never above C{hard}, never lower
+    than C{soft}.  A negative limit is C{RLIM_INFINITY}.
+    """
+    if soft < 0:
+        return None
+    if maxConnections == 0:
+        if hard < 0:
+            return None
+        wanted = hard
+    else:
+        wanted = filesNeeded(maxConnections)
+        if hard >= 0:
+            wanted = min(wanted, hard)
+    return wanted if wanted > soft else None
+
+
 # The shared idle check runs this many times per idle timeout.
 IDLE_SWEEPS = 8
 

@@ -25,7 +25,12 @@ from echotwist import limits
 from echotwist.emfile import guardAccept
 from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
 from echotwist.protocol import EchoFactory
-from echotwist.server import CleanExitService, DrainService, ListeningService
+from echotwist.server import (
+    CleanExitService,
+    DrainService,
+    FileLimitService,
+    ListeningService,
+)
 from echotwist.stats import ServerStats
 from echotwist.udp import (
     DEFAULT_RATE,
@@ -369,6 +374,9 @@ def makeService(options: Options) -> MultiService:
     DrainService(
         cast(IReactorCore, reactor), factory, options["shutdown-timeout"]
     ).setServiceParent(top)
+    # Then, still before anything listens, enough descriptors for
+    # --max-connections.
+    FileLimitService(options["max-connections"]).setServiceParent(top)
     ListeningService(options["endpoints"], factory, onPort=guard).setServiceParent(top)
     if options["metrics"] is not None:
         # Imported only when asked for: prometheus_client is an extra.

@@ -55,9 +55,13 @@ from echotwist.bench.results import Results, formatReport, machineContext
 
 ECHO_PORT = 7
 MODES = ("pingpong", "connect", "hold")
-# Each source address gets at most this many held connections: a good
-# part of the ~28000 ephemeral ports Linux gives one address by default.
-PER_SOURCE = 25000
+# Each source address gets at most this many held connections.  Linux
+# gives one address ~28,000 ephemeral ports (32768-60999), but bind() to
+# port 0, which a bound connect does, looks first among the ports of one
+# parity, half of them; once those are taken every further bind scans all
+# of them before trying the rest, and set-up slows to a crawl (measured:
+# about 90 connections/s at 16,000 per address).  So stay well within half.
+PER_SOURCE = 12500
 # Connect mode rotates over this many source addresses so that the
 # TIME_WAIT sockets its closes leave behind do not use up one address.
 CONNECT_SOURCES = 8
@@ -154,6 +158,12 @@ def buildParser() -> argparse.ArgumentParser:
         help="source addresses to spread over (127.0.0.1 up; loopback"
         " targets only; default: enough for the mode)",
     )  # fmt: skip
+    # Internal: a --processes child in hold mode starts at this source
+    # address (127.0.0.1 + N), so that the children's sources differ.
+    parser.add_argument(
+        "--first-source", type=_number(int, "count", 0), default=0,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
     parser.add_argument(
         "--timeout", type=_number(float, "timeout", 0, strict=True), default=5.0,
         help="connect timeout in seconds (default 5)",
@@ -188,14 +198,15 @@ def buildMergeParser() -> argparse.ArgumentParser:
 
 
 def sourceAddresses(
-    address: str, mode: str, connections: int, requested: int | None
+    address: str, mode: str, connections: int, requested: int | None, first: int = 0
 ) -> tuple[str | None, ...]:
     """The local addresses to spread connections over.
 
     Only for IPv4 loopback targets, where every 127.0.0.0/8 address is
     local: hold mode needs one per L{PER_SOURCE} connections, connect
     mode spreads over L{CONNECT_SOURCES}, pingpong needs no binding.
-    C{None} means "let the kernel choose".
+    The addresses start at 127.0.0.1 + C{first}.  C{None} means "let the
+    kernel choose".
     """
     try:
         loopback = ipaddress.IPv4Address(address).is_loopback
@@ -212,10 +223,29 @@ def sourceAddresses(
             requested = CONNECT_SOURCES
         else:
             return (None,)
-    if requested > 1 << 16:
+    if first + requested > 1 << 16:
         raise UsageError("--sources: at most 65536")
-    first = ipaddress.IPv4Address("127.0.0.1")
-    return tuple(str(first + i) for i in range(requested))
+    start = ipaddress.IPv4Address("127.0.0.1") + first
+    return tuple(str(start + i) for i in range(requested))
+
+
+def holdSources(shares: Sequence[int], requested: int | None) -> list[tuple[int, int]]:
+    """Hold mode with C{--processes}: each child's first source and count.
+
+    Ephemeral ports are allotted per source address, so children that
+    shared one would together run out of its ~28,000 ports: each child
+    gets sources of its own (one per L{PER_SOURCE} of its share, or its
+    part of C{--sources}).  Only when C{--sources} names fewer addresses
+    than there are children do children share them, one each in turn.
+    """
+    if requested is not None and requested < len(shares):
+        return [(i % requested, 1) for i in range(len(shares))]
+    if requested is None:
+        counts = [math.ceil(share / PER_SOURCE) for share in shares]
+    else:
+        counts = splitEvenly(requested, len(shares))
+    firsts = [sum(counts[:i]) for i in range(len(counts))]
+    return list(zip(firsts, counts, strict=True))
 
 
 def rejectUnknownOptions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
@@ -268,15 +298,38 @@ def checkDirectory(path: str, option: str) -> None:
         raise UsageError(f"{option}: cannot write in {directory!r}")
 
 
+def filesNeeded(connections: int) -> int:
+    """Open files one load process needs for C{connections}."""
+    return connections + 64
+
+
+def fileLimitError(connections: int, total: int) -> str | None:
+    """Why the hard C{RLIMIT_NOFILE} is too low for C{connections} in one
+    load process (of a run of C{total}), or C{None} if it is not.
+    """
+    needed = filesNeeded(connections)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or needed <= hard:
+        return None
+    fewest = math.ceil(total / max(1, hard - filesNeeded(0)))
+    each = "" if connections == total else " per process"
+    return (
+        f"{connections} connections{each} need {needed} open files; the hard"
+        f" limit is {hard} (use --processes {fewest} or more)"
+    )
+
+
 def raiseFileLimit(connections: int) -> None:
-    """Allow enough open files for C{connections}, or fail with one line."""
-    needed = connections + 64
+    """Raise the soft open-file limit to what C{connections} need (up to the
+    hard limit), or fail with one line when the hard limit is too low.
+    """
+    error = fileLimitError(connections, connections)
+    if error is not None:
+        fail(error)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if needed <= soft:
-        return
-    if hard != resource.RLIM_INFINITY and needed > hard:
-        fail(f"{connections} connections need {needed} open files; the limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    needed = filesNeeded(connections)
+    if needed > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def splitEvenly(total: int, parts: int) -> list[int]:
@@ -310,6 +363,9 @@ def resultsFromChild(report: dict[str, Any]) -> Results:
         pipeline=report["pipeline"],
         uncorrected=decodeHistogram(uncorrected) if uncorrected else None,
         targetRate=report.get("target_rate"),
+        answered=report.get("answered"),
+        setupSeconds=report.get("setup_s"),
+        finalSeconds=report.get("final_s"),
     )
 
 
@@ -510,7 +566,9 @@ async def runOnce(
         warmup=args.warmup,
         pipeline=args.pipeline,
         rate=args.rate,
-        sources=sourceAddresses(address, args.mode, args.connections, args.sources),
+        sources=sourceAddresses(
+            address, args.mode, args.connections, args.sources, args.first_source
+        ),
         connectTimeout=args.timeout,
         interval=args.interval,
     )
@@ -568,13 +626,29 @@ async def runProcesses(
     args: argparse.Namespace,
     argv: Sequence[str],
     measured: Measured | None = None,
+    address: str | None = None,
 ) -> Results:
-    """Run C{--processes} children, each with its share, and merge them."""
+    """Run C{--processes} children, each with its share, and merge them.
+
+    In hold mode against a loopback C{address}, each child binds to
+    source addresses of its own (L{holdSources}).
+    """
     shares = splitEvenly(args.connections, args.processes)
-    base = _childArguments(argv)
+    error = fileLimitError(max(shares), args.connections)
+    if error is not None:
+        fail(error)
+    spread = (
+        args.mode == "hold"
+        and address is not None
+        and sourceAddresses(address, "hold", 1, None) != (None,)
+    )
+    base = _childArguments(argv, ("--sources",) if spread else ())
+    sources = holdSources(shares, args.sources)
     children = measured.children if measured is not None else []
-    for share in shares:
+    for share, (first, count) in zip(shares, sources, strict=True):
         childArgv = [*base, "--child", "--connections", str(share)]
+        if spread:
+            childArgv += ["--first-source", str(first), "--sources", str(count)]
         if args.rate is not None:
             childArgv += ["--rate", repr(args.rate * share / args.connections)]
         child = ChildProcess()
@@ -604,9 +678,10 @@ async def runProcesses(
     return merged
 
 
-def _childArguments(argv: Sequence[str]) -> list[str]:
-    """C{argv} without the options the parent handles itself."""
+def _childArguments(argv: Sequence[str], drop: Sequence[str] = ()) -> list[str]:
+    """C{argv} without the options the parent handles itself (and C{drop})."""
     dropValue = {"--processes", "--connections", "-c", "--rate", "--hlog", "--plot"}
+    dropValue.update(drop)
     dropFlag = {"--json"}
     result: list[str] = []
     skip = False
@@ -768,13 +843,15 @@ async def bench(
     try:
         checkOptions(args)
         address = await resolve(reactor, args.host, args.timeout)
-        sourceAddresses(address, args.mode, args.connections, args.sources)
+        sourceAddresses(
+            address, args.mode, args.connections, args.sources, args.first_source
+        )
     except UsageError as e:
         parser.error(str(e))
     if args.processes > 1:
         # Opened before the children start: a bad path must not cost the run.
         logFile = _openLog(args.hlog) if args.hlog is not None else None
-        results = await runProcesses(reactor, args, argv, measured)
+        results = await runProcesses(reactor, args, argv, measured, address)
         if logFile is not None:
             _writeMergedLog(logFile, results)
     else:

@@ -500,7 +500,11 @@ async def runPingpong(
 
 
 class TransactionConnection(Protocol):
-    """Connect mode: send one message, verify its echo, close (TCP_CRR)."""
+    """Connect mode: send one message, verify its echo, close (TCP_CRR).
+
+    In hold mode the connection stays open after its verified echo, and
+    L{finalEcho} checks at the end of the hold that it still answers.
+    """
 
     def __init__(self, run: LoadRun, message: bytes, started: float) -> None:
         self.run = run
@@ -512,6 +516,10 @@ class TransactionConnection(Protocol):
         # Set when the whole echo is verified and the connection held (hold).
         self.holding = False
         self.hold = False
+        # Error kinds are prefixed with this: "hold_final_" during the
+        # final echo, so its failures are told apart from the set-up's.
+        self.phase = ""
+        self.answered = False
 
     def connectionMade(self) -> None:
         """Send the message at once."""
@@ -520,18 +528,42 @@ class TransactionConnection(Protocol):
             self.transport.setTcpNoDelay(True)
         self.transport.write(self.message)
 
+    def finalEcho(self, message: bytes) -> Deferred[None]:
+        """Hold mode: send C{message} on the held connection and verify its echo.
+
+        The returned Deferred fires when the echo is whole (C{answered} is
+        then set and the connection held again) or has gone wrong (counted
+        as a C{hold_final_...} error, the connection aborted).
+        """
+        assert self.transport is not None
+        self.holding = False
+        self.phase = "hold_final_"
+        self.message = message
+        self.received = b""
+        self.finished = Deferred()
+        self.transport.write(message)
+        return self.finished
+
     def dataReceived(self, data: bytes) -> None:
         """Verify the echo as it comes; close when it is whole."""
+        if self.done:
+            # Bytes still in flight after a timeout ended the connection.
+            return
         if self.holding:
             self.end("hold_data")
             return
         self.received += data
         if not self.message.startswith(self.received[: len(self.message)]):
-            self.end("corrupt")
+            self.end(self.phase + "corrupt")
         elif len(self.received) > len(self.message):
-            self.end("excess")
+            self.end(self.phase + "excess")
         elif len(self.received) == len(self.message):
             run = self.run
+            if self.phase:
+                self.answered = True
+                self.holding = True
+                self.finished.callback(None)
+                return
             if run.measuring or self.hold:
                 run.recorder.samples.append(int((run.now() - self.started) * 1e6))
             if self.hold:
@@ -559,11 +591,10 @@ class TransactionConnection(Protocol):
         if self.done or not self.run.running:
             self.done = True
             return
-        kind = (
-            "hold_closed"
-            if self.holding
-            else ("truncated" if self.received else "closed")
-        )
+        if self.holding:
+            kind = "hold_closed"
+        else:
+            kind = self.phase + ("truncated" if self.received else "closed")
         self.end(kind)
 
 
@@ -572,8 +603,11 @@ class TransactionFactory(ClientFactory):
 
     noisy = False
 
-    def __init__(self, run: LoadRun, message: bytes, hold: bool = False) -> None:
+    def __init__(
+        self, run: LoadRun, message: bytes, hold: bool = False, cid: int = 0
+    ) -> None:
         self.run = run
+        self.cid = cid
         self.message = message
         self.started = run.now()
         self.finished: Deferred[None] = Deferred()
@@ -598,7 +632,7 @@ class TransactionFactory(ClientFactory):
 def startTransaction(run: LoadRun, hold: bool = False) -> TransactionFactory:
     """Connect for one transaction from the next source address."""
     cid = run.newCid()
-    factory = TransactionFactory(run, run.payload.message(cid, 0), hold)
+    factory = TransactionFactory(run, run.payload.message(cid, 0), hold, cid)
     cast(IReactorTCP, run.reactor).connectTCP(
         run.address,
         run.config.port,
@@ -663,33 +697,51 @@ async def runHold(
     """Hold mode: open C{config.connections}, one verified echo each, hold them.
 
     The histogram holds the set-up latencies (connect to verified echo);
-    C{echoes} is the number of connections still held, unharmed, at the end.
+    C{echoes} is the number of connections still held, unharmed, at the
+    end of the hold.  Then each of those sends one more message, and
+    C{answered} counts the ones whose echo came back whole and right
+    within twice the connect timeout (the others count as
+    C{hold_final_...} errors).
     """
     run = LoadRun(reactor, now, config, address)
     run.measuring = True
     semaphore = DeferredSemaphore(SETUP_CONCURRENCY)
     factories: list[TransactionFactory] = []
+    wait = config.connectTimeout * 2
 
     async def openOne() -> None:
         factory = startTransaction(run, hold=True)
         factories.append(factory)
         try:
-            await factory.finished.addTimeout(config.connectTimeout * 2, reactor)
+            await factory.finished.addTimeout(wait, reactor)
         except TimeoutError:
             # No verified echo in time: count it, and do not hold it.
             run.error("timeout")
             if factory.connection is not None:
                 factory.connection.end(None)
 
-    def held() -> list[TransactionConnection]:
+    async def checkOne(factory: TransactionFactory) -> None:
+        connection = factory.connection
+        assert connection is not None
+        if connection.done:
+            # Lost while waiting for its turn: already counted (hold_closed).
+            return
+        echo = connection.finalEcho(run.payload.message(factory.cid, 1))
+        try:
+            await echo.addTimeout(wait, reactor)
+        except TimeoutError:
+            connection.end("hold_final_timeout")
+
+    def held() -> list[TransactionFactory]:
         return [
-            f.connection
+            f
             for f in factories
             if f.connection is not None
             and f.connection.holding
             and not f.connection.done
         ]
 
+    started = now()
     await DeferredList(
         [
             semaphore.run(lambda: Deferred.fromCoroutine(openOne()))
@@ -697,6 +749,7 @@ async def runHold(
         ],
         consumeErrors=True,
     )
+    setupSeconds = now() - started
     if not held():
         run.finish()
         for factory in factories:
@@ -710,9 +763,29 @@ async def runHold(
     try:
         seconds = await measure(run, reactor, observer, 0)
         holding = held()
+        checking = now()
+        # At most SETUP_CONCURRENCY echoes in flight, so that each one's
+        # timeout measures the server's answer, not a queue of our own.
+        await DeferredList(
+            [
+                semaphore.run(
+                    lambda factory: Deferred.fromCoroutine(checkOne(factory)),
+                    factory,
+                )
+                for factory in holding
+            ],
+            consumeErrors=True,
+        )
+        finalSeconds = now() - checking
     finally:
         run.finish()
         for factory in factories:
             if factory.connection is not None:
                 factory.connection.end(None)
-    return resultsOf(run, seconds, echoes=len(holding))
+    results = resultsOf(run, seconds, echoes=len(holding))
+    results.answered = sum(
+        1 for f in holding if f.connection is not None and f.connection.answered
+    )
+    results.setupSeconds = setupSeconds
+    results.finalSeconds = finalSeconds
+    return results

@@ -93,6 +93,11 @@ class Results:
     processes: int = 1
     runs: int = 1
     machine: dict[str, Any] = field(default_factory=dict)
+    # Hold mode: connections that answered the final echo after the hold,
+    # the seconds it took to set them all up, and to check them all.
+    answered: int | None = None
+    setupSeconds: float | None = None
+    finalSeconds: float | None = None
 
     @property
     def echoesPerSecond(self) -> float:
@@ -119,6 +124,13 @@ class Results:
             self.targetRate += other.targetRate
         self.seconds = max(self.seconds, other.seconds)
         self.runs += other.runs
+        if self.answered is not None and other.answered is not None:
+            self.answered += other.answered
+        if self.setupSeconds is not None and other.setupSeconds is not None:
+            # Concurrent runs: the set-up ends when the slowest one's does.
+            self.setupSeconds = max(self.setupSeconds, other.setupSeconds)
+        if self.finalSeconds is not None and other.finalSeconds is not None:
+            self.finalSeconds = max(self.finalSeconds, other.finalSeconds)
 
     def toJSON(self) -> dict[str, Any]:
         """The results as one JSON-ready object."""
@@ -137,6 +149,12 @@ class Results:
             "errors": sum(self.errors.values()),
             "error_kinds": dict(sorted(self.errors.items())),
         }
+        if self.answered is not None:
+            report["answered"] = self.answered
+        if self.setupSeconds is not None:
+            report["setup_s"] = round(self.setupSeconds, 6)
+        if self.finalSeconds is not None:
+            report["final_s"] = round(self.finalSeconds, 6)
         if self.targetRate is not None:
             report["target_rate"] = self.targetRate
             report["achieved_rate"] = round(self.echoesPerSecond, 1)
@@ -162,7 +180,20 @@ def formatReport(results: Results) -> list[str]:
     ]
     if results.mode == "hold":
         # Rates mean nothing for connections that are only held.
-        lines.append(f"{results.echoes} {what} for {results.seconds:.2f} s")
+        held = f"{results.echoes} {what} for {results.seconds:.2f} s"
+        if results.setupSeconds is not None:
+            held += f" (set up in {results.setupSeconds:.2f} s)"
+        lines.append(held)
+        if results.answered is not None:
+            took = (
+                f" (checked in {results.finalSeconds:.2f} s)"
+                if results.finalSeconds is not None
+                else ""
+            )
+            lines.append(
+                f"{results.answered} answered a final echo after the hold,"
+                f" {results.echoes - results.answered} did not{took}"
+            )
     else:
         lines.append(
             f"{results.echoes} {what}: {results.echoesPerSecond:,.0f}/s,"

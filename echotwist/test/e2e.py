@@ -642,8 +642,9 @@ def writeSelfSignedPEM(directory: Path, name: str = "localhost") -> Path:
     return trusted
 
 
-def withFileLimit(count: int) -> list[str]:
-    """A launcher prefix that runs its command with C{RLIMIT_NOFILE} = C{count}.
+def withFileLimit(count: int, hard: int | None = None) -> list[str]:
+    """A launcher prefix that runs its command with C{RLIMIT_NOFILE} = C{count}
+    (soft), and C{hard} (or C{count}) as the hard limit.
 
     A small Python program sets the limit on itself and execs the command,
     so the limit is inherited without C{preexec_fn}.
@@ -651,10 +652,11 @@ def withFileLimit(count: int) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "import os, resource, sys; n = int(sys.argv[1]);"
-        " resource.setrlimit(resource.RLIMIT_NOFILE, (n, n));"
-        " os.execv(sys.argv[2], sys.argv[2:])",
+        "import os, resource, sys; n, h = int(sys.argv[1]), int(sys.argv[2]);"
+        " resource.setrlimit(resource.RLIMIT_NOFILE, (n, h));"
+        " os.execv(sys.argv[3], sys.argv[3:])",
         str(count),
+        str(count if hard is None else hard),
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -37,15 +38,25 @@ from echotwist.bench.cli import (
     decodeHistogram,
     emit,
     encodeHistogram,
+    fileLimitError,
+    holdSources,
     main,
     resolve,
+    resultsFromChild,
     sourceAddresses,
     splitEvenly,
     watchParent,
 )
 from echotwist.bench.content import Payload, classifyMismatch, mix
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs, readLog
-from echotwist.bench.load import LoadConfig, LoadConnection, LoadRun, measure
+from echotwist.bench.load import (
+    LoadConfig,
+    LoadConnection,
+    LoadRun,
+    TransactionConnection,
+    measure,
+    runHold,
+)
 from echotwist.bench.plot import curve
 from echotwist.bench.results import (
     LatencyRecorder,
@@ -155,6 +166,29 @@ class ResultsTests(SynchronousTestCase):
         lines = formatReport(Results("hold", 10, 512, 2.0, 9, recorder.histogram))
         self.assertEqual(lines[1], "9 connections held for 2.00 s")
         self.assertTrue(lines[2].startswith("set-up latency (connect to verified"))
+
+    def test_holdFinalEchoes(self) -> None:
+        """Hold results say how many answered at the end; merging adds them up."""
+        a = Results("hold", 10, 512, 2.0, 9, newHistogram(), answered=8)
+        a.setupSeconds, a.finalSeconds = 1.5, 0.75
+        b = Results("hold", 10, 512, 2.0, 10, newHistogram(), answered=10)
+        b.setupSeconds, b.finalSeconds = 2.5, 0.5
+        report = b.toJSON()
+        report["histogram"] = encodeHistogram(b.histogram)
+        a.add(resultsFromChild(json.loads(json.dumps(report))))
+        self.assertEqual((a.echoes, a.answered, a.setupSeconds), (19, 18, 2.5))
+        self.assertEqual(
+            formatReport(a)[1:3],
+            [
+                "19 connections held for 2.00 s (set up in 2.50 s)",
+                "18 answered a final echo after the hold, 1 did not"
+                " (checked in 0.75 s)",
+            ],
+        )
+        self.assertEqual(
+            {k: a.toJSON()[k] for k in ("echoes", "answered", "setup_s", "final_s")},
+            {"echoes": 19, "answered": 18, "setup_s": 2.5, "final_s": 0.75},
+        )
 
     def test_addIsExact(self) -> None:
         """Adding runs adds counts and merges histograms, never averaging."""
@@ -426,14 +460,188 @@ class MeasureTests(SynchronousTestCase):
         self.assertFalse(run.measuring)
 
 
+def holdConfig(connections: int) -> LoadConfig:
+    """A short hold run: 1 s held, echoes awaited 2 s (twice the timeout)."""
+    return LoadConfig(
+        host="127.0.0.1",
+        port=7,
+        mode="hold",
+        connections=connections,
+        size=8,
+        duration=1.0,
+        connectTimeout=1.0,
+    )
+
+
+class HoldTests(SynchronousTestCase):
+    """Hold mode checks that every held connection still answers at the end."""
+
+    def start(
+        self, connections: int
+    ) -> tuple[
+        MemoryReactorClock, Deferred[Results], list[StringTransportWithDisconnection]
+    ]:
+        """Start a hold run; connect its clients and echo their first message."""
+        reactor = MemoryReactorClock()
+        config = holdConfig(connections)
+        d = Deferred.fromCoroutine(
+            runHold(reactor, reactor.seconds, config, "127.0.0.1")
+        )
+        transports: list[StringTransportWithDisconnection] = []
+        # At most SETUP_CONCURRENCY connect at once: the next ones start as
+        # earlier ones have echoed.
+        while len(transports) < len(reactor.tcpClients):
+            factory = reactor.tcpClients[len(transports)][2]
+            protocol = factory.buildProtocol(None)
+            assert isinstance(protocol, TransactionConnection)
+            transport = StringTransportWithDisconnection()
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+            transports.append(transport)
+            self.echo(transport)
+        self.assertEqual(len(transports), connections)
+        return reactor, d, transports
+
+    def echo(self, transport: StringTransportWithDisconnection) -> None:
+        """Echo what the client has written since the last echo."""
+        data = transport.value()
+        transport.clear()
+        transport.protocol.dataReceived(data)
+
+    def endHold(self, reactor: MemoryReactorClock) -> None:
+        """Let the hold run its duration; the final echoes are sent then."""
+        reactor.advance(0)
+        reactor.advance(1.0)
+
+    def test_allAnswer(self) -> None:
+        """Every held connection gets a second, different message; all answer."""
+        reactor, d, transports = self.start(3)
+        self.endHold(reactor)
+        finals = [t.value() for t in transports]
+        self.assertEqual([len(m) for m in finals], [8, 8, 8])
+        self.assertEqual(len(set(finals)), 3)
+        reactor.advance(0.25)
+        for transport in transports:
+            self.echo(transport)
+        results = self.successResultOf(d)
+        self.assertEqual(
+            (results.echoes, results.answered, results.errors), (3, 3, Counter())
+        )
+        self.assertEqual((results.setupSeconds, results.finalSeconds), (0.0, 0.25))
+        self.assertEqual(results.histogram.get_total_count(), 3)
+
+    def test_silentAfterFirstEcho(self) -> None:
+        """A connection that stops answering after its first echo is an error."""
+        reactor, d, transports = self.start(2)
+        self.endHold(reactor)
+        self.echo(transports[0])
+        self.assertNoResult(d)
+        reactor.advance(2.0)
+        results = self.successResultOf(d)
+        self.assertEqual(
+            (results.echoes, results.answered, results.errors),
+            (2, 1, Counter(hold_final_timeout=1)),
+        )
+
+    def test_lostBeforeItsTurn(self) -> None:
+        """A connection closed while others are checked is not waited for."""
+        reactor, d, transports = self.start(201)
+        self.endHold(reactor)
+        waiting = [t for t in transports if not t.value()]
+        self.assertEqual(len(waiting), 1)
+        waiting[0].loseConnection()
+        for transport in transports:
+            if transport.value():
+                self.echo(transport)
+        results = self.successResultOf(d)
+        self.assertEqual(
+            (results.echoes, results.answered, results.errors),
+            (201, 200, Counter(hold_closed=1)),
+        )
+
+    def test_wrongFinalEcho(self) -> None:
+        """A final echo that comes back changed, or a close, is counted by kind."""
+        reactor, d, transports = self.start(2)
+        self.endHold(reactor)
+        corrupt = transports[0].value()
+        transports[0].clear()
+        transports[0].protocol.dataReceived(bytes([corrupt[0] ^ 1]) + corrupt[1:])
+        transports[1].loseConnection()
+        results = self.successResultOf(d)
+        self.assertEqual(
+            (results.echoes, results.answered, results.errors),
+            (2, 0, Counter(hold_final_corrupt=1, hold_final_closed=1)),
+        )
+
+
 class CommandLineTests(SynchronousTestCase):
     """The bench's option handling, without running anything."""
+
+    def test_holdSources(self) -> None:
+        """Load processes in hold mode bind to source addresses of their own."""
+        self.assertEqual(
+            holdSources([25000, 25000, 10], None), [(0, 2), (2, 2), (4, 1)]
+        )
+        self.assertEqual(holdSources([5, 5], 5), [(0, 3), (3, 2)])
+        # Fewer sources than processes: the processes take turns.
+        self.assertEqual(holdSources([5, 5, 5], 2), [(0, 1), (1, 1), (0, 1)])
+        self.assertEqual(
+            sourceAddresses("127.0.0.1", "hold", 10, 2, 3), ("127.0.0.4", "127.0.0.5")
+        )
+        self.assertRaises(UsageError, sourceAddresses, "127.0.0.1", "hold", 1, 2, 65535)
+
+    def test_holdChildrenSources(self) -> None:
+        """With --processes, each hold child is told its first source and count."""
+        reactor = ProcessReactor()
+        argv = ["--mode", "hold", "--processes", "3", "-c", "6", "--sources", "4",
+                "127.0.0.1", "9"]  # fmt: skip
+        runMain(self, argv, reactor)
+        given = []
+        for _, args, _ in reactor.processes:
+            self.assertEqual(args.count("--sources"), 1)
+            given.append(
+                (
+                    args[args.index("--first-source") + 1],
+                    args[args.index("--sources") + 1],
+                )
+            )
+        self.assertEqual(given, [("0", "2"), ("2", "1"), ("3", "1")])
+
+    def test_fileLimitError(self) -> None:
+        """Too many connections for the hard limit: one line naming the way out."""
+        self.patch(resource, "getrlimit", lambda _: (1024, 20000))
+        self.assertIsNone(fileLimitError(19936, 19936))
+        self.assertEqual(
+            fileLimitError(20000, 20000),
+            "20000 connections need 20064 open files; the hard limit is 20000"
+            " (use --processes 2 or more)",
+        )
+        self.assertEqual(
+            fileLimitError(25000, 100000),
+            "25000 connections per process need 25064 open files; the hard"
+            " limit is 20000 (use --processes 6 or more)",
+        )
+
+    def test_processesFileLimit(self) -> None:
+        """--processes too few for the hard limit fails before any child starts."""
+        output = OutputCapture(self)
+        self.patch(resource, "getrlimit", lambda _: (1024, 1000))
+        reactor = ProcessReactor()
+        d = runMain(self, ["--mode", "hold", "--processes", "2", "-c", "4000",
+                           "127.0.0.1", "9"], reactor)  # fmt: skip
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertEqual(reactor.processes, [])
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: 2000 connections per process need 2064 open"
+            " files; the hard limit is 1000 (use --processes 5 or more)\n",
+        )
 
     def test_sources(self) -> None:
         """Hold mode spreads over enough loopback sources; others need none."""
         self.assertEqual(sourceAddresses("127.0.0.1", "pingpong", 50, None), (None,))
         self.assertEqual(
-            sourceAddresses("127.0.0.1", "hold", 60000, None),
+            sourceAddresses("127.0.0.1", "hold", 37500, None),
             ("127.0.0.1", "127.0.0.2", "127.0.0.3"),
         )
         self.assertEqual(len(sourceAddresses("127.0.0.1", "connect", 1, None)), 8)

@@ -111,7 +111,9 @@ class BenchAgainstServerTests(SynchronousTestCase):
                        "--duration", "0.5", "127.0.0.1", self.port)  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stderr)
         values = report(result)
-        self.assertEqual((values["echoes"], values["errors"]), (30, 0))
+        self.assertEqual(
+            (values["echoes"], values["answered"], values["errors"]), (30, 30, 0)
+        )
         hosts = {
             m.group(1)
             for m in (
@@ -120,6 +122,18 @@ class BenchAgainstServerTests(SynchronousTestCase):
             )
         }
         self.assertEqual(hosts, {"127.0.0.1", "127.0.0.2", "127.0.0.3"})
+
+    def test_holdProcesses(self) -> None:
+        """Hold-mode load processes each bind to a source address of their own."""
+        result = bench("--json", "--mode", "hold", "--processes", "2", "-c", "6",
+                       "--duration", "0.3", "127.0.0.1", self.port)  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertEqual(
+            (values["echoes"], values["answered"], values["errors"]), (6, 6, 0)
+        )
+        for n in (1, 2):
+            self.server.output.waitFor(rf"Handling client 127\.0\.0\.{n}/", 5)
 
     def test_processes(self) -> None:
         """--processes 2 runs two load processes and merges them."""
@@ -241,6 +255,29 @@ class HoldAgainstBrokenServerTests(SynchronousTestCase):
                        "--duration", "0.2", "127.0.0.1", str(double.port))  # fmt: skip
         self.assertEqual(result.returncode, 1)
         self.assertIn("(timeout)", result.stderr)
+
+    def test_silentAfterFirstEcho(self) -> None:
+        """Connections that stop answering during the hold fail the run at the end.
+
+        Each connection's first echo comes back, so all are held; the
+        final echo after the hold never does.  The two load processes'
+        counts merge.
+        """
+        double = startStreamDouble(self, swallowAfter(512))
+        result = bench("--mode", "hold", "--processes", "2", "-c", "2",
+                       "--timeout", "0.3", "--duration", "0.2",
+                       "127.0.0.1", str(double.port))  # fmt: skip
+        self.assertEqual(result.returncode, 1)
+        lines = result.stdout.splitlines()
+        self.assertRegex(lines[1], r"^2 connections held for 0\.\d\d s \(set up in ")
+        self.assertRegex(
+            lines[2],
+            r"^0 answered a final echo after the hold, 2 did not \(checked in ",
+        )
+        self.assertEqual(
+            result.stderr,
+            "echotwist.bench: error: 2 errors (hold_final_timeout 2)\n",
+        )
 
 
 class CoordinatedOmissionTests(SynchronousTestCase):

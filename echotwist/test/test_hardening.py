@@ -14,13 +14,13 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import ITransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import capturedLogs
+from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.limits import AddressPolicy, ConnectionLimits, parseNetwork
 from echotwist.protocol import Echo, EchoFactory, Rejected, unsentBytes
-from echotwist.server import DrainService
+from echotwist.server import DrainService, FileLimitService
 from echotwist.test.test_protocol import TCPStringTransport
 
 
@@ -334,3 +334,53 @@ class DrainServiceTests(SynchronousTestCase):
         reactor.advance(5)
         self.assertTrue(transport.disconnected)
         self.successResultOf(stopping)
+
+
+class FileLimitServiceTests(SynchronousTestCase):
+    """The server raises its soft open-file limit for --max-connections."""
+
+    def startWith(
+        self, maxConnections: int, soft: int, hard: int
+    ) -> tuple[list[tuple[int, int]], list[LogEvent]]:
+        """Start a L{FileLimitService} on fake limits; the limits set, the logs."""
+        limits: list[tuple[int, int]] = []
+        service = FileLimitService(
+            maxConnections, getLimit=lambda: (soft, hard), setLimit=limits.append
+        )
+        with capturedLogs() as events:
+            service.privilegedStartService()
+            service.startService()
+        return limits, list(events)
+
+    def test_raised(self) -> None:
+        """A low soft limit is raised once, with one info line."""
+        limits, events = self.startWith(15000, 1024, 20000)
+        self.assertEqual(limits, [(15064, 20000)])
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["log_level"], LogLevel.info)
+        self.assertEqual((events[0]["soft"], events[0]["target"]), (1024, 15064))
+
+    def test_hardTooLow(self) -> None:
+        """Raised to the hard limit, with one warning that it is not enough."""
+        limits, events = self.startWith(30000, 1024, 20000)
+        self.assertEqual(limits, [(20000, 20000)])
+        self.assertEqual(
+            [(e["log_level"], e.get("needed")) for e in events],
+            [(LogLevel.info, None), (LogLevel.warn, 30064)],
+        )
+
+    def test_enough(self) -> None:
+        """A soft limit already high enough is left alone, without a word."""
+        limits, events = self.startWith(100, 1024, 20000)
+        self.assertEqual((limits, events), ([], []))
+
+    def test_cannotRaise(self) -> None:
+        """A refused raise is one warning; the server goes on."""
+
+        def refuse(limit: tuple[int, int]) -> None:
+            raise ValueError("not allowed")
+
+        service = FileLimitService(10, getLimit=lambda: (8, 100), setLimit=refuse)
+        with capturedLogs() as events:
+            service.privilegedStartService()
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])

@@ -12,6 +12,7 @@ from echotwist.limits import (
     PER_IP,
     AddressPolicy,
     ConnectionLimits,
+    fileLimitTarget,
     idleSweepInterval,
     isIdle,
     parseAddress,
@@ -174,3 +175,26 @@ class IdleTests(SynchronousTestCase):
     def test_positiveTimeout(self) -> None:
         """A zero timeout is 'off' and has no check interval."""
         self.assertRaises(ValueError, idleSweepInterval, 0)
+
+
+class FileLimitTargetTests(SynchronousTestCase):
+    """The soft open-file limit is raised as far as the connection limit needs."""
+
+    def test_raisedToWhatIsNeeded(self) -> None:
+        """10,000 connections on a soft limit of 1,024: raised to 10,064."""
+        self.assertEqual(fileLimitTarget(10000, 1024, 20000), 10064)
+
+    def test_cappedByHard(self) -> None:
+        """Never above the hard limit; nothing to do when soft is already there."""
+        self.assertEqual(fileLimitTarget(30000, 1024, 20000), 20000)
+        self.assertIsNone(fileLimitTarget(30000, 48, 48))
+
+    def test_neverLowered(self) -> None:
+        """A soft limit already high enough (or unlimited) is left alone."""
+        self.assertIsNone(fileLimitTarget(100, 1024, 20000))
+        self.assertIsNone(fileLimitTarget(100, -1, -1))
+
+    def test_noConnectionLimit(self) -> None:
+        """With no connection limit, as many as the hard limit allows."""
+        self.assertEqual(fileLimitTarget(0, 1024, 20000), 20000)
+        self.assertIsNone(fileLimitTarget(0, 1024, -1))

@@ -11,7 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.protocol import EchoFactory
-from echotwist.server import DrainService, ListeningService
+from echotwist.server import DrainService, FileLimitService, ListeningService
 from echotwist.tap import Options, makeService
 
 
@@ -111,6 +111,14 @@ class MakeServiceTests(SynchronousTestCase):
         draining = [c for c in children if isinstance(c, DrainService)]
         self.assertEqual((len(listening), len(draining)), (1, 1))
         self.assertIs(children[0], draining[0], "SIGTERM is handled before listening")
+        fileLimits = [c for c in children if isinstance(c, FileLimitService)]
+        self.assertEqual(len(fileLimits), 1)
+        self.assertEqual(fileLimits[0].maxConnections, 7)
+        self.assertLess(
+            children.index(fileLimits[0]),
+            children.index(listening[0]),
+            "descriptors are raised before listening",
+        )
         factory = listening[0].factory
         self.assertIsInstance(factory, EchoFactory)
         self.assertIs(draining[0].factory, factory)

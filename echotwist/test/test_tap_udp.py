@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.protocol import EchoFactory
-from echotwist.server import DrainService, ListeningService
+from echotwist.server import DrainService, FileLimitService, ListeningService
 from echotwist.tap import Options, makeService
 from echotwist.udp import UDPListen
 from echotwist.udpserver import DatagramListeningService
@@ -129,24 +129,30 @@ class MakeServiceTests(SynchronousTestCase):
             [type(c) for c in children],
             [
                 DrainService,
+                FileLimitService,
                 ListeningService,
                 DatagramListeningService,
                 DatagramListeningService,
             ],
         )
-        tcp = children[1]
+        tcp = children[2]
         assert isinstance(tcp, ListeningService)
         assert isinstance(tcp.factory, EchoFactory)
         stats = {id(tcp.factory.stats)}
         guards = set()
-        for child in children[2:]:
+        for child in children[3:]:
             assert isinstance(child, DatagramListeningService)
             stats.add(id(child.protocol.stats))
             guards.add(id(child.protocol.guard))
         self.assertEqual((len(stats), len(guards)), (1, 1))
 
     def test_tcpOnly(self) -> None:
-        """Without C{--udp} the service holds the drain and the TCP listener only."""
+        """Without C{--udp} the service holds the drain, the file limit and the
+        TCP listener only.
+        """
         options, _ = parse()
         service = makeService(options)
-        self.assertEqual([type(c) for c in service], [DrainService, ListeningService])
+        self.assertEqual(
+            [type(c) for c in service],
+            [DrainService, FileLimitService, ListeningService],
+        )

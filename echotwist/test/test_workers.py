@@ -34,6 +34,7 @@ from echotwist.test.e2e import (
     scrapeMetrics,
     startServer,
     transfer,
+    withFileLimit,
 )
 from echotwist.workers import (
     FORWARDED,
@@ -467,6 +468,31 @@ class EndToEndTests(SynchronousTestCase):
         for pid in pids:
             self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
         self.assertNotIn(os.getpid(), pids)
+
+    def test_fileLimitRaised(self) -> None:
+        """Each worker raises its soft open-file limit for --max-connections."""
+        server = startServer(
+            self,
+            "--workers",
+            "2",
+            "--max-connections",
+            "2000",
+            launcher=withFileLimit(256, 4096),
+        )
+        raised = server.output.waitForAll(
+            r"\[worker(\d)\] Raised the open-file limit \(RLIMIT_NOFILE\) from 256"
+            r" to 2064 for --max-connections 2000",
+            2,
+        )
+        self.assertEqual(sorted(m.group(1) for m in raised), ["1", "2"])
+        pids = [
+            m.group(1)
+            for m in server.output.waitForAll(r"Worker \d \(pid (\d+)\) listening", 2)
+        ]
+        for pid in pids:
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            self.assertRegex(limits, r"Max open files\s+2064\s+4096\s")
+        self.assertEqual(server.stop(), 0)
 
     def test_portInUse(self) -> None:
         """A port already taken ends start-up with one line and status 1."""
