@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echotwist.fastpath import sendNow
+from echotwist.fastpath import Writer, sendNow, writerFor
 from echotwist.limits import ConnectionLimits, idleSweepInterval, isIdle
 from echotwist.stats import ServerStats
 
@@ -112,6 +112,7 @@ class Echo(Protocol):
         "kind",
         "lastActive",
         "lastUnsent",
+        "send",
         "startedAt",
         "traffic",
         "transport",
@@ -133,6 +134,8 @@ class Echo(Protocol):
         self.admitted = False
         # Why we closed the connection ourselves (idle, shutdown), if we did.
         self.closeReason: str | None = None
+        # How dataReceived sends: chosen for the transport in connectionMade.
+        self.send: Writer = sendNow
 
     @property
     def stream(self) -> IStreamTransport:
@@ -146,6 +149,7 @@ class Echo(Protocol):
         # write buffer fills it pauses itself, so it stops reading from a
         # client that does not read its echo.
         transport.registerProducer(transport, True)
+        self.send = writerFor(transport)
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         self.kind = transportKind(transport)
@@ -199,8 +203,8 @@ class Echo(Protocol):
         self.traffic = True
         self.bytesEchoed += len(data)
         # Sent at once when nothing is buffered, else buffered by the
-        # transport with its flow control (see echotwist.fastpath).
-        sendNow(self.stream, data)
+        # transport with its flow control (see echotwist.fastpath.writerFor).
+        self.send(self.transport, data)
 
     def readConnectionLost(self) -> None:
         """The client shut its sending side: flush what is buffered, then close."""
