@@ -28,7 +28,13 @@ from twisted.python.log import ILogContext
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from echotwist.fastpath import FastEPollReactor, canSendNow, sendNow
+from echotwist.fastpath import (
+    FastEPollReactor,
+    canSendNow,
+    sendNow,
+    writerFor,
+    writeThrough,
+)
 from echotwist.protocol import Echo, EchoFactory
 
 
@@ -322,6 +328,47 @@ class SendNowTests(SynchronousTestCase):
 
         transport, _ = server(FakeSocket(), kind=Custom)
         self.assertFalse(canSendNow(transport))
+
+
+class WriterForTests(SynchronousTestCase):
+    """L{writerFor} picks, once per connection, how to send on a transport."""
+
+    def test_knownTransports(self) -> None:
+        """Twisted's TCP transports get L{sendNow}."""
+        transport, _ = server(FakeSocket())
+        self.assertIs(writerFor(transport), sendNow)
+
+    def test_otherTransports(self) -> None:
+        """Any other transport gets its class's C{write}, which writes."""
+        transport = StringTransport()
+        writer = writerFor(transport)
+        self.assertIs(writer, StringTransport.write)
+        writer(transport, b"abc")
+        self.assertEqual(transport.value(), b"abc")
+
+    def test_instanceWrite(self) -> None:
+        """A transport with a C{write} of its own is written through it."""
+        transport = StringTransport()
+        written: list[bytes] = []
+        transport.write = written.append  # type: ignore[method-assign]
+        writer = writerFor(transport)
+        self.assertIs(writer, writeThrough)
+        writer(transport, b"abc")
+        self.assertEqual(written, [b"abc"])
+        self.assertEqual(transport.value(), b"")
+
+    def test_echoUsesWriter(self) -> None:
+        """An L{Echo} over a transport with its own C{write} echoes through it."""
+        transport = StringTransport()
+        written: list[bytes] = []
+        transport.write = written.append  # type: ignore[method-assign]
+        protocol = EchoFactory(Clock()).buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        assert isinstance(protocol, Echo)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"hello")
+        self.assertEqual(written, [b"hello"])
 
 
 @implementer(IPushProducer)
