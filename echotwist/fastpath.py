@@ -94,7 +94,9 @@ def sendNow(transport: ITransport, data: bytes) -> None:
         transport.write(data[sent:])
 
 
-Writer = Callable[[Any, bytes], None]
+# How a protocol sends: C{function(target, data)}.  A pair rather than a
+# bound method so that choosing it costs a connection no new object.
+Writer = tuple[Callable[[Any, bytes], None], object]
 
 
 def writeThrough(transport: ITransport, data: bytes) -> None:
@@ -103,21 +105,28 @@ def writeThrough(transport: ITransport, data: bytes) -> None:
 
 
 def writerFor(transport: ITransport) -> Writer:
-    """The function to send bytes on C{transport} with: C{writer(transport, data)}.
+    """How to send on C{transport}: C{function(target, data)}.
 
-    L{sendNow} for the transports it knows; for any other, the write
-    function of the transport's class, called without a detour through
-    L{sendNow} (a protocol looks its writer up once per connection, so each
-    echo saves a Python call); L{writeThrough} when the instance has a
-    C{write} of its own.  All three send exactly what C{transport.write}
-    would, in the same order.
+    A protocol looks this up once per connection, so each echo calls the
+    sending function with no detour:
+      - Twisted's TCP and UNIX transports: L{sendNow} on the transport;
+      - a transport with a C{directWriter()} method (the C{aiotcp:}
+        connection of L{echotwist.native}): what it returns, the loop's own
+        C{write} on the loop's own transport;
+      - a transport with a C{write} of its own (set on the instance):
+        L{writeThrough};
+      - any other: its class's C{write} on the transport.
+    Each sends exactly what C{transport.write} would, in the same order.
     """
     if type(transport) in _DIRECT:
-        return sendNow
-    if "write" in getattr(transport, "__dict__", ()):
-        return writeThrough
-    write: Writer | None = getattr(type(transport), "write", None)
-    return write if write is not None else writeThrough
+        return sendNow, transport
+    directWriter: Callable[[], Writer] | None = getattr(transport, "directWriter", None)
+    if directWriter is not None:
+        return directWriter()
+    write: Callable[[Any, bytes], None] | None = getattr(type(transport), "write", None)
+    if write is None or "write" in getattr(transport, "__dict__", ()):
+        return writeThrough, transport
+    return write, transport
 
 
 class FastEPollReactor(EPollReactor):

@@ -152,6 +152,15 @@ class NativeConnection(asyncio.Protocol):
         """Send C{data}; the loop sends at once or buffers it."""
         self.transport.write(data)
 
+    def directWriter(self) -> tuple[Callable[[Any, bytes], None], object]:
+        """The loop transport's own C{write} and that transport.
+
+        For L{echotwist.fastpath.writerFor}: a protocol sending through
+        these calls the loop's C{write} (C code under uvloop) without a
+        Python call through L{write}, to the same effect.
+        """
+        return type(self.transport).write, self.transport
+
     def writeSequence(self, data: Iterable[bytes]) -> None:
         """Send every chunk of C{data}, in order."""
         self.transport.writelines(data)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import socket as socket_
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.application.reactors import IReactorInstaller
 from twisted.internet import tcp, unix
@@ -334,16 +335,16 @@ class WriterForTests(SynchronousTestCase):
     """L{writerFor} picks, once per connection, how to send on a transport."""
 
     def test_knownTransports(self) -> None:
-        """Twisted's TCP transports get L{sendNow}."""
+        """Twisted's TCP transports get L{sendNow} on the transport."""
         transport, _ = server(FakeSocket())
-        self.assertIs(writerFor(transport), sendNow)
+        self.assertEqual(writerFor(transport), (sendNow, transport))
 
     def test_otherTransports(self) -> None:
         """Any other transport gets its class's C{write}, which writes."""
         transport = StringTransport()
-        writer = writerFor(transport)
-        self.assertIs(writer, StringTransport.write)
-        writer(transport, b"abc")
+        write, target = writerFor(transport)
+        self.assertEqual(write, StringTransport.write)
+        write(target, b"abc")
         self.assertEqual(transport.value(), b"abc")
 
     def test_instanceWrite(self) -> None:
@@ -351,9 +352,23 @@ class WriterForTests(SynchronousTestCase):
         transport = StringTransport()
         written: list[bytes] = []
         transport.write = written.append  # type: ignore[method-assign]
-        writer = writerFor(transport)
-        self.assertIs(writer, writeThrough)
-        writer(transport, b"abc")
+        write, target = writerFor(transport)
+        self.assertEqual((write, target), (writeThrough, transport))
+        write(target, b"abc")
+        self.assertEqual(written, [b"abc"])
+        self.assertEqual(transport.value(), b"")
+
+    def test_directWriter(self) -> None:
+        """A transport offering C{directWriter()} is written as it says."""
+        written: list[bytes] = []
+
+        class Offering(StringTransport):
+            def directWriter(self) -> tuple[Callable[[Any, bytes], None], object]:
+                return list.append, written
+
+        transport = Offering()
+        write, target = writerFor(transport)
+        write(target, b"abc")
         self.assertEqual(written, [b"abc"])
         self.assertEqual(transport.value(), b"")
 

@@ -30,7 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from echotwist.native import NativeConnection, parseNativeTCP, toAddress
-from echotwist.protocol import EchoFactory
+from echotwist.protocol import Echo, EchoFactory
 from echotwist.tap import Options
 from echotwist.test.e2e import runClient, startServer
 
@@ -153,6 +153,16 @@ class NativeConnectionTests(SynchronousTestCase):
         transport.dataReceived(b"direct")
         self.assertEqual(transport.written, b"direct")
         self.assertEqual(factory.stats.bytesEchoedNow()["tcp"], 6)
+
+    def test_directWriter(self) -> None:
+        """The echo writes with the loop transport's own C{write}, directly."""
+        connection, transport, _ = connect()
+        write, target = connection.directWriter()
+        self.assertIs(target, transport)
+        self.assertEqual(write, FakeTransport.write)
+        echo = cast(Echo, connection.protocol)
+        self.assertIsInstance(echo, Echo)
+        self.assertEqual((echo.writer, echo.writeTarget), (write, target))
 
     def test_flowControl(self) -> None:
         """A full write buffer stops reading; a drained one restarts it."""
