@@ -207,7 +207,10 @@ class Echo(Protocol):
         self.bytesEchoed += len(data)
         # Sent at once when nothing is buffered, else buffered by the
         # transport with its flow control (see echotwist.fastpath.writerFor).
-        self.writer(self.writeTarget, data)
+        # (A local name for the writer makes CPython's attribute lookup the
+        # fast slot read rather than a method lookup.)
+        writer = self.writer
+        writer(self.writeTarget, data)
 
     def readConnectionLost(self) -> None:
         """The client shut its sending side: flush what is buffered, then close."""
