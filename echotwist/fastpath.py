@@ -38,7 +38,8 @@ rather than reordering bytes.
 from __future__ import annotations
 
 import errno
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.internet import tcp, unix
 from twisted.internet.epollreactor import EPollReactor
@@ -74,7 +75,9 @@ def sendNow(transport: ITransport, data: bytes) -> None:
     what order; what the kernel does not take at once is buffered by
     C{transport.write}, with its flow control.
     """
-    if not canSendNow(transport):
+    # The exact-type test comes first and inline: every write of a
+    # transport we do not know (TLS, aiotcp:) goes straight to write().
+    if type(transport) not in _DIRECT or not canSendNow(transport):
         transport.write(data)
         return
     connection = cast(tcp.Server, transport)
@@ -89,6 +92,41 @@ def sendNow(transport: ITransport, data: bytes) -> None:
         return
     if sent < len(data):
         transport.write(data[sent:])
+
+
+# How a protocol sends: C{function(target, data)}.  A pair rather than a
+# bound method so that choosing it costs a connection no new object.
+Writer = tuple[Callable[[Any, bytes], None], object]
+
+
+def writeThrough(transport: ITransport, data: bytes) -> None:
+    """Write C{data} with C{transport.write}: the writer of last resort."""
+    transport.write(data)
+
+
+def writerFor(transport: ITransport) -> Writer:
+    """How to send on C{transport}: C{function(target, data)}.
+
+    A protocol looks this up once per connection, so each echo calls the
+    sending function with no detour:
+      - Twisted's TCP and UNIX transports: L{sendNow} on the transport;
+      - a transport with a C{directWriter()} method (the C{aiotcp:}
+        connection of L{echotwist.native}): what it returns, the loop's own
+        C{write} on the loop's own transport;
+      - a transport with a C{write} of its own (set on the instance):
+        L{writeThrough};
+      - any other: its class's C{write} on the transport.
+    Each sends exactly what C{transport.write} would, in the same order.
+    """
+    if type(transport) in _DIRECT:
+        return sendNow, transport
+    directWriter: Callable[[], Writer] | None = getattr(transport, "directWriter", None)
+    if directWriter is not None:
+        return directWriter()
+    write: Callable[[Any, bytes], None] | None = getattr(type(transport), "write", None)
+    if write is None or "write" in getattr(transport, "__dict__", ()):
+        return writeThrough, transport
+    return write, transport
 
 
 class FastEPollReactor(EPollReactor):

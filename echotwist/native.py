@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -66,9 +66,11 @@ class NativeConnection(asyncio.Protocol):
     # Tens of thousands of idle connections: no per-instance dict.
     __slots__ = ("factory", "producer", "protocol", "streaming", "transport")
 
+    # Set by connection_made, before the Twisted protocol exists to use it.
+    transport: asyncio.Transport
+
     def __init__(self, factory: IProtocolFactory) -> None:
         self.factory = factory
-        self.transport: asyncio.Transport | None = None
         self.protocol: IProtocol | None = None
         self.producer: IProducer | None = None
         self.streaming = False
@@ -87,11 +89,25 @@ class NativeConnection(asyncio.Protocol):
             return
         self.protocol = protocol
         protocol.makeConnection(self)
+        # uvloop looks data_received up once, when the protocol is set, and
+        # keeps the bound method: set it again now that the Twisted protocol
+        # exists, so each read calls its dataReceived with no hop through
+        # this adapter.  (asyncio's own transports look it up per read.)
+        transport.set_protocol(self)
 
-    def data_received(self, data: bytes) -> None:
-        """Deliver bytes to the protocol."""
-        assert self.protocol is not None
-        self.protocol.dataReceived(data)
+    # A property, not a method, so the loop gets the protocol's own
+    # dataReceived.
+    @property
+    def data_received(self) -> Callable[[bytes], None]:
+        """The Twisted protocol's C{dataReceived}, called for every read."""
+        protocol = self.protocol
+        if protocol is None:
+            return self._dataWithoutProtocol
+        return protocol.dataReceived
+
+    def _dataWithoutProtocol(self, data: bytes) -> None:
+        # Only a refused connection (closed at once) has no protocol.
+        pass
 
     def eof_received(self) -> bool:
         """The peer shut its side: half-close, as Twisted's TCP does.
@@ -132,40 +148,45 @@ class NativeConnection(asyncio.Protocol):
 
     # ITransport / ITCPTransport
 
-    def _loop(self) -> asyncio.Transport:
-        assert self.transport is not None
-        return self.transport
-
     def write(self, data: bytes) -> None:
         """Send C{data}; the loop sends at once or buffers it."""
-        self._loop().write(data)
+        self.transport.write(data)
+
+    def directWriter(self) -> tuple[Callable[[Any, bytes], None], object]:
+        """The loop transport's own C{write} and that transport.
+
+        For L{echotwist.fastpath.writerFor}: a protocol sending through
+        these calls the loop's C{write} (C code under uvloop) without a
+        Python call through L{write}, to the same effect.
+        """
+        return type(self.transport).write, self.transport
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         """Send every chunk of C{data}, in order."""
-        self._loop().writelines(data)
+        self.transport.writelines(data)
 
     def loseConnection(self) -> None:
         """Close once everything buffered is sent."""
-        self._loop().close()
+        self.transport.close()
 
     def abortConnection(self) -> None:
         """Close at once, discarding what is buffered."""
-        self._loop().abort()
+        self.transport.abort()
 
     def loseWriteConnection(self) -> None:
         """Shut our sending side once everything buffered is sent."""
-        self._loop().write_eof()
+        self.transport.write_eof()
 
     def getPeer(self) -> IPv4Address | IPv6Address:
         """The client's address."""
-        return toAddress(self._loop().get_extra_info("peername"))
+        return toAddress(self.transport.get_extra_info("peername"))
 
     def getHost(self) -> IPv4Address | IPv6Address:
         """Our address."""
-        return toAddress(self._loop().get_extra_info("sockname"))
+        return toAddress(self.transport.get_extra_info("sockname"))
 
     def _socketOption(self, level: int, option: int, value: int | None) -> bool:
-        sock = self._loop().get_extra_info("socket")
+        sock = self.transport.get_extra_info("socket")
         if value is not None:
             sock.setsockopt(level, option, value)
         return bool(sock.getsockopt(level, option))
@@ -205,17 +226,17 @@ class NativeConnection(asyncio.Protocol):
 
     def pauseProducing(self) -> None:
         """Stop reading."""
-        if not self._loop().is_closing():
-            self._loop().pause_reading()
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def resumeProducing(self) -> None:
         """Read again."""
-        if not self._loop().is_closing():
-            self._loop().resume_reading()
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def stopProducing(self) -> None:
         """Close the connection."""
-        self._loop().close()
+        self.transport.close()
 
 
 @implementer(IListeningPort)

@@ -13,7 +13,7 @@ import fcntl
 import struct
 import termios
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echotwist.fastpath import sendNow
+from echotwist.fastpath import sendNow, writerFor
 from echotwist.limits import ConnectionLimits, idleSweepInterval, isIdle
 from echotwist.stats import ServerStats
 
@@ -115,6 +115,8 @@ class Echo(Protocol):
         "startedAt",
         "traffic",
         "transport",
+        "writeTarget",
+        "writer",
     )
 
     def __init__(self) -> None:
@@ -133,6 +135,10 @@ class Echo(Protocol):
         self.admitted = False
         # Why we closed the connection ourselves (idle, shutdown), if we did.
         self.closeReason: str | None = None
+        # How dataReceived sends, writer(writeTarget, data): chosen for the
+        # transport in connectionMade (see echotwist.fastpath.writerFor).
+        self.writer: Callable[[Any, bytes], None] = sendNow
+        self.writeTarget: object = None
 
     @property
     def stream(self) -> IStreamTransport:
@@ -146,6 +152,7 @@ class Echo(Protocol):
         # write buffer fills it pauses itself, so it stops reading from a
         # client that does not read its echo.
         transport.registerProducer(transport, True)
+        self.writer, self.writeTarget = writerFor(transport)
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         self.kind = transportKind(transport)
@@ -199,8 +206,11 @@ class Echo(Protocol):
         self.traffic = True
         self.bytesEchoed += len(data)
         # Sent at once when nothing is buffered, else buffered by the
-        # transport with its flow control (see echotwist.fastpath).
-        sendNow(self.stream, data)
+        # transport with its flow control (see echotwist.fastpath.writerFor).
+        # (A local name for the writer makes CPython's attribute lookup the
+        # fast slot read rather than a method lookup.)
+        writer = self.writer
+        writer(self.writeTarget, data)
 
     def readConnectionLost(self) -> None:
         """The client shut its sending side: flush what is buffered, then close."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import socket as socket_
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.application.reactors import IReactorInstaller
 from twisted.internet import tcp, unix
@@ -28,7 +29,13 @@ from twisted.python.log import ILogContext
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from echotwist.fastpath import FastEPollReactor, canSendNow, sendNow
+from echotwist.fastpath import (
+    FastEPollReactor,
+    canSendNow,
+    sendNow,
+    writerFor,
+    writeThrough,
+)
 from echotwist.protocol import Echo, EchoFactory
 
 
@@ -322,6 +329,61 @@ class SendNowTests(SynchronousTestCase):
 
         transport, _ = server(FakeSocket(), kind=Custom)
         self.assertFalse(canSendNow(transport))
+
+
+class WriterForTests(SynchronousTestCase):
+    """L{writerFor} picks, once per connection, how to send on a transport."""
+
+    def test_knownTransports(self) -> None:
+        """Twisted's TCP transports get L{sendNow} on the transport."""
+        transport, _ = server(FakeSocket())
+        self.assertEqual(writerFor(transport), (sendNow, transport))
+
+    def test_otherTransports(self) -> None:
+        """Any other transport gets its class's C{write}, which writes."""
+        transport = StringTransport()
+        write, target = writerFor(transport)
+        self.assertEqual(write, StringTransport.write)
+        write(target, b"abc")
+        self.assertEqual(transport.value(), b"abc")
+
+    def test_instanceWrite(self) -> None:
+        """A transport with a C{write} of its own is written through it."""
+        transport = StringTransport()
+        written: list[bytes] = []
+        transport.write = written.append  # type: ignore[method-assign]
+        write, target = writerFor(transport)
+        self.assertEqual((write, target), (writeThrough, transport))
+        write(target, b"abc")
+        self.assertEqual(written, [b"abc"])
+        self.assertEqual(transport.value(), b"")
+
+    def test_directWriter(self) -> None:
+        """A transport offering C{directWriter()} is written as it says."""
+        written: list[bytes] = []
+
+        class Offering(StringTransport):
+            def directWriter(self) -> tuple[Callable[[Any, bytes], None], object]:
+                return list.append, written
+
+        transport = Offering()
+        write, target = writerFor(transport)
+        write(target, b"abc")
+        self.assertEqual(written, [b"abc"])
+        self.assertEqual(transport.value(), b"")
+
+    def test_echoUsesWriter(self) -> None:
+        """An L{Echo} over a transport with its own C{write} echoes through it."""
+        transport = StringTransport()
+        written: list[bytes] = []
+        transport.write = written.append  # type: ignore[method-assign]
+        protocol = EchoFactory(Clock()).buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        assert isinstance(protocol, Echo)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"hello")
+        self.assertEqual(written, [b"hello"])
 
 
 @implementer(IPushProducer)

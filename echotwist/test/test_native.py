@@ -30,7 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from echotwist.native import NativeConnection, parseNativeTCP, toAddress
-from echotwist.protocol import EchoFactory
+from echotwist.protocol import Echo, EchoFactory
 from echotwist.tap import Options
 from echotwist.test.e2e import runClient, startServer
 
@@ -59,6 +59,10 @@ class FakeTransport:
         self.aborted = False
         self.eofWritten = False
         self.reading = True
+        self.protocol: asyncio.BaseProtocol | None = None
+        # What uvloop keeps of the protocol when it is set: its bound
+        # data_received, looked up once.
+        self.dataReceived: Any = None
         self.extra: dict[str, Any] = {
             "peername": peer,
             "sockname": ("192.0.2.1", 5000),
@@ -97,6 +101,11 @@ class FakeTransport:
         """Read again."""
         self.reading = True
 
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Take C{protocol}, keeping its C{data_received} as uvloop does."""
+        self.protocol = protocol
+        self.dataReceived = getattr(protocol, "data_received", None)
+
     def get_extra_info(self, name: str) -> object:
         """Peer, local address and socket."""
         return self.extra[name]
@@ -130,6 +139,30 @@ class NativeConnectionTests(SynchronousTestCase):
         connection.data_received(b" world")
         self.assertEqual(transport.written, b"hello world")
         self.assertEqual(factory.stats.bytesEchoedNow()["tcp"], 11)
+
+    def test_loopCallsDataReceivedDirectly(self) -> None:
+        """Once connected, the loop's kept C{data_received} is the Echo's own.
+
+        uvloop looks C{data_received} up when the protocol is set; the
+        connection sets itself again once the Echo exists, so each read
+        calls C{Echo.dataReceived} with no hop through the adapter.
+        """
+        connection, transport, factory = connect()
+        self.assertIs(transport.protocol, connection)
+        self.assertIs(transport.dataReceived.__self__, connection.protocol)
+        transport.dataReceived(b"direct")
+        self.assertEqual(transport.written, b"direct")
+        self.assertEqual(factory.stats.bytesEchoedNow()["tcp"], 6)
+
+    def test_directWriter(self) -> None:
+        """The echo writes with the loop transport's own C{write}, directly."""
+        connection, transport, _ = connect()
+        write, target = connection.directWriter()
+        self.assertIs(target, transport)
+        self.assertEqual(write, FakeTransport.write)
+        echo = cast(Echo, connection.protocol)
+        self.assertIsInstance(echo, Echo)
+        self.assertEqual((echo.writer, echo.writeTarget), (write, target))
 
     def test_flowControl(self) -> None:
         """A full write buffer stops reading; a drained one restarts it."""
@@ -193,8 +226,11 @@ class NativeConnectionTests(SynchronousTestCase):
             def buildProtocol(self, addr: IAddress | None) -> None:
                 return None
 
-        _, transport, _ = connect(Refusing())
+        connection, transport, _ = connect(Refusing())
         self.assertTrue(transport.closed)
+        # Bytes already on their way are dropped, not an error.
+        connection.data_received(b"late")
+        self.assertEqual(transport.written, b"")
 
     def test_transportMethods(self) -> None:
         """Close, abort, half-close and TCP options reach the loop's transport."""
