@@ -70,6 +70,27 @@ def shortTemporaryDirectory(test: SynchronousTestCase) -> Path:
     return directory
 
 
+def echoInSteps(sock: socket.socket, data: bytes, step: int = 16384) -> bytes:
+    """Send C{data} on C{sock} C{step} bytes at a time, reading each echo back.
+
+    For TLS sockets: one C{ssl.SSLSocket} must not be read and written from
+    two threads at once (as L{echoOver} does), and C{step} bytes in flight
+    always fit the socket buffers, so no thread is needed.
+    """
+    sock.settimeout(WAIT)
+    received = bytearray()
+    for start in range(0, len(data), step):
+        chunk = data[start : start + step]
+        sock.sendall(chunk)
+        expected = start + len(chunk)
+        while len(received) < expected:
+            piece = sock.recv(65536)
+            if not piece:
+                return bytes(received)
+            received += piece
+    return bytes(received)
+
+
 class TLSTests(SynchronousTestCase):
     """C{--listen ssl:...} serves TLS clients (C{tls:PATH} is in test_e2e)."""
 
@@ -86,7 +107,7 @@ class TLSTests(SynchronousTestCase):
             socket.create_connection(("127.0.0.1", server.port), WAIT) as raw,
             context.wrap_socket(raw, server_hostname="localhost") as tls,
         ):
-            self.assertEqual(echoOver(tls, data), data)
+            self.assertEqual(echoInSteps(tls, data), data)
             peer = tls.getpeercert()
         assert peer is not None
         self.assertIn((("commonName", "localhost"),), peer["subject"])
