@@ -637,8 +637,11 @@ class LeanServerTests(SynchronousTestCase):
         """It stores what C{tcp.Server} stores, less the three derived values."""
         (plain, _), (lean, _) = twins()
         self.assertEqual(
-            set(vars(lean)), set(vars(plain)) - {"fileno", "logstr", "repstr"}
+            set(vars(lean)),
+            set(vars(plain)) - {"fileno", "logstr", "repstr"} | {"protocolPrefix"},
         )
+        # The protocol's part of the log prefix: one string for them all.
+        self.assertIs(lean.protocolPrefix, Protocol.__name__)
 
     def test_sameAnswers(self) -> None:
         """C{fileno()}, C{logPrefix()} and C{repr()} answer as C{tcp.Server}'s."""
@@ -672,7 +675,7 @@ class LeanServerTests(SynchronousTestCase):
         self.assertEqual(len(lost), 1)
         self.assertNotIn(lean, reactor.getReaders())
         self.assertNotIn("fileno", vars(lean))
-        self.assertEqual(lean.logPrefix(), "NoneType,7,127.0.0.1")
+        self.assertEqual(lean.logPrefix(), "Recorder,7,127.0.0.1")
         self.assertEqual(repr(lean), "<NoneType #7 on 5000>")
         # A second call (as after an abort) is ignored, as by tcp.Server.
         lean.connectionLost(Failure(ConnectionDone()))
