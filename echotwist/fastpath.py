@@ -138,9 +138,11 @@ def useLeanServer(port: IListeningPort) -> bool:
     """Make C{port} serve its connections with L{LeanServer}, if it can.
 
     Only a C{tcp.Port} building plain C{tcp.Server} connections is
-    changed (TCP over IPv4 or IPv6, and ports adopted from a descriptor);
-    TLS, UNIX and other ports, and ports with a transport class of their
-    own, are left as they are.  Returns whether C{port} was changed.
+    changed: TCP over IPv4 or IPv6, ports adopted from a descriptor, and
+    C{ssl:}/C{tls:} ports (Twisted runs TLS as a protocol over a plain TCP
+    port).  UNIX ports, ports with a transport class of their own and
+    other listeners are left as they are.  Returns whether C{port} was
+    changed.
     """
     if not isinstance(port, tcp.Port) or port.transport is not tcp.Server:
         return False
