@@ -100,7 +100,8 @@ class Echo(Protocol):
     factory: EchoFactory
 
     # A server may hold tens of thousands of idle connections, so an Echo
-    # keeps no per-instance dict and stores only what it needs; the
+    # stores only what it needs, in slots (its instance dict, which every
+    # Protocol subclass has, stays empty and is never created); the
     # client's address is read back from the transport when logging.
     __slots__ = (
         "admitted",
@@ -277,7 +278,9 @@ class EchoFactory(Factory[Echo]):
         self.limits = limits
         self.idleTimeout = idleTimeout
         self.unsentBytes = unsentBytes
-        self.connections: set[Echo] = set()
+        # A dict used as an ordered set: at ten thousand connections it
+        # takes about half the memory of a set, which grows fourfold.
+        self.connections: dict[Echo, None] = {}
         self.stats.addLiveSource(self._liveBytes)
         self.idleCheck: IDelayedCall | None = None
         self.draining = False
@@ -312,7 +315,7 @@ class EchoFactory(Factory[Echo]):
 
     def connectionStarted(self, protocol: Echo) -> None:
         """Track a served connection; start the shared idle check if needed."""
-        self.connections.add(protocol)
+        self.connections[protocol] = None
         if self.idleTimeout > 0 and self.idleCheck is None:
             self.idleCheck = self.clock.callLater(
                 idleSweepInterval(self.idleTimeout), self._checkIdle
@@ -332,7 +335,7 @@ class EchoFactory(Factory[Echo]):
 
     def connectionEnded(self, protocol: Echo) -> None:
         """Forget a finished connection; finish a drain when it was the last."""
-        self.connections.discard(protocol)
+        self.connections.pop(protocol, None)
         if not self.connections and self.idleCheck is not None:
             self.idleCheck.cancel()
             self.idleCheck = None

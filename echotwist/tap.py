@@ -24,6 +24,7 @@ from twisted.python import usage
 from echotwist import limits
 from echotwist.emfile import guardAccept
 from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
+from echotwist.fastpath import useLeanServer
 from echotwist.protocol import EchoFactory
 from echotwist.server import (
     CleanExitService,
@@ -367,6 +368,8 @@ def makeService(options: Options) -> MultiService:
     )
 
     def guard(port: IListeningPort) -> None:
+        # Smaller idle connections (see echotwist.fastpath.LeanServer).
+        useLeanServer(port)
         guardAccept(port, reactor, lambda: stats.reject(limits.EMFILE))
 
     top = MultiService()

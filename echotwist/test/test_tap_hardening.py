@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 import ipaddress
 import signal
+import socket
+from typing import cast
 
 from twisted.application.service import IServiceCollection, MultiService
+from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from echotwist.emfile import AcceptGuard
+from echotwist.fastpath import LeanServer
 from echotwist.protocol import EchoFactory
 from echotwist.server import DrainService, FileLimitService, ListeningService
 from echotwist.tap import Options, makeService
@@ -132,3 +137,17 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(signal.getsignal(signal.SIGTERM), draining[0].sigTerm)
         self.assertEqual(len(reactor.tcpServers), 1)
         self.assertIs(reactor.tcpServers[0][1], factory)
+
+    def test_echoPortsAreLeanAndGuarded(self) -> None:
+        """Each echo port serves with L{LeanServer} and pauses on EMFILE."""
+        options, reactor = parse("--listen=tcp:0")
+        service = makeService(options)
+        (listening,) = [c for c in service if isinstance(c, ListeningService)]
+        port = tcp.Port(0, listening.factory, reactor=reactor)
+        realSocket = cast(socket.socket, object())
+        port.socket = realSocket
+        assert listening.onPort is not None
+        listening.onPort(port)
+        self.assertIs(port.transport, LeanServer)
+        self.assertIsInstance(port.socket, AcceptGuard)
+        self.assertIs(cast(AcceptGuard, port.socket).realSocket, realSocket)
