@@ -226,25 +226,39 @@ class Meter:
         self.pids = list(pids)
         self.serving = list(serving)
         self.port = port
-        self.ticks = 0
-        self.switches = 0
+        self.user = self.system = self.switches = 0
         self.spread: Spread | None = None
+
+    def _read(self) -> tuple[int, int, int]:
+        stats = [readStat(pid) for pid in self.pids]
+        return (
+            sum(stat.user for stat in stats),
+            sum(stat.system for stat in stats),
+            sum(readContextSwitches(pid) for pid in self.pids),
+        )
 
     def start(self) -> None:
         """The window starts: subtract the counters read now."""
-        self.ticks = -sum(readStat(pid).ticks for pid in self.pids)
-        self.switches = -sum(readContextSwitches(pid) for pid in self.pids)
+        user, system, switches = self._read()
+        self.user, self.system, self.switches = -user, -system, -switches
         if self.serving:
             self.spread = connectionsOf(self.serving, self.port)
 
     def stop(self) -> None:
         """The window ends: add the counters read now."""
-        self.ticks += sum(readStat(pid).ticks for pid in self.pids)
-        self.switches += sum(readContextSwitches(pid) for pid in self.pids)
+        user, system, switches = self._read()
+        self.user += user
+        self.system += system
+        self.switches += switches
 
-    def cpuMicrosPerEcho(self, echoes: int) -> float:
-        """Server CPU µs per echo over the window."""
-        return cpuMicrosPerEcho(self.ticks, echoes, os.sysconf("SC_CLK_TCK"))
+    def cpuMicrosPerEcho(self, echoes: int, *, kind: str = "both") -> float:
+        """Server CPU µs per echo over the window: C{user}, C{system} or both."""
+        ticks = {
+            "user": self.user,
+            "system": self.system,
+            "both": self.user + self.system,
+        }[kind]
+        return cpuMicrosPerEcho(ticks, echoes, os.sysconf("SC_CLK_TCK"))
 
 
 def pingpong(
@@ -696,7 +710,8 @@ def runWorkers(
                 f"round {rep + 1} {config.server.name:30}"
                 f" {result['echoes_per_s']:>10,.0f} echoes/s"
                 f" {sample.cpuMicrosPerEcho[-1]:6.2f} µs CPU/echo"
-                f" {sample.switchesPerEcho[-1]:5.2f} switches/echo"
+                f" (system {sample.systemMicrosPerEcho[-1]:5.2f})"
+                f" {sample.switchesPerEcho[-1] * 1000:6.1f} switches/1k echoes"
                 f" connections per worker {list(meter.spread.counts)}",
                 flush=True,
             )
@@ -718,10 +733,11 @@ def runWorkers(
         " `all`: nothing pinned; workers and load generator share every CPU.",
         "- *CPU µs/echo*: user + system time of the supervisor and every"
         " worker (its children) from `/proc/PID/stat`, summed over the"
-        " measured window, per echo. N = 1 is one process (no supervisor).",
+        " measured window, per echo (*of it system*: the system time)."
+        " N = 1 is one process (no supervisor).",
         "- *vs N=1*: echoes/CPU-s over that of one worker, same reactor and pinning.",
-        "- *switches/echo*: voluntary + involuntary context switches of those"
-        " processes (`/proc/PID/status`) per echo.",
+        "- *switches/1k echoes*: voluntary + involuntary context switches of"
+        " those processes (`/proc/PID/status`) per 1,000 echoes.",
         "- *conns per worker*: established connections each worker held"
         " (its `/proc/PID/fd` sockets matched to `/proc/net/tcp`), the fewest"
         " and most any worker held in any round.",
@@ -803,6 +819,7 @@ class WorkersSamples:
 
     echoesPerSecond: list[float] = field(default_factory=list)
     cpuMicrosPerEcho: list[float] = field(default_factory=list)
+    systemMicrosPerEcho: list[float] = field(default_factory=list)
     switchesPerEcho: list[float] = field(default_factory=list)
     connectionsPerWorker: list[list[int]] = field(default_factory=list)
 
@@ -811,6 +828,9 @@ class WorkersSamples:
         assert meter.spread is not None
         self.echoesPerSecond.append(result["echoes_per_s"])
         self.cpuMicrosPerEcho.append(meter.cpuMicrosPerEcho(result["echoes"]))
+        self.systemMicrosPerEcho.append(
+            meter.cpuMicrosPerEcho(result["echoes"], kind="system")
+        )
         self.switchesPerEcho.append(meter.switches / result["echoes"])
         self.connectionsPerWorker.append(list(meter.spread.counts))
 
@@ -821,11 +841,11 @@ def workersTable(
     """The workers section's table: medians, ratios to the fewest workers."""
     med = statistics.median
     header = (
-        "| reactor | CPUs | workers | echoes/s | CPU µs/echo | echoes/CPU-s"
-        " | vs N=1 | switches/echo | conns per worker (of"
+        "| reactor | CPUs | workers | echoes/s | CPU µs/echo | of it system"
+        " | echoes/CPU-s | vs N=1 | switches/1k echoes | conns per worker (of"
         f" {WORKERS_LOAD.conns}) |"
     )
-    lines = [header, "|" + "---|" * 9]
+    lines = [header, "|" + "---|" * 10]
     groups: dict[tuple[str, str], dict[int, WorkersConfig]] = {}
     for config in configs:
         groups.setdefault((config.reactor, config.cpus), {})[config.count] = config
@@ -844,9 +864,10 @@ def workersTable(
                 str(count),
                 f"{med(sample.echoesPerSecond):,.0f}",
                 f"{med(sample.cpuMicrosPerEcho):.2f}",
+                f"{med(sample.systemMicrosPerEcho):.2f}",
                 f"{med(perCpuSecond[count]):,.0f}",
                 f"{ratios[count]:.2f}x",
-                f"{med(sample.switchesPerEcho):.2f}",
+                f"{med(sample.switchesPerEcho) * 1000:.1f}",
                 f"{min(s.least for s in spread)}-{max(s.most for s in spread)}",
             ]
             lines.append("| " + " | ".join(cells) + " |")

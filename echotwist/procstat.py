@@ -32,11 +32,17 @@ class ProcessStat:
 
     pid: int
     parent: int
-    ticks: int
+    user: int
+    system: int
+
+    @property
+    def ticks(self) -> int:
+        """User plus system time."""
+        return self.user + self.system
 
 
 def parseStat(text: str) -> ProcessStat:
-    """Read C{/proc/PID/stat}: pid, parent pid and user + system ticks.
+    """Read C{/proc/PID/stat}: pid, parent pid, user and system ticks.
 
     The command name (field 2, in parentheses) may hold spaces and
     parentheses itself, so the fields are counted after its last C{)}.
@@ -46,7 +52,7 @@ def parseStat(text: str) -> ProcessStat:
     # After the name: state, ppid, ..., utime (14th field of the line) and
     # stime (15th).
     return ProcessStat(
-        int(head.split("(", 1)[0]), int(fields[1]), int(fields[11]) + int(fields[12])
+        int(head.split("(", 1)[0]), int(fields[1]), int(fields[11]), int(fields[12])
     )
 
 

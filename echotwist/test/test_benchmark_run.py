@@ -111,7 +111,8 @@ def samples(
     return run.WorkersSamples(
         echoesPerSecond=[rate] * len(cpu),
         cpuMicrosPerEcho=cpu,
-        switchesPerEcho=[0.5] * len(cpu),
+        systemMicrosPerEcho=[c / 2 for c in cpu],
+        switchesPerEcho=[0.0125] * len(cpu),
         connectionsPerWorker=spreads,
     )
 
@@ -132,16 +133,17 @@ class WorkersTableTests(SynchronousTestCase):
             "workers-fastepoll-cpus-1-n2": samples([8.0], [[25, 25]]),
         }
         lines = run.workersTable(configs, data)
+        cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
         self.assertEqual(
-            lines[2:],
+            [" ".join(row) for row in cells],
             [
-                "| default | 1 | 1 | 1,000 | 12.00 | 83,333 | 1.00x | 0.50 | 50-50 |",
-                "| default | 1 | 2 | 1,000 | 15.00 | 66,667 | 0.80x | 0.50 | 20-30 |",
-                "| fastepoll | 1 | 1 | 1,000 | 10.00 | 100,000 | 1.00x | 0.50"
-                " | 50-50 |",
-                "| fastepoll | 1 | 2 | 1,000 | 8.00 | 125,000 | 1.25x | 0.50 | 25-25 |",
+                "default 1 1 1,000 12.00 6.00 83,333 1.00x 12.5 50-50",
+                "default 1 2 1,000 15.00 7.50 66,667 0.80x 12.5 20-30",
+                "fastepoll 1 1 1,000 10.00 5.00 100,000 1.00x 12.5 50-50",
+                "fastepoll 1 2 1,000 8.00 4.00 125,000 1.25x 12.5 25-25",
             ],
         )
+        self.assertEqual(len(lines[0].split("|")), len(lines[2].split("|")))
 
     def test_commands(self) -> None:
         """Each configuration runs the installed twistd with its workers."""
@@ -164,10 +166,12 @@ class WorkersTableTests(SynchronousTestCase):
     def test_addRound(self) -> None:
         """A round's meter becomes CPU and switches per echo and a spread."""
         meter = run.Meter([1, 2])
-        meter.ticks, meter.switches, meter.spread = 30, 500, Spread((4, 6))
-        sample = run.WorkersSamples()
-        sample.add({"echoes_per_s": 5000.0, "echoes": 1000}, meter)
         ticksPerSecond = os.sysconf("SC_CLK_TCK")
-        self.assertEqual(sample.cpuMicrosPerEcho, [30 / ticksPerSecond * 1000])
-        self.assertEqual(sample.switchesPerEcho, [0.5])
+        meter.user, meter.system = 2 * ticksPerSecond, ticksPerSecond
+        meter.switches, meter.spread = 500, Spread((4, 6))
+        sample = run.WorkersSamples()
+        sample.add({"echoes_per_s": 5000.0, "echoes": 100_000}, meter)
+        self.assertEqual(sample.cpuMicrosPerEcho, [30.0])
+        self.assertEqual(sample.systemMicrosPerEcho, [10.0])
+        self.assertEqual(sample.switchesPerEcho, [0.005])
         self.assertEqual(sample.connectionsPerWorker, [[4, 6]])

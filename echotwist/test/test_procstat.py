@@ -60,15 +60,15 @@ class ParseTests(SynchronousTestCase):
     """The kernel's text becomes numbers."""
 
     def test_stat(self) -> None:
-        """Pid, parent pid and user + system ticks are read from a stat line."""
-        self.assertEqual(
-            parseStat(statLine(42, "twistd", 7, 150, 25)), ProcessStat(42, 7, 175)
-        )
+        """Pid, parent pid, user and system ticks are read from a stat line."""
+        stat = parseStat(statLine(42, "twistd", 7, 150, 25))
+        self.assertEqual(stat, ProcessStat(42, 7, 150, 25))
+        self.assertEqual(stat.ticks, 175)
 
     def test_statNameWithSpacesAndParentheses(self) -> None:
         """A command name holding spaces and C{)} does not shift the fields."""
         self.assertEqual(
-            parseStat(statLine(9, "a) (b c", 1, 3, 4)), ProcessStat(9, 1, 7)
+            parseStat(statLine(9, "a) (b c", 1, 3, 4)), ProcessStat(9, 1, 3, 4)
         )
 
     def test_contextSwitches(self) -> None:
@@ -81,7 +81,11 @@ class ParseTests(SynchronousTestCase):
 
     def test_children(self) -> None:
         """Only the processes whose parent is the given pid are its children."""
-        stats = [ProcessStat(5, 1, 0), ProcessStat(8, 5, 0), ProcessStat(6, 5, 0)]
+        stats = [
+            ProcessStat(5, 1, 0, 0),
+            ProcessStat(8, 5, 0, 0),
+            ProcessStat(6, 5, 0, 0),
+        ]
         self.assertEqual(childrenOf(5, stats), [6, 8])
         self.assertEqual(childrenOf(8, stats), [])
 
