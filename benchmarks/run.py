@@ -27,10 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from echotwist.procstat import (
     Spread,
@@ -45,6 +45,8 @@ from echotwist.procstat import (
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SERVERS_DIR = HERE / "servers"
+
+T = TypeVar("T")
 
 # Every wait on a child process is bounded by this many seconds.
 WAIT = 60.0
@@ -315,9 +317,10 @@ def pingpong(
     return result, meter
 
 
-def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[int, int]:
-    """Hold C{conns} idle connections; return server RSS KiB before and with."""
-    before = rssKiB(running.process.pid)
+def holdingIdle(
+    loadgen: Sequence[str], running: Running, conns: int, measure: Callable[[], T]
+) -> T:
+    """Hold C{conns} idle connections; return what C{measure} reads meanwhile."""
     process = subprocess.Popen(
         [*loadgen, "-m", "idle", "-p", str(running.port), "-c", str(conns), "-H", "60"],
         stdout=subprocess.PIPE,
@@ -331,9 +334,7 @@ def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[in
         result = json.loads(line) if line.startswith("{") else {}
         if result.get("established") != conns:
             raise RuntimeError(f"{running.server.name}: idle setup failed: {line!r}")
-        # Let the server finish logging and settle before reading its RSS.
-        time.sleep(0.5)
-        after = rssKiB(running.process.pid)
+        return measure()
     finally:
         process.stdin.close()
         try:
@@ -341,7 +342,35 @@ def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[in
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return before, after
+
+
+def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[int, int]:
+    """Hold C{conns} idle connections; return server RSS KiB before and with."""
+    before = rssKiB(running.process.pid)
+
+    def measure() -> int:
+        # Let the server finish logging and settle before reading its RSS.
+        time.sleep(0.5)
+        return rssKiB(running.process.pid)
+
+    return before, holdingIdle(loadgen, running, conns, measure)
+
+
+def idleSpread(loadgen: Sequence[str], running: Running, conns: int) -> Spread:
+    """Hold C{conns} idle connections; return how the workers hold them."""
+    workers = childPids(running.process.pid)
+
+    def measure() -> Spread:
+        # The load generator has its connections; the workers may still be
+        # accepting the last of them.
+        deadline = time.monotonic() + WAIT
+        spread = connectionsOf(workers, running.port)
+        while spread.total < conns and time.monotonic() < deadline:
+            time.sleep(0.1)
+            spread = connectionsOf(workers, running.port)
+        return spread
+
+    return holdingIdle(loadgen, running, conns, measure)
 
 
 def raiseFileLimit(needed: int) -> None:
@@ -715,7 +744,30 @@ def runWorkers(
                 f" connections per worker {list(meter.spread.counts)}",
                 flush=True,
             )
+    spreads = {}
+    for config in configs:
+        if (
+            config.count == 1
+            or config.pinning != pinning
+            or config.reactor != "default"
+        ):
+            continue
+        # A fresh server holding many idle connections: the spread of the
+        # kernel's SO_REUSEPORT hashing shows beyond the 50 of the load.
+        running = Running(config.server, pinning.serverCpu, logs)
+        try:
+            spreads[config.count] = idleSpread(
+                pinned(loadgen, pinning.loadCpu), running, arguments.idle
+            )
+        finally:
+            running.stop()
+        print(
+            f"idle {config.server.name}: {arguments.idle} connections per worker"
+            f" {list(spreads[config.count].counts)}",
+            flush=True,
+        )
     lines = workersTable(configs, samples)
+    lines += ["", *idleSpreadTable(spreads)]
     context = [
         f"Machine: {machine()}.",
         f"Load average (1, 5, 15 min) before the run {loadBefore}, after it"
@@ -740,10 +792,15 @@ def runWorkers(
         " those processes (`/proc/PID/status`) per 1,000 echoes.",
         "- *conns per worker*: established connections each worker held"
         " (its `/proc/PID/fd` sockets matched to `/proc/net/tcp`), the fewest"
-        " and most any worker held in any round.",
+        " and most any worker held in any round.  The second table: the same"
+        f" count with {arguments.idle:,} idle connections held open on a fresh"
+        " server (default reactor, pinned).",
         "",
     ]
-    raw = {name: vars(sample) for name, sample in samples.items()}
+    raw: dict[str, Any] = {name: vars(sample) for name, sample in samples.items()}
+    raw["idle connections per worker"] = {
+        str(count): list(spread.counts) for count, spread in spreads.items()
+    }
     print()
     print("\n".join(lines))
     return "\n".join(["## Scaling with --workers", "", *context, *lines]), raw
@@ -871,6 +928,21 @@ def workersTable(
                 f"{min(s.least for s in spread)}-{max(s.most for s in spread)}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def idleSpreadTable(spreads: Mapping[int, Spread]) -> list[str]:
+    """The idle connections each worker held, by worker count."""
+    lines = [
+        "| workers | idle connections | fewest per worker | most per worker"
+        " | most / mean |",
+        "|" + "---|" * 5,
+    ]
+    for count, spread in sorted(spreads.items()):
+        lines.append(
+            f"| {count} | {spread.total:,} | {spread.least:,} | {spread.most:,}"
+            f" | {spread.imbalance():.3f} |"
+        )
     return lines
 
 

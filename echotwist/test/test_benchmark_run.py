@@ -175,3 +175,16 @@ class WorkersTableTests(SynchronousTestCase):
         self.assertEqual(sample.systemMicrosPerEcho, [10.0])
         self.assertEqual(sample.switchesPerEcho, [0.005])
         self.assertEqual(sample.connectionsPerWorker, [[4, 6]])
+
+    def test_idleSpreadTable(self) -> None:
+        """Idle spreads are tabled by worker count with the imbalance."""
+        lines = run.idleSpreadTable(
+            {4: Spread((2400, 2600, 2500, 2500)), 2: Spread((4996, 5004))}
+        )
+        self.assertEqual(
+            lines[2:],
+            [
+                "| 2 | 10,000 | 4,996 | 5,004 | 1.001 |",
+                "| 4 | 10,000 | 2,400 | 2,600 | 1.040 |",
+            ],
+        )
