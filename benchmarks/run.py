@@ -778,11 +778,17 @@ def runWorkers(
         f" {arguments.reps} interleaved round(s) of {arguments.seconds:g} s"
         f" after {arguments.warmup:g} s warm-up; medians.",
         "",
-        "- *CPUs* `1`: the supervisor and all its workers pinned to"
-        f" CPU {pinning.serverCpu} (`taskset -c`), the load generator to CPU"
-        f" {pinning.loadCpu}: the N workers share one core, so echoes/CPU-s"
-        " shows what the extra processes cost, not what more cores give."
-        " `all`: nothing pinned; workers and load generator share every CPU.",
+        (
+            "- *CPUs* `1`: the supervisor and all its workers pinned to"
+            f" CPU {pinning.serverCpu} (`taskset -c`), the load generator to"
+            f" CPU {pinning.loadCpu}: the N workers share one core, so"
+            " echoes/CPU-s shows what the extra processes cost, not what more"
+            " cores give. "
+            if pinning.serverCpu is not None
+            else "- "
+        )
+        + "*CPUs* `all`: nothing pinned; workers and load generator share"
+        " every CPU.",
         "- *CPU µs/echo*: user + system time of the supervisor and every"
         " worker (its children) from `/proc/PID/stat`, summed over the"
         " measured window, per echo (*of it system*: the system time)."
