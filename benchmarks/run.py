@@ -27,14 +27,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from echotwist.procstat import (
+    Spread,
+    childPids,
+    connectionsOf,
+    cpuMicrosPerEcho,
+    ratiosToFirst,
+    readContextSwitches,
+    readStat,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SERVERS_DIR = HERE / "servers"
+
+T = TypeVar("T")
 
 # Every wait on a child process is bounded by this many seconds.
 WAIT = 60.0
@@ -151,13 +163,6 @@ def cpusAvailable() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def cpuTicks(pid: int) -> int:
-    """User plus system CPU of process C{pid}, in clock ticks."""
-    # The command name (field 2) may hold spaces; fields count after ")".
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def rssKiB(pid: int) -> int:
     """The resident set size of process C{pid}, in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -208,14 +213,71 @@ class Running:
                 self.process.wait(WAIT)
 
 
+class Meter:
+    """Server CPU and context switches over the measured window of a load.
+
+    C{pids} are the server's processes (a C{--workers} supervisor and its
+    workers); their CPU is summed.  With C{serving} and C{port}, the
+    established connections on C{port} that each of the C{serving}
+    processes holds are counted when the window starts.
+    """
+
+    def __init__(
+        self, pids: Sequence[int], serving: Sequence[int] = (), port: int = 0
+    ) -> None:
+        self.pids = list(pids)
+        self.serving = list(serving)
+        self.port = port
+        self.user = self.system = self.switches = 0
+        self.spread: Spread | None = None
+
+    def _read(self) -> tuple[int, int, int]:
+        stats = [readStat(pid) for pid in self.pids]
+        return (
+            sum(stat.user for stat in stats),
+            sum(stat.system for stat in stats),
+            sum(readContextSwitches(pid) for pid in self.pids),
+        )
+
+    def start(self) -> None:
+        """The window starts: subtract the counters read now."""
+        user, system, switches = self._read()
+        self.user, self.system, self.switches = -user, -system, -switches
+        if self.serving:
+            self.spread = connectionsOf(self.serving, self.port)
+
+    def stop(self) -> None:
+        """The window ends: add the counters read now."""
+        user, system, switches = self._read()
+        self.user += user
+        self.system += system
+        self.switches += switches
+
+    def cpuMicrosPerEcho(self, echoes: int, *, kind: str = "both") -> float:
+        """Server CPU µs per echo over the window: C{user}, C{system} or both."""
+        ticks = {
+            "user": self.user,
+            "system": self.system,
+            "both": self.user + self.system,
+        }[kind]
+        return cpuMicrosPerEcho(ticks, echoes, os.sysconf("SC_CLK_TCK"))
+
+
 def pingpong(
     loadgen: Sequence[str],
     running: Running,
     workload: Workload,
     seconds: float,
     warmup: float,
-) -> tuple[dict[str, Any], float]:
-    """Run one ping-pong load; return its result and server CPU µs per echo."""
+    *,
+    meter: Meter | None = None,
+) -> tuple[dict[str, Any], Meter]:
+    """Run one ping-pong load; return its result and the server's meter.
+
+    Without C{meter}, the server's own process is metered.
+    """
+    if meter is None:
+        meter = Meter([running.process.pid])
     command = [
         *loadgen,
         "-p",
@@ -231,16 +293,15 @@ def pingpong(
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    ticksBefore = ticksAfter = 0
     result: dict[str, Any] = {}
     try:
         # The load generator announces the measured window's edges, so the
         # server's CPU is sampled over exactly that window.
         for line in process.stdout:
             if line.startswith("measuring"):
-                ticksBefore = cpuTicks(running.process.pid)
+                meter.start()
             elif line.startswith("done"):
-                ticksAfter = cpuTicks(running.process.pid)
+                meter.stop()
             elif line.startswith("{"):
                 result = json.loads(line)
         status = process.wait(seconds + warmup + WAIT)
@@ -253,13 +314,13 @@ def pingpong(
             f"{running.server.name} {workload.name}: load generator failed "
             f"(status {status}, result {result})"
         )
-    cpuSeconds = (ticksAfter - ticksBefore) / os.sysconf("SC_CLK_TCK")
-    return result, cpuSeconds * 1e6 / result["echoes"]
+    return result, meter
 
 
-def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[int, int]:
-    """Hold C{conns} idle connections; return server RSS KiB before and with."""
-    before = rssKiB(running.process.pid)
+def holdingIdle(
+    loadgen: Sequence[str], running: Running, conns: int, measure: Callable[[], T]
+) -> T:
+    """Hold C{conns} idle connections; return what C{measure} reads meanwhile."""
     process = subprocess.Popen(
         [*loadgen, "-m", "idle", "-p", str(running.port), "-c", str(conns), "-H", "60"],
         stdout=subprocess.PIPE,
@@ -273,9 +334,7 @@ def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[in
         result = json.loads(line) if line.startswith("{") else {}
         if result.get("established") != conns:
             raise RuntimeError(f"{running.server.name}: idle setup failed: {line!r}")
-        # Let the server finish logging and settle before reading its RSS.
-        time.sleep(0.5)
-        after = rssKiB(running.process.pid)
+        return measure()
     finally:
         process.stdin.close()
         try:
@@ -283,7 +342,35 @@ def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[in
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return before, after
+
+
+def idleMemory(loadgen: Sequence[str], running: Running, conns: int) -> tuple[int, int]:
+    """Hold C{conns} idle connections; return server RSS KiB before and with."""
+    before = rssKiB(running.process.pid)
+
+    def measure() -> int:
+        # Let the server finish logging and settle before reading its RSS.
+        time.sleep(0.5)
+        return rssKiB(running.process.pid)
+
+    return before, holdingIdle(loadgen, running, conns, measure)
+
+
+def idleSpread(loadgen: Sequence[str], running: Running, conns: int) -> Spread:
+    """Hold C{conns} idle connections; return how the workers hold them."""
+    workers = childPids(running.process.pid)
+
+    def measure() -> Spread:
+        # The load generator has its connections; the workers may still be
+        # accepting the last of them.
+        deadline = time.monotonic() + WAIT
+        spread = connectionsOf(workers, running.port)
+        while spread.total < conns and time.monotonic() < deadline:
+            time.sleep(0.1)
+            spread = connectionsOf(workers, running.port)
+        return spread
+
+    return holdingIdle(loadgen, running, conns, measure)
 
 
 def raiseFileLimit(needed: int) -> None:
@@ -418,6 +505,42 @@ def loadAverage() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+SECTIONS = ("servers", "workers")
+
+# Marks where each section starts in results.md, so that running one
+# section replaces its part of the file and keeps the others'.
+_SECTION_MARK = re.compile(r"^<!-- section: (?P<name>[\w-]+) -->\n", re.MULTILINE)
+
+
+def splitSections(text: str) -> dict[str, str]:
+    """The sections of a results.md, by name.
+
+    Text before the first mark (all of a file written before sections
+    existed) is the C{servers} section.
+    """
+    marks = list(_SECTION_MARK.finditer(text))
+    head = text[: marks[0].start()] if marks else text
+    sections = {"servers": head} if head.strip() else {}
+    for index, mark in enumerate(marks):
+        end = marks[index + 1].start() if index + 1 < len(marks) else len(text)
+        sections[mark.group("name")] = text[mark.end() : end]
+    return sections
+
+
+def mergeSections(previous: str, fresh: Mapping[str, str]) -> str:
+    """results.md with the C{fresh} sections in place of C{previous}' ones."""
+    sections = {**splitSections(previous), **fresh}
+    order = [*SECTIONS, *sorted(set(sections) - set(SECTIONS))]
+    return (
+        "".join(
+            f"<!-- section: {name} -->\n{sections[name].strip()}\n\n"
+            for name in order
+            if name in sections
+        ).rstrip("\n")
+        + "\n"
+    )
+
+
 def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -427,6 +550,17 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="measured seconds per load")
     parser.add_argument("--idle", type=int, help="idle connections for RSS")
     parser.add_argument("--servers", help="comma-separated names to run (default: all)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="comma-separated sections to run: servers (every server side by"
+        " side), workers (echotwist --workers N); default: both",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2,4",
+        help="comma-separated worker counts for the workers section",
+    )
     parser.add_argument(
         "--output", default=str(RESULTS), help="directory for the table and chart"
     )
@@ -442,84 +576,108 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--reps must be 1..20 and --seconds 0.2..60")
     if not 1 <= arguments.idle <= 15000:
         parser.error("--idle must be 1..15000")
+    arguments.sections = arguments.sections.split(",")
+    unknown = set(arguments.sections) - set(SECTIONS)
+    if unknown or not arguments.sections:
+        parser.error(f"--sections takes {', '.join(SECTIONS)}")
+    counts = arguments.workers.split(",")
+    if not all(c.isdigit() and 1 <= int(c) <= 16 for c in counts):
+        parser.error("--workers takes worker counts 1..16, comma-separated")
+    arguments.workers = sorted({int(c) for c in counts})
     return arguments
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run every server on every load, interleaved and repeated."""
-    arguments = parseArguments(argv)
-    loadgen = [str(Path(arguments.loadgen).resolve())]
+@dataclass(frozen=True)
+class Pinning:
+    """Where the server and the load generator run."""
+
+    serverCpu: int | None
+    loadCpu: int | None
+
+    def describe(self) -> str:
+        """The pinning in words, for the tables' notes."""
+        if self.serverCpu is None:
+            return "nothing pinned"
+        return (
+            f"server pinned to CPU {self.serverCpu}, load generator to CPU "
+            f"{self.loadCpu}"
+        )
+
+
+def runServers(
+    arguments: argparse.Namespace,
+    loadgen: Sequence[str],
+    pinning: Pinning,
+    logs: Path,
+    output: Path,
+) -> tuple[str, dict[str, Any]]:
+    """Every server on every load, interleaved and repeated.
+
+    Return the section's markdown and raw samples; draw the chart.
+    """
     candidates = servers(sys.executable)
     if arguments.servers:
         wanted = set(arguments.servers.split(",")) | {BASELINE}
         candidates = [s for s in candidates if s.name in wanted]
-    cpus = cpusAvailable()
-    serverCpu = loadCpu = None
-    if len(cpus) >= 2 and shutil.which("taskset"):
-        serverCpu, loadCpu = cpus[0], cpus[1]
-    loadgen = pinned(loadgen, loadCpu)
-    raiseFileLimit(arguments.idle + 256)
+    serverCpu = pinning.serverCpu
+    loadgen = pinned(loadgen, pinning.loadCpu)
     names = [s.name for s in candidates]
     samples = {(s.name, w.name): Samples() for s in candidates for w in WORKLOADS}
     idle: dict[str, float] = {}
     loadBefore = loadAverage()
-    print(f"machine: {machine()}; load average {loadBefore}")
-    print(f"server CPU {serverCpu}, load generator CPU {loadCpu}")
     for server in candidates:
         print(f"  {server.name}: {' '.join(pinned(server.command, serverCpu))}")
-    with tempfile.TemporaryDirectory(prefix="echobench-") as logs:
-        for rep in range(arguments.reps):
-            # Interleave the servers in every round, so that noise from the
-            # shared machine is spread over all of them.
-            order = candidates if rep % 2 == 0 else candidates[::-1]
-            for server in order:
-                running = Running(server, serverCpu, Path(logs))
-                try:
-                    for workload in WORKLOADS:
-                        result, cpu = pingpong(
-                            loadgen,
-                            running,
-                            workload,
-                            arguments.seconds,
-                            arguments.warmup,
-                        )
-                        sample = samples[server.name, workload.name]
-                        sample.echoesPerSecond.append(result["echoes_per_s"])
-                        sample.cpuMicrosPerEcho.append(cpu)
-                        sample.p50.append(result["p50_us"])
-                        sample.p99.append(result["p99_us"])
-                        print(
-                            f"round {rep + 1} {server.name:16} {workload.name:9}"
-                            f" {result['echoes_per_s']:>10,.0f} echoes/s"
-                            f" {cpu:6.2f} µs CPU/echo"
-                            f" p50 {result['p50_us']:.0f} µs"
-                            f" p99 {result['p99_us']:.0f} µs",
-                            flush=True,
-                        )
-                finally:
-                    running.stop()
-        for server in candidates:
-            # A fresh server, so its RSS holds nothing from earlier loads.
-            running = Running(server, serverCpu, Path(logs))
+    for rep in range(arguments.reps):
+        # Interleave the servers in every round, so that noise from the
+        # shared machine is spread over all of them.
+        order = candidates if rep % 2 == 0 else candidates[::-1]
+        for server in order:
+            running = Running(server, serverCpu, logs)
             try:
-                before, after = idleMemory(loadgen, running, arguments.idle)
+                for workload in WORKLOADS:
+                    result, meter = pingpong(
+                        loadgen,
+                        running,
+                        workload,
+                        arguments.seconds,
+                        arguments.warmup,
+                    )
+                    cpu = meter.cpuMicrosPerEcho(result["echoes"])
+                    sample = samples[server.name, workload.name]
+                    sample.echoesPerSecond.append(result["echoes_per_s"])
+                    sample.cpuMicrosPerEcho.append(cpu)
+                    sample.p50.append(result["p50_us"])
+                    sample.p99.append(result["p99_us"])
+                    print(
+                        f"round {rep + 1} {server.name:16} {workload.name:9}"
+                        f" {result['echoes_per_s']:>10,.0f} echoes/s"
+                        f" {cpu:6.2f} µs CPU/echo"
+                        f" p50 {result['p50_us']:.0f} µs"
+                        f" p99 {result['p99_us']:.0f} µs",
+                        flush=True,
+                    )
             finally:
                 running.stop()
-            idle[server.name] = (after - before) * 1024 / arguments.idle
-            print(
-                f"idle {server.name:16} RSS {before} KiB -> {after} KiB with "
-                f"{arguments.idle} connections: {idle[server.name]:,.0f} B/conn",
-                flush=True,
-            )
+    for server in candidates:
+        # A fresh server, so its RSS holds nothing from earlier loads.
+        running = Running(server, serverCpu, logs)
+        try:
+            before, after = idleMemory(loadgen, running, arguments.idle)
+        finally:
+            running.stop()
+        idle[server.name] = (after - before) * 1024 / arguments.idle
+        print(
+            f"idle {server.name:16} RSS {before} KiB -> {after} KiB with "
+            f"{arguments.idle} connections: {idle[server.name]:,.0f} B/conn",
+            flush=True,
+        )
     lines = table(names, samples, idle)
-    output = Path(arguments.output)
-    output.mkdir(parents=True, exist_ok=True)
     context = [
         f"Machine: {machine()}.",
         f"Load average (1, 5, 15 min) before the run {loadBefore} (other work"
         f" on the machine), after it {loadAverage()} (including the"
         " benchmark's own server and load generator, about 2).",
-        f"Server pinned to CPU {serverCpu}, load generator to CPU {loadCpu}; "
+        f"{pinning.describe().capitalize()}; "
         f"{arguments.reps} interleaved round(s) of {arguments.seconds:g} s per "
         f"load after {arguments.warmup:g} s warm-up; medians; idle RSS at "
         f"{arguments.idle} connections.",
@@ -527,20 +685,320 @@ def main(argv: Sequence[str]) -> int:
         *[f"- `{s.name}`: {s.note}" for s in candidates],
         "",
     ]
-    (output / "results.md").write_text("\n".join([*context, *lines, ""]))
-    raw = {
+    raw: dict[str, Any] = {
         f"{name} {workload}": vars(sample)
         for (name, workload), sample in samples.items()
     }
     raw["idle B/conn"] = dict(idle)
-    (output / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
     print()
     print("\n".join(lines))
     if chart(names, samples, output / "results.png"):
-        print(f"\nwrote {output / 'results.md'} and {output / 'results.png'}")
+        print(f"\nwrote {output / 'results.png'}")
     else:
-        print(f"\nwrote {output / 'results.md'} (no chart: matplotlib missing)")
+        print("\nno chart: matplotlib missing")
+    return "\n".join([*context, *lines]), raw
+
+
+def runWorkers(
+    arguments: argparse.Namespace,
+    loadgen: Sequence[str],
+    pinning: Pinning,
+    logs: Path,
+) -> tuple[str, dict[str, Any]]:
+    """Run echotwist with --workers N at 50x512B, interleaved and repeated.
+
+    Return the section's markdown and raw samples.
+    """
+    pinnings = [pinning]
+    if pinning.serverCpu is not None and not arguments.quick:
+        pinnings.append(Pinning(None, None))
+    configs = workersConfigs(sys.executable, arguments.workers, pinnings)
+    samples = {config.server.name: WorkersSamples() for config in configs}
+    loadBefore = loadAverage()
+    for config in configs:
+        print(f"  {config.server.name}: {' '.join(config.command())}")
+    for rep in range(arguments.reps):
+        order = configs if rep % 2 == 0 else configs[::-1]
+        for config in order:
+            running = Running(config.server, config.pinning.serverCpu, logs)
+            try:
+                result, meter = pingpong(
+                    pinned(loadgen, config.pinning.loadCpu),
+                    running,
+                    WORKERS_LOAD,
+                    arguments.seconds,
+                    arguments.warmup,
+                    meter=workersMeter(running, config.count),
+                )
+            finally:
+                running.stop()
+            assert meter.spread is not None
+            sample = samples[config.server.name]
+            sample.add(result, meter)
+            print(
+                f"round {rep + 1} {config.server.name:30}"
+                f" {result['echoes_per_s']:>10,.0f} echoes/s"
+                f" {sample.cpuMicrosPerEcho[-1]:6.2f} µs CPU/echo"
+                f" (system {sample.systemMicrosPerEcho[-1]:5.2f})"
+                f" {sample.switchesPerEcho[-1] * 1000:6.1f} switches/1k echoes"
+                f" connections per worker {list(meter.spread.counts)}",
+                flush=True,
+            )
+    spreads = {}
+    for config in configs:
+        if (
+            config.count == 1
+            or config.pinning != pinning
+            or config.reactor != "default"
+        ):
+            continue
+        # A fresh server holding many idle connections: the spread of the
+        # kernel's SO_REUSEPORT hashing shows beyond the 50 of the load.
+        running = Running(config.server, pinning.serverCpu, logs)
+        try:
+            spreads[config.count] = idleSpread(
+                pinned(loadgen, pinning.loadCpu), running, arguments.idle
+            )
+        finally:
+            running.stop()
+        print(
+            f"idle {config.server.name}: {arguments.idle} connections per worker"
+            f" {list(spreads[config.count].counts)}",
+            flush=True,
+        )
+    lines = workersTable(configs, samples)
+    lines += ["", *idleSpreadTable(spreads)]
+    context = [
+        f"Machine: {machine()}.",
+        f"Load average (1, 5, 15 min) before the run {loadBefore}, after it"
+        f" {loadAverage()}.",
+        f"`twistd -n --pidfile= [-r fastepoll] echo --workers N --listen"
+        f" tcp:0:interface=127.0.0.1`, {WORKERS_LOAD.conns} connections x"
+        f" {WORKERS_LOAD.size} B ping-pong from `build/loadgen`;"
+        f" {arguments.reps} interleaved round(s) of {arguments.seconds:g} s"
+        f" after {arguments.warmup:g} s warm-up; medians.",
+        "",
+        (
+            "- *CPUs* `1`: the supervisor and all its workers pinned to"
+            f" CPU {pinning.serverCpu} (`taskset -c`), the load generator to"
+            f" CPU {pinning.loadCpu}: the N workers share one core, so"
+            " echoes/CPU-s shows what the extra processes cost, not what more"
+            " cores give. "
+            if pinning.serverCpu is not None
+            else "- "
+        )
+        + "*CPUs* `all`: nothing pinned; workers and load generator share"
+        " every CPU.",
+        "- *CPU µs/echo*: user + system time of the supervisor and every"
+        " worker (its children) from `/proc/PID/stat`, summed over the"
+        " measured window, per echo (*of it system*: the system time)."
+        " N = 1 is one process (no supervisor).",
+        "- *vs N=1*: echoes/CPU-s over that of one worker, same reactor and pinning.",
+        "- *switches/1k echoes*: voluntary + involuntary context switches of"
+        " those processes (`/proc/PID/status`) per 1,000 echoes.",
+        "- *conns per worker*: established connections each worker held"
+        " (its `/proc/PID/fd` sockets matched to `/proc/net/tcp`), the fewest"
+        " and most any worker held in any round.  The second table: the same"
+        f" count with {arguments.idle:,} idle connections held open on a fresh"
+        " server (default reactor, pinned).",
+        "",
+    ]
+    raw: dict[str, Any] = {name: vars(sample) for name, sample in samples.items()}
+    raw["idle connections per worker"] = {
+        str(count): list(spread.counts) for count, spread in spreads.items()
+    }
+    print()
+    print("\n".join(lines))
+    return "\n".join(["## Scaling with --workers", "", *context, *lines]), raw
+
+
+WORKERS_LOAD = WORKLOADS[0]
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """echotwist with C{count} workers on C{reactor}, pinned or not."""
+
+    python: str
+    reactor: str
+    count: int
+    pinning: Pinning
+
+    @property
+    def cpus(self) -> str:
+        """C{1} when the server is pinned to one CPU, else C{all}."""
+        return "all" if self.pinning.serverCpu is None else "1"
+
+    @property
+    def server(self) -> Server:
+        """The server to start."""
+        twistd = str(Path(self.python).parent / "twistd")
+        reactor = () if self.reactor == "default" else ("-r", self.reactor)
+        command = (
+            twistd,
+            "-n",
+            "--pidfile=",
+            *reactor,
+            "echo",
+            "--workers",
+            str(self.count),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        )
+        name = f"workers-{self.reactor}-cpus-{self.cpus}-n{self.count}"
+        return Server(name, command, f"{self.count} workers")
+
+    def command(self) -> list[str]:
+        """The command line, with its pinning."""
+        return pinned(self.server.command, self.pinning.serverCpu)
+
+
+def workersConfigs(
+    python: str, counts: Sequence[int], pinnings: Sequence[Pinning]
+) -> list[WorkersConfig]:
+    """Every reactor and worker count, for each pinning; counts adjacent."""
+    return [
+        WorkersConfig(python, reactor, count, pinning)
+        for pinning in pinnings
+        for reactor in ("default", "fastepoll")
+        for count in counts
+    ]
+
+
+def workersMeter(running: Running, count: int) -> Meter:
+    """A meter over a supervisor and its workers, counting their connections."""
+    supervisor = running.process.pid
+    workers = childPids(supervisor)
+    if count > 1 and len(workers) != count:
+        raise RuntimeError(
+            f"{running.server.name}: expected {count} workers, found {workers}"
+        )
+    return Meter([supervisor, *workers], workers or [supervisor], running.port)
+
+
+@dataclass
+class WorkersSamples:
+    """What the rounds of one workers configuration measured."""
+
+    echoesPerSecond: list[float] = field(default_factory=list)
+    cpuMicrosPerEcho: list[float] = field(default_factory=list)
+    systemMicrosPerEcho: list[float] = field(default_factory=list)
+    switchesPerEcho: list[float] = field(default_factory=list)
+    connectionsPerWorker: list[list[int]] = field(default_factory=list)
+
+    def add(self, result: Mapping[str, Any], meter: Meter) -> None:
+        """Record one round."""
+        assert meter.spread is not None
+        self.echoesPerSecond.append(result["echoes_per_s"])
+        self.cpuMicrosPerEcho.append(meter.cpuMicrosPerEcho(result["echoes"]))
+        self.systemMicrosPerEcho.append(
+            meter.cpuMicrosPerEcho(result["echoes"], kind="system")
+        )
+        self.switchesPerEcho.append(meter.switches / result["echoes"])
+        self.connectionsPerWorker.append(list(meter.spread.counts))
+
+
+def workersTable(
+    configs: Sequence[WorkersConfig], samples: Mapping[str, WorkersSamples]
+) -> list[str]:
+    """The workers section's table: medians, ratios to the fewest workers."""
+    med = statistics.median
+    header = (
+        "| reactor | CPUs | workers | echoes/s | CPU µs/echo | of it system"
+        " | echoes/CPU-s | vs N=1 | switches/1k echoes | conns per worker (of"
+        f" {WORKERS_LOAD.conns}) |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    groups: dict[tuple[str, str], dict[int, WorkersConfig]] = {}
+    for config in configs:
+        groups.setdefault((config.reactor, config.cpus), {})[config.count] = config
+    for (reactor, cpus), byCount in groups.items():
+        perCpuSecond = {
+            count: [1e6 / cpu for cpu in samples[c.server.name].cpuMicrosPerEcho]
+            for count, c in byCount.items()
+        }
+        ratios = ratiosToFirst(perCpuSecond)
+        for count, config in sorted(byCount.items()):
+            sample = samples[config.server.name]
+            spread = [Spread(tuple(c)) for c in sample.connectionsPerWorker]
+            cells = [
+                reactor,
+                cpus,
+                str(count),
+                f"{med(sample.echoesPerSecond):,.0f}",
+                f"{med(sample.cpuMicrosPerEcho):.2f}",
+                f"{med(sample.systemMicrosPerEcho):.2f}",
+                f"{med(perCpuSecond[count]):,.0f}",
+                f"{ratios[count]:.2f}x",
+                f"{med(sample.switchesPerEcho) * 1000:.1f}",
+                f"{min(s.least for s in spread)}-{max(s.most for s in spread)}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def idleSpreadTable(spreads: Mapping[int, Spread]) -> list[str]:
+    """The idle connections each worker held, by worker count."""
+    lines = [
+        "| workers | idle connections | fewest per worker | most per worker"
+        " | most / mean |",
+        "|" + "---|" * 5,
+    ]
+    for count, spread in sorted(spreads.items()):
+        lines.append(
+            f"| {count} | {spread.total:,} | {spread.least:,} | {spread.most:,}"
+            f" | {spread.imbalance():.3f} |"
+        )
+    return lines
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the chosen sections; write their tables into the results."""
+    arguments = parseArguments(argv)
+    loadgen = [str(Path(arguments.loadgen).resolve())]
+    cpus = cpusAvailable()
+    pinning = Pinning(None, None)
+    if len(cpus) >= 2 and shutil.which("taskset"):
+        pinning = Pinning(cpus[0], cpus[1])
+    raiseFileLimit(arguments.idle + 256)
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}; load average {loadAverage()}")
+    print(pinning.describe())
+    markdown: dict[str, str] = {}
+    raw: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="echobench-") as logs:
+        if "servers" in arguments.sections:
+            markdown["servers"], raw = runServers(
+                arguments, loadgen, pinning, Path(logs), output
+            )
+        if "workers" in arguments.sections:
+            markdown["workers"], raw["workers"] = runWorkers(
+                arguments, loadgen, pinning, Path(logs)
+            )
+    writeResults(output, markdown, raw)
+    print(f"wrote {output / 'results.md'} and {output / 'results.json'}")
     return 0
+
+
+def writeResults(
+    output: Path, markdown: Mapping[str, str], raw: dict[str, Any]
+) -> None:
+    """Write the sections run into results.md and .json, keeping the others."""
+    mdPath, jsonPath = output / "results.md", output / "results.json"
+    previous = mdPath.read_text() if mdPath.exists() else ""
+    mdPath.write_text(mergeSections(previous, markdown))
+    try:
+        old = json.loads(jsonPath.read_text()) if jsonPath.exists() else {}
+    except ValueError:
+        old = {}
+    if "servers" not in markdown:
+        # Only other sections ran: keep the servers' samples.
+        raw = {**{k: v for k, v in old.items() if k not in SECTIONS}, **raw}
+    for name in SECTIONS:
+        if name != "servers" and name not in markdown and name in old:
+            raw[name] = old[name]
+    jsonPath.write_text(json.dumps(raw, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,190 @@
+"""Tests for the pure parts of the side-by-side benchmark, C{benchmarks/run.py}.
+
+The benchmark is run from the source tree (C{make bench}), as is this
+suite (C{make test} runs trial there), so its module is imported from the
+tree.  Nothing here starts a server: the options, the results files'
+sections and the C{--workers} table are plain code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from benchmarks import run
+from echotwist.procstat import Spread
+
+LEGACY = "Machine: x.\n\n| server | ... |\n|---|\n| twisted | 1 |\n"
+
+
+class ArgumentTests(SynchronousTestCase):
+    """The sections and worker counts to run are read and checked."""
+
+    def test_defaults(self) -> None:
+        """Both sections run, with 1, 2 and 4 workers."""
+        arguments = run.parseArguments(["--loadgen", "lg"])
+        self.assertEqual(arguments.sections, ["servers", "workers"])
+        self.assertEqual(arguments.workers, [1, 2, 4])
+
+    def test_onlyWorkers(self) -> None:
+        """One section and other worker counts (sorted, deduplicated)."""
+        arguments = run.parseArguments(
+            ["--loadgen", "lg", "--sections", "workers", "--workers", "8,2,2"]
+        )
+        self.assertEqual(arguments.sections, ["workers"])
+        self.assertEqual(arguments.workers, [2, 8])
+
+    def test_rejected(self) -> None:
+        """Unknown sections and bad counts are usage errors, with a reason."""
+        for extra, reason in (
+            (["--sections", "servers,bogus"], "--sections takes servers, workers"),
+            (["--workers", "0"], "--workers takes worker counts 1..16"),
+            (["--workers", "two"], "--workers takes worker counts 1..16"),
+            (["--workers", "17"], "--workers takes worker counts 1..16"),
+        ):
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr):
+                self.assertRaises(
+                    SystemExit, run.parseArguments, ["--loadgen", "lg", *extra]
+                )
+            self.assertIn(reason, stderr.getvalue())
+
+
+class SectionTests(SynchronousTestCase):
+    """Running one section replaces only its part of the results."""
+
+    def test_legacyFileIsServers(self) -> None:
+        """A results.md without marks is the servers section."""
+        self.assertEqual(run.splitSections(LEGACY), {"servers": LEGACY})
+        self.assertEqual(run.splitSections(""), {})
+
+    def test_addSection(self) -> None:
+        """A new section goes after the servers section, which is kept."""
+        merged = run.mergeSections(LEGACY, {"workers": "## W\n\nw table\n"})
+        self.assertEqual(
+            run.splitSections(merged),
+            {"servers": LEGACY.strip() + "\n\n", "workers": "## W\n\nw table\n"},
+        )
+        self.assertTrue(merged.startswith("<!-- section: servers -->\nMachine"))
+
+    def test_replaceSection(self) -> None:
+        """Rerunning the servers keeps the workers section as it was."""
+        both = run.mergeSections("", {"workers": "old w", "servers": "old s"})
+        merged = run.mergeSections(both, {"servers": "new s"})
+        self.assertEqual(
+            merged,
+            "<!-- section: servers -->\nnew s\n\n<!-- section: workers -->\nold w\n",
+        )
+
+    def test_writeResultsKeepsOtherSamples(self) -> None:
+        """results.json keeps the samples of the sections not run."""
+        output = Path(self.mktemp())
+        output.mkdir()
+        run.writeResults(
+            output, {"servers": "s", "workers": "w"}, {"a 1x": [1], "workers": {"n": 1}}
+        )
+        run.writeResults(output, {"workers": "w2"}, {"workers": {"n": 2}})
+        self.assertEqual(
+            json.loads((output / "results.json").read_text()),
+            {"a 1x": [1], "workers": {"n": 2}},
+        )
+        run.writeResults(output, {"servers": "s2"}, {"b 1x": [2]})
+        self.assertEqual(
+            json.loads((output / "results.json").read_text()),
+            {"b 1x": [2], "workers": {"n": 2}},
+        )
+        self.assertEqual(
+            run.splitSections((output / "results.md").read_text()),
+            {"servers": "s2\n\n", "workers": "w2\n"},
+        )
+
+
+def samples(
+    cpu: list[float], spreads: list[list[int]], rate: float = 1000.0
+) -> run.WorkersSamples:
+    """Samples of rounds with these CPU µs per echo and spreads."""
+    return run.WorkersSamples(
+        echoesPerSecond=[rate] * len(cpu),
+        cpuMicrosPerEcho=cpu,
+        systemMicrosPerEcho=[c / 2 for c in cpu],
+        switchesPerEcho=[0.0125] * len(cpu),
+        connectionsPerWorker=spreads,
+    )
+
+
+class WorkersTableTests(SynchronousTestCase):
+    """The --workers table: medians, ratios to one worker, spread range."""
+
+    def test_table(self) -> None:
+        """Ratios compare echoes per CPU-second within reactor and pinning."""
+        pinning = run.Pinning(0, 1)
+        configs = run.workersConfigs("/venv/bin/python", [1, 2], [pinning])
+        data = {
+            "workers-default-cpus-1-n1": samples([10.0, 20.0, 12.0], [[50]] * 3),
+            "workers-default-cpus-1-n2": samples(
+                [15.0, 14.0, 16.0], [[24, 26], [20, 30], [25, 25]]
+            ),
+            "workers-fastepoll-cpus-1-n1": samples([10.0], [[50]]),
+            "workers-fastepoll-cpus-1-n2": samples([8.0], [[25, 25]]),
+        }
+        lines = run.workersTable(configs, data)
+        cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+        self.assertEqual(
+            [" ".join(row) for row in cells],
+            [
+                "default 1 1 1,000 12.00 6.00 83,333 1.00x 12.5 50-50",
+                "default 1 2 1,000 15.00 7.50 66,667 0.80x 12.5 20-30",
+                "fastepoll 1 1 1,000 10.00 5.00 100,000 1.00x 12.5 50-50",
+                "fastepoll 1 2 1,000 8.00 4.00 125,000 1.25x 12.5 25-25",
+            ],
+        )
+        self.assertEqual(len(lines[0].split("|")), len(lines[2].split("|")))
+
+    def test_commands(self) -> None:
+        """Each configuration runs the installed twistd with its workers."""
+        configs = run.workersConfigs(
+            "/venv/bin/python", [4], [run.Pinning(0, 1), run.Pinning(None, None)]
+        )
+        twistd = ["/venv/bin/twistd", "-n", "--pidfile="]
+        echo = ["echo", "--workers", "4", "--listen", "tcp:0:interface=127.0.0.1"]
+        pin = ["taskset", "-c", "0"]
+        self.assertEqual(
+            [c.command() for c in configs],
+            [
+                [*pin, *twistd, *echo],
+                [*pin, *twistd, "-r", "fastepoll", *echo],
+                [*twistd, *echo],
+                [*twistd, "-r", "fastepoll", *echo],
+            ],
+        )
+
+    def test_addRound(self) -> None:
+        """A round's meter becomes CPU and switches per echo and a spread."""
+        meter = run.Meter([1, 2])
+        ticksPerSecond = os.sysconf("SC_CLK_TCK")
+        meter.user, meter.system = 2 * ticksPerSecond, ticksPerSecond
+        meter.switches, meter.spread = 500, Spread((4, 6))
+        sample = run.WorkersSamples()
+        sample.add({"echoes_per_s": 5000.0, "echoes": 100_000}, meter)
+        self.assertEqual(sample.cpuMicrosPerEcho, [30.0])
+        self.assertEqual(sample.systemMicrosPerEcho, [10.0])
+        self.assertEqual(sample.switchesPerEcho, [0.005])
+        self.assertEqual(sample.connectionsPerWorker, [[4, 6]])
+
+    def test_idleSpreadTable(self) -> None:
+        """Idle spreads are tabled by worker count with the imbalance."""
+        lines = run.idleSpreadTable(
+            {4: Spread((2400, 2600, 2500, 2500)), 2: Spread((4996, 5004))}
+        )
+        self.assertEqual(
+            lines[2:],
+            [
+                "| 2 | 10,000 | 4,996 | 5,004 | 1.001 |",
+                "| 4 | 10,000 | 2,400 | 2,600 | 1.040 |",
+            ],
+        )
