@@ -451,6 +451,21 @@ def _prefixedObserver(index: int, stream: TextIO) -> FileLogObserver:
     return FileLogObserver(stream, format)
 
 
+def tellReady(descriptor: int) -> None:
+    """Tell the supervisor on pipe C{descriptor} that this worker serves, and close it.
+
+    A supervisor that died before reading it (the write fails with EPIPE)
+    is no error here: its death signal (L{stopWithSupervisor}) stops and
+    drains this worker, as for any worker whose supervisor dies.
+    """
+    try:
+        os.write(descriptor, b"ready\n")
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 def serveWorker(
     reactor: IReactorSocket,
     index: int,
@@ -492,8 +507,7 @@ def serveWorker(
     Logger(namespace="echotwist.workers").info(
         "Worker {index} (pid {pid}) listening", index=index, pid=os.getpid()
     )
-    os.write(_READY_FD, b"ready\n")
-    os.close(_READY_FD)
+    tellReady(_READY_FD)
     # Never fires: the worker runs until SIGTERM stops the reactor, and
     # task.react then exits with status 0.
     return Deferred()

@@ -45,10 +45,31 @@ from echotwist.workers import (
     parseListeningArgument,
     parseWorkerArguments,
     tcpBinding,
+    tellReady,
     workerMetrics,
     workerOptions,
     workerReactor,
 )
+
+
+class TellReadyTests(SynchronousTestCase):
+    """L{tellReady} tells the supervisor once, even a supervisor already gone."""
+
+    def test_tells(self) -> None:
+        """The supervisor reads one line, then end of file: the pipe is closed."""
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        tellReady(writeEnd)
+        self.assertEqual(os.read(readEnd, 100), b"ready\n")
+        self.assertEqual(os.read(readEnd, 100), b"")
+
+    def test_supervisorGone(self) -> None:
+        """With nobody left to read (EPIPE), the worker carries on: no error."""
+        readEnd, writeEnd = os.pipe()
+        os.close(readEnd)
+        # Raises BrokenPipeError (and the worker dies with a traceback)
+        # unless it is handled.
+        tellReady(writeEnd)
 
 
 class BindingTests(SynchronousTestCase):
@@ -582,6 +603,7 @@ class EndToEndTests(SynchronousTestCase):
         output = server.output.waitClosed()
         self.assertEqual(output.count("Received SIGTERM, draining"), 2)
         self.assertEqual(output.count("] Main loop terminated"), 2)
+        self.assertNotIn("Traceback", output)
 
     def test_metricsPerWorker(self) -> None:
         """Each worker serves its own metrics; together they count every client."""
