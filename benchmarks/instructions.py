@@ -112,9 +112,6 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     """Count each chosen server's instructions per echo; print a table."""
     arguments = parseArguments(argv)
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        print("instructions.py: valgrind (callgrind) is not installed", file=sys.stderr)
-        return 2
     known = {server.name: server for server in run.servers(sys.executable)}
     names = arguments.servers.split(",")
     unknown = [name for name in names if name not in known]
@@ -122,6 +119,9 @@ def main(argv: Sequence[str]) -> int:
         print(
             f"instructions.py: unknown servers: {', '.join(unknown)}", file=sys.stderr
         )
+        return 2
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("instructions.py: valgrind (callgrind) is not installed", file=sys.stderr)
         return 2
     workload = run.Workload(
         f"{arguments.conns}x{arguments.size}B", arguments.conns, arguments.size

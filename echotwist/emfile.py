@@ -1,7 +1,9 @@
 """Pause accepting while the process is out of file descriptors (EMFILE).
 
-This is the one module that relies on Twisted internals; its tests pin
-each assumption against the installed Twisted:
+This module and C{echotwist.fastpath} (the write path, the fast reactor
+and the lean transport) are the only ones that rely on Twisted
+internals; the tests of each pin every assumption against the installed
+Twisted.  Here:
 
   - A listening C{twisted.internet.tcp.Port} (and C{unix.Port}, C{ssl.Port},
     adopted systemd ports: all subclasses) calls C{self.socket.accept()}

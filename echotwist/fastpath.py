@@ -33,7 +33,8 @@ C{repstr} strings, about a quarter of what an idle connection costs
 asked: C{fileno()} from the socket, C{logPrefix()} and C{repr()} from the
 protocol, session number and peer, with the same results.
 
-This is the one module that relies on Twisted internals: the concrete
+This module and C{echotwist.emfile} (accepting under descriptor
+exhaustion) are the only ones that rely on Twisted internals; here: the concrete
 transport classes, their C{socket}, C{dataBuffer}, C{_tempDataLen},
 C{connected}, C{disconnecting}, C{_writeDisconnecting}, C{_aborting} and
 C{TLS} attributes, the invariant that both buffers are empty exactly when
