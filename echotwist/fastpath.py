@@ -227,9 +227,14 @@ def writerFor(transport: ITransport) -> Writer:
     """
     if type(transport) in _DIRECT:
         return sendNow, transport
-    directWriter: Callable[[], Writer] | None = getattr(transport, "directWriter", None)
+    # Looked up on the class: a wrapping transport (TLS over TCP) forwards
+    # unknown attributes to the transport it wraps, whose direct writer
+    # would bypass the wrapper.
+    directWriter: Callable[[ITransport], Writer] | None = getattr(
+        type(transport), "directWriter", None
+    )
     if directWriter is not None:
-        return directWriter()
+        return directWriter(transport)
     write: Callable[[Any, bytes], None] | None = getattr(type(transport), "write", None)
     if write is None or "write" in getattr(transport, "__dict__", ()):
         return writeThrough, transport

@@ -385,6 +385,32 @@ class WriterForTests(SynchronousTestCase):
         self.assertEqual(written, [b"abc"])
         self.assertEqual(transport.value(), b"")
 
+    def test_wrapperForwardingAttributes(self) -> None:
+        """A wrapper forwarding attributes to its transport is not bypassed.
+
+        TLS wraps a TCP transport and forwards unknown attributes to it;
+        the inner transport's direct writer would send in clear.
+        """
+        written: list[bytes] = []
+
+        class Inner(StringTransport):
+            def directWriter(self) -> tuple[Callable[[Any, bytes], None], object]:
+                return list.append, written
+
+        class Wrapper(StringTransport):
+            def __init__(self, inner: Inner) -> None:
+                StringTransport.__init__(self)
+                self.inner = inner
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self.inner, name)
+
+        wrapper = Wrapper(Inner())
+        write, target = writerFor(wrapper)
+        write(target, b"secret")
+        self.assertEqual(written, [])
+        self.assertEqual(wrapper.value(), b"secret")
+
     def test_echoUsesWriter(self) -> None:
         """An L{Echo} over a transport with its own C{write} echoes through it."""
         transport = StringTransport()
