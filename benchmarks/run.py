@@ -40,6 +40,7 @@ from echotwist.procstat import (
     ratiosToFirst,
     readContextSwitches,
     readStat,
+    roundRatiosToFirst,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -276,10 +277,31 @@ def pingpong(
 
     Without C{meter}, the server's own process is metered.
     """
+    return pingpongTogether([loadgen], running, workload, seconds, warmup, meter=meter)
+
+
+def pingpongTogether(
+    loadgens: Sequence[Sequence[str]],
+    running: Running,
+    workload: Workload,
+    seconds: float,
+    warmup: float,
+    *,
+    meter: Meter | None = None,
+) -> tuple[dict[str, Any], Meter]:
+    """Run C{workload} from each of C{loadgens} at once; return the result and meter.
+
+    Each load generator announces the edges of its measured window; the
+    meter starts once every one has started measuring and stops once every
+    one is done, so the server's CPU is sampled over the common window.
+    With one load generator the result is its own; with several, their
+    C{echoes} and C{echoes_per_s} summed, C{start_skew_s} (how far apart
+    their windows started) and each one's own result under C{loads}.
+    Without C{meter}, the server's own process is metered.
+    """
     if meter is None:
         meter = Meter([running.process.pid])
-    command = [
-        *loadgen,
+    arguments = [
         "-p",
         str(running.port),
         "-c",
@@ -291,30 +313,59 @@ def pingpong(
         "-w",
         str(warmup),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    result: dict[str, Any] = {}
+    processes = [
+        subprocess.Popen([*loadgen, *arguments], stdout=subprocess.PIPE, text=True)
+        for loadgen in loadgens
+    ]
+    results: list[dict[str, Any]] = []
+    statuses: list[int] = []
     try:
-        # The load generator announces the measured window's edges, so the
-        # server's CPU is sampled over exactly that window.
-        for line in process.stdout:
-            if line.startswith("measuring"):
-                meter.start()
-            elif line.startswith("done"):
-                meter.stop()
-            elif line.startswith("{"):
-                result = json.loads(line)
-        status = process.wait(seconds + warmup + WAIT)
+        starts = [_waitLine(process, "measuring") for process in processes]
+        meter.start()
+        for process in processes:
+            _waitLine(process, "done")
+        meter.stop()
+        for process in processes:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith("{"):
+                    results.append(json.loads(line))
+            statuses.append(process.wait(seconds + warmup + WAIT))
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    if status != 0 or not result or result["echoes"] == 0:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    if (
+        any(statuses)
+        or len(results) != len(processes)
+        or not all(result["echoes"] for result in results)
+    ):
         raise RuntimeError(
             f"{running.server.name} {workload.name}: load generator failed "
-            f"(status {status}, result {result})"
+            f"(statuses {statuses}, results {results})"
         )
-    return result, meter
+    if len(results) == 1:
+        return results[0], meter
+    return {
+        "echoes": sum(result["echoes"] for result in results),
+        "echoes_per_s": sum(result["echoes_per_s"] for result in results),
+        "start_skew_s": max(starts) - min(starts),
+        "loads": results,
+    }, meter
+
+
+def _waitLine(process: subprocess.Popen[str], prefix: str) -> float:
+    """Read C{process}'s output up to a line starting C{prefix}; return when.
+
+    The load generator ends within its duration, so this read ends too: at
+    the line, or at the end of its output (then the caller finds no result).
+    """
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith(prefix):
+            break
+    return time.monotonic()
 
 
 def holdingIdle(
@@ -562,6 +613,12 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         help="comma-separated worker counts for the workers section",
     )
     parser.add_argument(
+        "--workers-reactors",
+        default=",".join(WORKER_REACTORS),
+        help="comma-separated reactors for the workers section"
+        f" (default: {','.join(WORKER_REACTORS)})",
+    )
+    parser.add_argument(
         "--output", default=str(RESULTS), help="directory for the table and chart"
     )
     arguments = parser.parse_args(argv)
@@ -584,6 +641,10 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     if not all(c.isdigit() and 1 <= int(c) <= 16 for c in counts):
         parser.error("--workers takes worker counts 1..16, comma-separated")
     arguments.workers = sorted({int(c) for c in counts})
+    reactors = arguments.workers_reactors.split(",")
+    if not reactors or not set(reactors) <= set(WORKER_REACTORS):
+        parser.error(f"--workers-reactors takes {', '.join(WORKER_REACTORS)}")
+    arguments.workers_reactors = reactors
     return arguments
 
 
@@ -593,9 +654,17 @@ class Pinning:
 
     serverCpu: int | None
     loadCpu: int | None
+    # For --workers: worker I (from 0) pinned to cores[I], and one load
+    # generator pinned to each of those cores; the supervisor to cores[0].
+    cores: tuple[int, ...] = ()
 
     def describe(self) -> str:
         """The pinning in words, for the tables' notes."""
+        if self.cores:
+            return (
+                "one worker and one load generator pinned to each of CPUs "
+                + ", ".join(map(str, self.cores))
+            )
         if self.serverCpu is None:
             return "nothing pinned"
         return (
@@ -711,8 +780,10 @@ def runWorkers(
     """
     pinnings = [pinning]
     if pinning.serverCpu is not None and not arguments.quick:
-        pinnings.append(Pinning(None, None))
-    configs = workersConfigs(sys.executable, arguments.workers, pinnings)
+        pinnings += [Pinning(None, None, tuple(cpusAvailable())), Pinning(None, None)]
+    configs = workersConfigs(
+        sys.executable, arguments.workers, pinnings, arguments.workers_reactors
+    )
     samples = {config.server.name: WorkersSamples() for config in configs}
     loadBefore = loadAverage()
     for config in configs:
@@ -722,13 +793,16 @@ def runWorkers(
         for config in order:
             running = Running(config.server, config.pinning.serverCpu, logs)
             try:
-                result, meter = pingpong(
-                    pinned(loadgen, config.pinning.loadCpu),
+                meter = workersMeter(running, config.count)
+                for pid, cpu in config.processCpus(running.process.pid, meter.serving):
+                    pinProcess(pid, cpu)
+                result, meter = pingpongTogether(
+                    [pinned(loadgen, cpu) for cpu in config.loadCpus()],
                     running,
                     WORKERS_LOAD,
                     arguments.seconds,
                     arguments.warmup,
-                    meter=workersMeter(running, config.count),
+                    meter=meter,
                 )
             finally:
                 running.stop()
@@ -736,7 +810,7 @@ def runWorkers(
             sample = samples[config.server.name]
             sample.add(result, meter)
             print(
-                f"round {rep + 1} {config.server.name:30}"
+                f"round {rep + 1} {config.server.name:36}"
                 f" {result['echoes_per_s']:>10,.0f} echoes/s"
                 f" {sample.cpuMicrosPerEcho[-1]:6.2f} µs CPU/echo"
                 f" (system {sample.systemMicrosPerEcho[-1]:5.2f})"
@@ -768,32 +842,49 @@ def runWorkers(
         )
     lines = workersTable(configs, samples)
     lines += ["", *idleSpreadTable(spreads)]
+    cores = [p.cores for p in pinnings if p.cores]
     context = [
         f"Machine: {machine()}.",
         f"Load average (1, 5, 15 min) before the run {loadBefore}, after it"
         f" {loadAverage()}.",
-        f"`twistd -n --pidfile= [-r fastepoll] echo --workers N --listen"
-        f" tcp:0:interface=127.0.0.1`, {WORKERS_LOAD.conns} connections x"
-        f" {WORKERS_LOAD.size} B ping-pong from `build/loadgen`;"
-        f" {arguments.reps} interleaved round(s) of {arguments.seconds:g} s"
-        f" after {arguments.warmup:g} s warm-up; medians.",
+        "`twistd -n --pidfile= [-r REACTOR] echo --workers N --listen"
+        " tcp:0:interface=127.0.0.1` (reactor `uvloop`: `--listen"
+        " aiotcp:0:interface=127.0.0.1`, the native transports),"
+        f" {WORKERS_LOAD.conns} connections x {WORKERS_LOAD.size} B ping-pong"
+        f" from each `build/loadgen`; {arguments.reps} interleaved round(s) of"
+        f" {arguments.seconds:g} s after {arguments.warmup:g} s warm-up; medians.",
         "",
         (
             "- *CPUs* `1`: the supervisor and all its workers pinned to"
-            f" CPU {pinning.serverCpu} (`taskset -c`), the load generator to"
+            f" CPU {pinning.serverCpu} (`taskset -c`), one load generator to"
             f" CPU {pinning.loadCpu}: the N workers share one core, so"
-            " echoes/CPU-s shows what the extra processes cost, not what more"
-            " cores give. "
+            " echoes/CPU-s shows what time-sharing one core between N processes"
+            " costs, not what more cores give. "
             if pinning.serverCpu is not None
             else "- "
         )
-        + "*CPUs* `all`: nothing pinned; workers and load generator share"
+        + (
+            f"*CPUs* `1 per worker` (N up to {len(cores[0])}): worker I pinned"
+            " to its own CPU (`sched_setaffinity`, the supervisor to the first),"
+            f" and on each of those CPUs one load generator with"
+            f" {WORKERS_LOAD.conns} connections: each core carries the same"
+            " server and load as N = 1 on one core, so echoes/s should grow N"
+            " times and echoes/CPU-s stay level; this is the scaling across"
+            " cores. "
+            if cores
+            else ""
+        )
+        + "*CPUs* `all`: nothing pinned; workers and one load generator share"
         " every CPU.",
         "- *CPU µs/echo*: user + system time of the supervisor and every"
         " worker (its children) from `/proc/PID/stat`, summed over the"
         " measured window, per echo (*of it system*: the system time)."
         " N = 1 is one process (no supervisor).",
-        "- *vs N=1*: echoes/CPU-s over that of one worker, same reactor and pinning.",
+        "- *vs N=1*: echoes/CPU-s over that of one worker, same reactor and"
+        " pinning (ratio of the medians). *per round vs N=1*: the same ratio"
+        " taken in each round (N workers against one worker minutes apart at"
+        " most), median and (least-most) over the rounds: the noise of the"
+        " shared machine drifts over a run, and this is spared most of it.",
         "- *switches/1k echoes*: voluntary + involuntary context switches of"
         " those processes (`/proc/PID/status`) per 1,000 echoes.",
         "- *conns per worker*: established connections each worker held"
@@ -814,6 +905,16 @@ def runWorkers(
 
 WORKERS_LOAD = WORKLOADS[0]
 
+# The reactors the workers section runs: Twisted's default, the fast
+# epoll reactor, and uvloop with the native aiotcp: listener.
+WORKER_REACTORS = ("default", "fastepoll", "uvloop")
+
+
+def pinProcess(pid: int, cpu: int) -> None:
+    """Pin every thread of process C{pid} to C{cpu}."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpu})
+
 
 @dataclass(frozen=True)
 class WorkersConfig:
@@ -826,7 +927,9 @@ class WorkersConfig:
 
     @property
     def cpus(self) -> str:
-        """C{1} when the server is pinned to one CPU, else C{all}."""
+        """C{1} (all on one CPU), C{1 per worker}, or C{all}."""
+        if self.pinning.cores:
+            return "1 per worker"
         return "all" if self.pinning.serverCpu is None else "1"
 
     @property
@@ -834,6 +937,7 @@ class WorkersConfig:
         """The server to start."""
         twistd = str(Path(self.python).parent / "twistd")
         reactor = () if self.reactor == "default" else ("-r", self.reactor)
+        kind = "aiotcp" if self.reactor == "uvloop" else "tcp"
         command = (
             twistd,
             "-n",
@@ -843,25 +947,55 @@ class WorkersConfig:
             "--workers",
             str(self.count),
             "--listen",
-            "tcp:0:interface=127.0.0.1",
+            f"{kind}:0:interface=127.0.0.1",
         )
-        name = f"workers-{self.reactor}-cpus-{self.cpus}-n{self.count}"
+        cpus = self.cpus.replace(" ", "-")
+        name = f"workers-{self.reactor}-cpus-{cpus}-n{self.count}"
         return Server(name, command, f"{self.count} workers")
 
     def command(self) -> list[str]:
-        """The command line, with its pinning."""
+        """The command line, with its pinning (C{1 per worker}: pinned once started)."""
         return pinned(self.server.command, self.pinning.serverCpu)
+
+    def processCpus(
+        self, supervisor: int, workers: Sequence[int]
+    ) -> list[tuple[int, int]]:
+        """The (process, CPU) pairs to pin once the server runs.
+
+        Only for C{1 per worker}: worker I on the I-th core, the (idle)
+        supervisor on the first.  C{workers} is C{[supervisor]} for N = 1.
+        """
+        cores = self.pinning.cores
+        if not cores:
+            return []
+        pairs = [(pid, cores[i % len(cores)]) for i, pid in enumerate(workers)]
+        if supervisor not in workers:
+            pairs.insert(0, (supervisor, cores[0]))
+        return pairs
+
+    def loadCpus(self) -> list[int | None]:
+        """Where each load generator runs: one per worker's core, or one."""
+        if self.pinning.cores:
+            return list(self.pinning.cores[: self.count])
+        return [self.pinning.loadCpu]
 
 
 def workersConfigs(
-    python: str, counts: Sequence[int], pinnings: Sequence[Pinning]
+    python: str,
+    counts: Sequence[int],
+    pinnings: Sequence[Pinning],
+    reactors: Sequence[str] = WORKER_REACTORS,
 ) -> list[WorkersConfig]:
-    """Every reactor and worker count, for each pinning; counts adjacent."""
+    """Every reactor and worker count, for each pinning; counts adjacent.
+
+    A C{1 per worker} pinning runs only the counts it has cores for.
+    """
     return [
         WorkersConfig(python, reactor, count, pinning)
         for pinning in pinnings
-        for reactor in ("default", "fastepoll")
+        for reactor in reactors
         for count in counts
+        if not pinning.cores or count <= len(pinning.cores)
     ]
 
 
@@ -905,10 +1039,10 @@ def workersTable(
     med = statistics.median
     header = (
         "| reactor | CPUs | workers | echoes/s | CPU µs/echo | of it system"
-        " | echoes/CPU-s | vs N=1 | switches/1k echoes | conns per worker (of"
-        f" {WORKERS_LOAD.conns}) |"
+        " | echoes/CPU-s | vs N=1 | per round vs N=1 | switches/1k echoes"
+        f" | conns per worker (of {WORKERS_LOAD.conns}) |"
     )
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * 11]
     groups: dict[tuple[str, str], dict[int, WorkersConfig]] = {}
     for config in configs:
         groups.setdefault((config.reactor, config.cpus), {})[config.count] = config
@@ -918,6 +1052,7 @@ def workersTable(
             for count, c in byCount.items()
         }
         ratios = ratiosToFirst(perCpuSecond)
+        perRound = roundRatiosToFirst(perCpuSecond)
         for count, config in sorted(byCount.items()):
             sample = samples[config.server.name]
             spread = [Spread(tuple(c)) for c in sample.connectionsPerWorker]
@@ -930,6 +1065,7 @@ def workersTable(
                 f"{med(sample.systemMicrosPerEcho):.2f}",
                 f"{med(perCpuSecond[count]):,.0f}",
                 f"{ratios[count]:.2f}x",
+                "{:.2f}x ({:.2f}-{:.2f})".format(*perRound[count]),
                 f"{med(sample.switchesPerEcho) * 1000:.1f}",
                 f"{min(s.least for s in spread)}-{max(s.most for s in spread)}",
             ]

@@ -140,6 +140,25 @@ def ratiosToFirst(values: Mapping[int, Sequence[float]]) -> dict[int, float]:
     return {key: statistics.median(samples) / base for key, samples in values.items()}
 
 
+def roundRatiosToFirst(
+    values: Mapping[int, Sequence[float]],
+) -> dict[int, tuple[float, float, float]]:
+    """Round by round, each key's value over the smallest key's: median, least, most.
+
+    The values of one round were measured minutes apart at most, so their
+    ratio is spared the drift of a shared machine over a whole run that a
+    ratio of medians suffers.  C{{1: [10, 20], 2: [9, 22]}} gives
+    C{{1: (1, 1, 1), 2: (1.0, 0.9, 1.1)}}.  Rounds are matched by
+    position; a key with fewer rounds is matched with the first ones.
+    """
+    base = values[min(values)]
+    result = {}
+    for key, samples in values.items():
+        ratios = [value / first for value, first in zip(samples, base, strict=False)]
+        result[key] = (statistics.median(ratios), min(ratios), max(ratios))
+    return result
+
+
 def readStat(pid: int, proc: Path = PROC) -> ProcessStat:
     """L{parseStat} of a running process."""
     return parseStat((proc / str(pid) / "stat").read_text())

@@ -3,7 +3,8 @@
 The benchmark is run from the source tree (C{make bench}), as is this
 suite (C{make test} runs trial there), so its module is imported from the
 tree.  Nothing here starts a server: the options, the results files'
-sections and the C{--workers} table are plain code.
+sections and the C{--workers} table are plain code, and running several
+load generators at once is tried with stand-ins that print a result.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import contextlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
+from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,6 +33,14 @@ class ArgumentTests(SynchronousTestCase):
         arguments = run.parseArguments(["--loadgen", "lg"])
         self.assertEqual(arguments.sections, ["servers", "workers"])
         self.assertEqual(arguments.workers, [1, 2, 4])
+        self.assertEqual(arguments.workers_reactors, ["default", "fastepoll", "uvloop"])
+
+    def test_workersReactors(self) -> None:
+        """The workers section can be limited to some reactors."""
+        arguments = run.parseArguments(
+            ["--loadgen", "lg", "--workers-reactors", "uvloop,fastepoll"]
+        )
+        self.assertEqual(arguments.workers_reactors, ["uvloop", "fastepoll"])
 
     def test_onlyWorkers(self) -> None:
         """One section and other worker counts (sorted, deduplicated)."""
@@ -46,6 +57,10 @@ class ArgumentTests(SynchronousTestCase):
             (["--workers", "0"], "--workers takes worker counts 1..16"),
             (["--workers", "two"], "--workers takes worker counts 1..16"),
             (["--workers", "17"], "--workers takes worker counts 1..16"),
+            (
+                ["--workers-reactors", "select"],
+                "--workers-reactors takes default, fastepoll, uvloop",
+            ),
         ):
             stderr = io.StringIO()
             with contextlib.redirect_stderr(stderr):
@@ -123,7 +138,9 @@ class WorkersTableTests(SynchronousTestCase):
     def test_table(self) -> None:
         """Ratios compare echoes per CPU-second within reactor and pinning."""
         pinning = run.Pinning(0, 1)
-        configs = run.workersConfigs("/venv/bin/python", [1, 2], [pinning])
+        configs = run.workersConfigs(
+            "/venv/bin/python", [1, 2], [pinning], ("default", "fastepoll")
+        )
         data = {
             "workers-default-cpus-1-n1": samples([10.0, 20.0, 12.0], [[50]] * 3),
             "workers-default-cpus-1-n2": samples(
@@ -137,10 +154,14 @@ class WorkersTableTests(SynchronousTestCase):
         self.assertEqual(
             [" ".join(row) for row in cells],
             [
-                "default 1 1 1,000 12.00 6.00 83,333 1.00x 12.5 50-50",
-                "default 1 2 1,000 15.00 7.50 66,667 0.80x 12.5 20-30",
-                "fastepoll 1 1 1,000 10.00 5.00 100,000 1.00x 12.5 50-50",
-                "fastepoll 1 2 1,000 8.00 4.00 125,000 1.25x 12.5 25-25",
+                "default 1 1 1,000 12.00 6.00 83,333 1.00x 1.00x (1.00-1.00)"
+                " 12.5 50-50",
+                "default 1 2 1,000 15.00 7.50 66,667 0.80x 0.75x (0.67-1.43)"
+                " 12.5 20-30",
+                "fastepoll 1 1 1,000 10.00 5.00 100,000 1.00x 1.00x (1.00-1.00)"
+                " 12.5 50-50",
+                "fastepoll 1 2 1,000 8.00 4.00 125,000 1.25x 1.25x (1.25-1.25)"
+                " 12.5 25-25",
             ],
         )
         self.assertEqual(len(lines[0].split("|")), len(lines[2].split("|")))
@@ -152,16 +173,63 @@ class WorkersTableTests(SynchronousTestCase):
         )
         twistd = ["/venv/bin/twistd", "-n", "--pidfile="]
         echo = ["echo", "--workers", "4", "--listen", "tcp:0:interface=127.0.0.1"]
+        native = [*echo[:-1], "aiotcp:0:interface=127.0.0.1"]
         pin = ["taskset", "-c", "0"]
         self.assertEqual(
             [c.command() for c in configs],
             [
                 [*pin, *twistd, *echo],
                 [*pin, *twistd, "-r", "fastepoll", *echo],
+                [*pin, *twistd, "-r", "uvloop", *native],
                 [*twistd, *echo],
                 [*twistd, "-r", "fastepoll", *echo],
+                [*twistd, "-r", "uvloop", *native],
             ],
         )
+        self.assertEqual(
+            [c.loadCpus() for c in configs], [[1], [1], [1], [None], [None], [None]]
+        )
+
+    def test_perWorkerCores(self) -> None:
+        """One worker per core runs only the counts there are cores for."""
+        configs = run.workersConfigs(
+            "/venv/bin/python",
+            [1, 2, 4],
+            [run.Pinning(None, None, (0, 1))],
+            ["default"],
+        )
+        self.assertEqual([c.count for c in configs], [1, 2])
+        self.assertEqual(
+            [c.server.name for c in configs],
+            [
+                "workers-default-cpus-1-per-worker-n1",
+                "workers-default-cpus-1-per-worker-n2",
+            ],
+        )
+        # Started unpinned, pinned once its processes are known.
+        self.assertNotIn("taskset", configs[1].command())
+
+    def test_perWorkerPinning(self) -> None:
+        """Worker I and the I-th load generator go to the I-th core."""
+        one, two = run.workersConfigs(
+            "/venv/bin/python", [1, 2], [run.Pinning(None, None, (3, 5))], ["default"]
+        )
+        # One worker is the server process itself.
+        self.assertEqual(one.processCpus(100, [100]), [(100, 3)])
+        self.assertEqual(one.loadCpus(), [3])
+        # The supervisor goes with the first worker.
+        self.assertEqual(
+            two.processCpus(100, [101, 102]), [(100, 3), (101, 3), (102, 5)]
+        )
+        self.assertEqual(two.loadCpus(), [3, 5])
+
+    def test_sharedCoreNotPinnedLater(self) -> None:
+        """Configurations pinned by taskset at start pin nothing afterwards."""
+        for pinning in run.Pinning(0, 1), run.Pinning(None, None):
+            (config,) = run.workersConfigs(
+                "/venv/bin/python", [2], [pinning], ["default"]
+            )
+            self.assertEqual(config.processCpus(100, [101, 102]), [])
 
     def test_addRound(self) -> None:
         """A round's meter becomes CPU and switches per echo and a spread."""
@@ -188,3 +256,73 @@ class WorkersTableTests(SynchronousTestCase):
                 "| 4 | 10,000 | 2,400 | 2,600 | 1.040 |",
             ],
         )
+
+
+def fakeLoadgen(echoes: int, status: int = 0) -> list[str]:
+    """A stand-in load generator: its window's edges, then one result line."""
+    script = (
+        "import json, sys\n"
+        "print('measuring', flush=True)\n"
+        "print('done', flush=True)\n"
+        f"if {status}: sys.exit({status})\n"
+        f"print(json.dumps({{'echoes': {echoes}, 'echoes_per_s': {echoes} / 2}}))\n"
+    )
+    return [sys.executable, "-c", script]
+
+
+class FakeRunning:
+    """What pingpongTogether reads of a running server: name, pid and port."""
+
+    def __init__(self) -> None:
+        self.server = run.Server("fake", (), "")
+        self.process = FakeProcess()
+        self.port = 1
+
+
+class FakeProcess:
+    """A server process: this test's own, so /proc has it."""
+
+    pid = os.getpid()
+
+
+class PingpongTogetherTests(SynchronousTestCase):
+    """Several load generators at once make one result over one window."""
+
+    def together(
+        self, loadgens: list[list[str]]
+    ) -> tuple[dict[str, object], run.Meter]:
+        """Run C{loadgens} against the fake server, 1 s of 64 B echoes."""
+        return run.pingpongTogether(
+            loadgens,
+            cast(run.Running, FakeRunning()),
+            run.Workload("x", 1, 64),
+            1.0,
+            0.0,
+        )
+
+    def test_summed(self) -> None:
+        """Echoes and rates add up; each load's own result is kept."""
+        result, meter = self.together([fakeLoadgen(1000), fakeLoadgen(3000)])
+        self.assertEqual(result["echoes"], 4000)
+        self.assertEqual(result["echoes_per_s"], 2000.0)
+        self.assertEqual(
+            result["loads"],
+            [
+                {"echoes": 1000, "echoes_per_s": 500.0},
+                {"echoes": 3000, "echoes_per_s": 1500.0},
+            ],
+        )
+        self.assertGreaterEqual(cast(float, result["start_skew_s"]), 0.0)
+        self.assertEqual(meter.pids, [os.getpid()])
+
+    def test_single(self) -> None:
+        """One load generator's result is returned as it is."""
+        result, _ = self.together([fakeLoadgen(10)])
+        self.assertEqual(result, {"echoes": 10, "echoes_per_s": 5.0})
+
+    def test_oneFails(self) -> None:
+        """A failed load generator fails the measurement, naming the server."""
+        error = self.assertRaises(
+            RuntimeError, self.together, [fakeLoadgen(10), fakeLoadgen(10, status=3)]
+        )
+        self.assertIn("fake x: load generator failed", str(error))

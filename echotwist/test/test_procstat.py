@@ -26,6 +26,7 @@ from echotwist.procstat import (
     ratiosToFirst,
     readContextSwitches,
     readStat,
+    roundRatiosToFirst,
     socketInode,
 )
 
@@ -135,6 +136,15 @@ class SummaryTests(SynchronousTestCase):
         """Medians are compared with the smallest key's median."""
         ratios = ratiosToFirst({2: [90.0, 80.0, 100.0], 1: [100.0, 300.0, 50.0]})
         self.assertEqual(ratios, {1: 1.0, 2: 0.9})
+
+    def test_roundRatiosToFirst(self) -> None:
+        """Each round is compared with the same round of the smallest key."""
+        ratios = roundRatiosToFirst(
+            {2: [90.0, 330.0, 50.0], 1: [100.0, 300.0, 50.0], 4: [200.0]}
+        )
+        self.assertEqual(
+            ratios, {1: (1.0, 1.0, 1.0), 2: (1.0, 0.9, 1.1), 4: (2.0, 2.0, 2.0)}
+        )
 
 
 class ReaderTests(SynchronousTestCase):
