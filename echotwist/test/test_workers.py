@@ -406,6 +406,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("shares only tcp:, tcp6: and aiotcp: endpoints", error)
         self.assertEqual(len(error.splitlines()), 1)
 
+    def test_helpNamesShared(self) -> None:
+        """C{twistd echo --help} says which listeners the workers share."""
+        usage = " ".join(Options(reactor=Clock()).getUsage().split())
+        self.assertIn("sharing the tcp:/tcp6:/aiotcp: ports", usage)
+
     def test_countWithNative(self) -> None:
         """C{aiotcp:} endpoints, alone or with C{tcp:} ones, take many workers."""
         self.assertEqual(workerCount("2", ["aiotcp:0:interface=127.0.0.1"]), 2)
