@@ -77,9 +77,7 @@ class NativeWorkersTests(SynchronousTestCase):
     """C{--workers 2} on C{aiotcp:} listeners."""
 
     def test_echoSpreadAndStop(self) -> None:
-        """Clients echo (half-closing ones too) over both uvloop workers; SIGTERM
-        exits 0.
-        """
+        """Clients (half-closing too) echo over both uvloop workers; SIGTERM exits 0."""
         server, [port], pids = startWorkers(self)
         for index, pid in pids.items():
             self.assertEqual(
@@ -147,9 +145,7 @@ class NativeWorkersTests(SynchronousTestCase):
         self.assertNotIn("Traceback", output)
 
     def test_mixedAsyncioMetricsLimits(self) -> None:
-        """On Twisted's asyncio reactor, tcp: and aiotcp: side by side, with
-        per-worker metrics and the file limit raised in each worker.
-        """
+        """Under -r asyncio: tcp: beside aiotcp:, per-worker metrics, limits raised."""
         server, ports, pids = startWorkers(
             self,
             "--metrics",
