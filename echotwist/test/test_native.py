@@ -302,8 +302,9 @@ class ListenerTests(SynchronousTestCase):
 
 
 class FakeServer:
-    """What C{create_server} returns: closing it closes the socket it serves,
-    as asyncio's and uvloop's servers do.
+    """What C{create_server} returns; closing it closes the socket it serves.
+
+    As asyncio's and uvloop's servers do: the port hands them the socket.
     """
 
     def __init__(
