@@ -17,6 +17,10 @@ unchanged L{echotwist.protocol.Echo} runs on top:
   - C{connection_lost} becomes C{connectionLost}.
 
 Only public asyncio and Twisted APIs are used.
+
+With C{--workers N} each worker serves a listening socket its supervisor
+opened and passed down (L{echotwist.workers}); L{AdoptedNativeEndpoint}
+serves such a descriptor as L{NativeTCPEndpoint} serves the socket it binds.
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ from typing import Any, cast
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import CannotListenError, ConnectionDone, ConnectionLost
+from twisted.internet.error import (
+    AlreadyListened,
+    CannotListenError,
+    ConnectionDone,
+    ConnectionLost,
+)
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -312,6 +321,62 @@ class NativeTCPEndpoint:
         return succeed(port)
 
 
+@implementer(IStreamServerEndpoint)
+class AdoptedNativeEndpoint:
+    """Serve a listening socket inherited as a descriptor with the loop's server.
+
+    The endpoint takes the descriptor over: the port it listens with owns
+    it, and closes it when it stops listening (as Twisted's
+    C{AdoptedStreamServerEndpoint} does with the descriptor it adopts).
+    It listens once.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fileno: int,
+        addressFamily: socket.AddressFamily,
+    ) -> None:
+        self.loop = loop
+        self.fileno = fileno
+        self.addressFamily = addressFamily
+        self.used = False
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """Serve the descriptor's connections once the loop runs."""
+        if self.used:
+            return fail(AlreadyListened())
+        self.used = True
+        try:
+            # No dup: the socket object owns the descriptor from now on.
+            sock = socket.socket(
+                self.addressFamily, socket.SOCK_STREAM, fileno=self.fileno
+            )
+        except OSError as e:
+            return fail(CannotListenError("descriptor", self.fileno, e))
+        sock.setblocking(False)
+        port = NativePort(self.loop, sock, protocolFactory)
+        port.startListening()
+        return succeed(port)
+
+
+def reactorLoop(reactor: object) -> asyncio.AbstractEventLoop:
+    """The asyncio event loop C{reactor} runs on.
+
+    Raise L{ValueError} unless C{reactor} is an asyncio reactor
+    (C{twistd -r uvloop} or C{-r asyncio}): the C{aiotcp:} listeners
+    need that loop to serve their connections.
+    """
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        raise ValueError(
+            "aiotcp needs an asyncio reactor: run twistd -r uvloop (or -r asyncio)"
+        )
+    # The asyncio reactor runs the loop that is current for this thread
+    # (echotwist.uvloopreactor makes uvloop's the current one, and Twisted's
+    # asyncio reactor sets the loop it creates as current).
+    return asyncio.get_event_loop_policy().get_event_loop()
+
+
 def parseNativeTCP(
     reactor: object, port: object, interface: object = "", backlog: object = "50"
 ) -> NativeTCPEndpoint:
@@ -320,11 +385,5 @@ def parseNativeTCP(
     It needs an asyncio reactor (C{twistd -r uvloop} or C{-r asyncio}):
     that reactor's event loop is the one serving the connections.
     """
-    if not isinstance(reactor, AsyncioSelectorReactor):
-        raise ValueError(
-            "aiotcp needs an asyncio reactor: run twistd -r uvloop (or -r asyncio)"
-        )
-    # The asyncio reactor runs the loop that is current for this thread
-    # (echotwist.uvloopreactor makes uvloop's the current one).
-    loop = asyncio.get_event_loop_policy().get_event_loop()
+    loop = reactorLoop(reactor)
     return NativeTCPEndpoint(loop, int(str(port)), str(interface), int(str(backlog)))

@@ -68,7 +68,8 @@ class Options(usage.Options):
         "endpoint description such as tcp6:5000, "
         "tcp:5000:interface=127.0.0.1, unix:/run/echo.sock, "
         "ssl:5443:privateKey=key.pem:certKey=cert.pem, tls:PEM_DIRECTORY:5443 or "
-        "systemd:domain=INET:index=0 (socket activation). "
+        "systemd:domain=INET:index=0 (socket activation), or under twistd -r "
+        "uvloop aiotcp:5000 (uvloop's own transports). "
         f"With neither --port nor --listen it listens on tcp:{DEFAULT_PORT}. "
         "UDP echo is off unless --udp is given; datagrams from privileged "
         "source ports (<1024) or broadcast/multicast addresses are dropped, "
@@ -131,9 +132,10 @@ class Options(usage.Options):
             "workers",
             None,
             "1",
-            "Run N worker processes sharing the tcp:/tcp6: ports (SO_REUSEPORT),"
-            " each applying the limits (per worker), idle timeout, drain and"
-            " metrics (one port each); not with --udp.",
+            "Run N worker processes sharing the tcp:/tcp6:/aiotcp: ports"
+            " (SO_REUSEPORT), on the reactor given to twistd -r, each applying"
+            " the limits (per worker), idle timeout, drain and metrics (one"
+            " port each); not with --udp.",
         ],
     ]
 

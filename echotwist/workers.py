@@ -1,17 +1,21 @@
 """C{twistd echo --workers N}: N processes share the TCP listening ports.
 
 The twistd process becomes a supervisor.  Before privileges are dropped it
-opens, for every worker and every TCP endpoint, a socket listening on the
-same address with C{SO_REUSEPORT} (so a bind error ends start-up with one
-line and exit status 1, and ports below 1024 work).  It then starts N
-worker processes (C{python -m echotwist.workers}), hands each its own
-listening sockets as inherited descriptors and the echo options on its
-command line (L{workerOptions}).  A worker parses those with the plugin's
-own L{Options} and serves with the service L{makeService} builds for a
-single process (so idle timeout, connection limits, address rules, the
-accept guard and the drain on SIGTERM are the same code), over its adopted
-sockets; the kernel spreads new connections evenly over the sockets of
-the group.  A worker reports on its
+opens, for every worker and every C{tcp:}, C{tcp6:} or C{aiotcp:} endpoint
+(L{listenBinding}; others are refused), a socket listening on the same
+address with C{SO_REUSEPORT} (so a bind error ends start-up with one line
+and exit status 1, and ports below 1024 work).  It then starts N worker
+processes (C{python -m echotwist.workers}), hands each its own listening
+sockets as inherited descriptors (named C{tcp:FD}, C{tcp6:FD}, or
+C{aiotcp:FD}/C{aiotcp6:FD} for C{aiotcp:} ones) and the echo options on
+its command line (L{workerOptions}).  A worker parses those with the
+plugin's own L{Options} and serves with the service L{makeService} builds
+for a single process (so idle timeout, connection limits, address rules,
+the accept guard and the drain on SIGTERM are the same code), over its
+adopted sockets: Twisted's TCP port serves the C{tcp} ones, the asyncio
+loop's own server (L{echotwist.native.AdoptedNativeEndpoint}) the
+C{aiotcp} ones.  The kernel spreads new connections evenly over the
+sockets of the group.  A worker reports on its
 file descriptor 3 when it serves; once all have, the supervisor logs
 C{Listening on ...}.  Stopping
 the supervisor (SIGTERM) sends SIGTERM to every worker, which drains its
@@ -19,8 +23,11 @@ connections for up to C{--shutdown-timeout} seconds and exits 0; the
 supervisor waits for them all (SIGKILL L{STOP_GRACE} seconds after the
 drain should have ended) and exits 0 too.
 
-Workers run on the fast epoll reactor when the supervisor does (C{twistd
--r fastepoll}), else on Twisted's default reactor.  Workers log to the
+Workers run on the supervisor's kind of reactor (L{workerReactor}): uvloop
+under C{twistd -r uvloop}, Twisted's asyncio reactor under C{-r asyncio},
+the fast epoll reactor under C{-r fastepoll}, else Twisted's default
+reactor.  (A supervisor on uvloop hears its workers exit through the
+SIGCHLD handler of L{echotwist.uvloopreactor}.)  Workers log to the
 supervisor's standard output with their index as the
 log system (C{[worker1]}).  Each worker keeps its own statistics (and
 serves them with C{--metrics} on a port of its own, L{workerMetrics}), and the
@@ -30,17 +37,19 @@ to 400 connections in all (and C{--max-per-ip} likewise per worker).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, NoReturn, TextIO
 
 from twisted.application.reactors import installReactor
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.error import ProcessDone
@@ -50,6 +59,7 @@ from twisted.internet.interfaces import (
     IReactorProcess,
     IReactorSocket,
     IReactorTime,
+    IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import (
@@ -63,6 +73,7 @@ from twisted.python.failure import Failure
 
 from echotwist.endpoints import _UNESCAPED_COLON, BadEndpoint, formatAddress
 from echotwist.fastpath import FastEPollReactor
+from echotwist.native import AdoptedNativeEndpoint, reactorLoop
 from echotwist.tap import Options, makeService
 
 # Seconds a worker has to exit after SIGTERM, beyond its drain, before it
@@ -84,33 +95,56 @@ _READY_FD = 3
 
 
 class Binding:
-    """A TCP address to listen on: family, host and port."""
+    """An address to listen on: family, host and port, and who serves it.
 
-    def __init__(self, family: socket.AddressFamily, host: str, port: int) -> None:
+    C{native} bindings come from C{aiotcp:} descriptions: a worker serves
+    them with the asyncio loop's own server (L{echotwist.native}), the
+    others with Twisted's TCP port.
+    """
+
+    def __init__(
+        self,
+        family: socket.AddressFamily,
+        host: str,
+        port: int,
+        native: bool = False,
+        backlog: int = socket.SOMAXCONN,
+    ) -> None:
         self.family = family
         self.host = host
         self.port = port
+        self.native = native
+        self.backlog = backlog
+
+    def _key(self) -> tuple[socket.AddressFamily, str, int, bool, int]:
+        return (self.family, self.host, self.port, self.native, self.backlog)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Binding) and (
-            (self.family, self.host, self.port)
-            == (other.family, other.host, other.port)
-        )
+        return isinstance(other, Binding) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.family, self.host, self.port))
+        return hash(self._key())
 
     def __repr__(self) -> str:
-        return f"Binding({self.family}, {self.host!r}, {self.port})"
+        return (
+            f"Binding({self.family}, {self.host!r}, {self.port},"
+            f" native={self.native}, backlog={self.backlog})"
+        )
 
     def kind(self) -> str:
-        """C{tcp} or C{tcp6}."""
-        return "tcp6" if self.family == socket.AF_INET6 else "tcp"
+        """How a worker's command line names this binding's sockets.
+
+        C{tcp} or C{tcp6}; C{aiotcp} or C{aiotcp6} for native ones.
+        """
+        prefix = "aiotcp" if self.native else "tcp"
+        return prefix + ("6" if self.family == socket.AF_INET6 else "")
 
     def text(self) -> str:
         """The endpoint description of this binding, for messages."""
         host = self.host.replace(":", "\\:")
-        return f"{self.kind()}:{self.port}:interface={host}"
+        # aiotcp: has no IPv6 twin: an interface with colons makes it IPv6.
+        kind = "aiotcp" if self.native else self.kind()
+        return f"{kind}:{self.port}:interface={host}"
 
     def address(self) -> IPv4Address | IPv6Address:
         """The Twisted address of this binding."""
@@ -127,40 +161,82 @@ class Binding:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reusePort:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if self.native and self.family == socket.AF_INET6:
+                # As NativeTCPEndpoint binds (socket.create_server): IPv6
+                # only, so aiotcp on :: behaves the same with --workers.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((self.host, self.port))
             if listen:
-                sock.listen(socket.SOMAXCONN)
+                sock.listen(self.backlog)
         except BaseException:
             sock.close()
             raise
         return sock
 
 
-def tcpBinding(description: str) -> Binding:
-    """The binding of a C{tcp:} or C{tcp6:} endpoint description.
+# The endpoint types --workers shares, each with the family its sockets
+# have (None: decided by the interface, as NativeTCPEndpoint decides).
+_SHARED: dict[str, socket.AddressFamily | None] = {
+    "tcp": socket.AF_INET,
+    "tcp6": socket.AF_INET6,
+    "aiotcp": None,
+}
+
+
+def listenBinding(description: str) -> Binding:
+    """The binding of a C{tcp:}, C{tcp6:} or C{aiotcp:} endpoint description.
 
     Only these can be shared with C{SO_REUSEPORT}; anything else raises
-    L{BadEndpoint}.
+    L{BadEndpoint}.  An C{aiotcp:} binding is IPv6 when its interface has
+    a colon (as L{echotwist.native.NativeTCPEndpoint} decides) and listens
+    with its C{backlog=} if given; the others, like C{tcp:} ones without
+    it, listen with the system's largest backlog.
     """
     kind, *args = _UNESCAPED_COLON.split(description)
-    if kind not in ("tcp", "tcp6"):
+    if kind not in _SHARED:
         raise BadEndpoint(
-            f"--workers shares only tcp: and tcp6: endpoints, not {description!r}"
+            "--workers shares only tcp:, tcp6: and aiotcp: endpoints,"
+            f" not {description!r}"
         )
     positional = [a for a in args if "=" not in a]
     keywords = dict(a.split("=", 1) for a in args if "=" in a)
     port = keywords.get("port", positional[0] if positional else "")
-    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
-    default = "::" if kind == "tcp6" else "0.0.0.0"
-    host = keywords.get("interface", default).replace("\\:", ":")
-    return Binding(family, host, int(port))
+    host = keywords.get("interface", "").replace("\\:", ":")
+    family = _SHARED[kind]
+    if family is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        backlog = keywords.get("backlog")
+        return Binding(
+            family,
+            host or "0.0.0.0",
+            int(port),
+            native=True,
+            backlog=socket.SOMAXCONN if backlog is None else int(backlog),
+        )
+    default = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    return Binding(family, host or default, int(port))
+
+
+def tcpBinding(description: str) -> Binding:
+    """The binding of a C{tcp:} or C{tcp6:} endpoint description.
+
+    For the workers' metrics, which Twisted's HTTP server serves: anything
+    else raises L{BadEndpoint}.
+    """
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6"):
+        raise BadEndpoint(
+            f"--workers serves metrics only on tcp: and tcp6: endpoints,"
+            f" not {description!r}"
+        )
+    return listenBinding(description)
 
 
 def workerCount(text: str, descriptions: Sequence[str]) -> int:
     """Check a C{--workers} value against the endpoints it would share.
 
     Raise L{BadEndpoint} for a count outside 1..L{MAX_WORKERS}, or for more
-    than one worker on an endpoint that is not C{tcp:}/C{tcp6:}.
+    than one worker on an endpoint that is not C{tcp:}/C{tcp6:}/C{aiotcp:}.
     """
     if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
         raise BadEndpoint(
@@ -168,7 +244,7 @@ def workerCount(text: str, descriptions: Sequence[str]) -> int:
         )
     if int(text) > 1:
         for description in descriptions:
-            tcpBinding(description)
+            listenBinding(description)
     return int(text)
 
 
@@ -207,6 +283,18 @@ def workerMetrics(description: str, count: int) -> list[str]:
     return descriptions
 
 
+class Inherited(NamedTuple):
+    """A listening socket a worker inherits from its supervisor.
+
+    C{native}: served by the asyncio loop's own server (C{aiotcp:}) rather
+    than by Twisted's TCP port.
+    """
+
+    family: socket.AddressFamily
+    descriptor: int
+    native: bool = False
+
+
 class WorkerArguments:
     """What a worker's command line says: index, reactor, sockets, options."""
 
@@ -214,9 +302,9 @@ class WorkerArguments:
         self,
         index: int,
         reactorName: str,
-        listening: Sequence[tuple[socket.AddressFamily, int]],
+        listening: Sequence[Inherited],
         options: Sequence[str],
-        metrics: tuple[socket.AddressFamily, int] | None = None,
+        metrics: Inherited | None = None,
     ) -> None:
         self.index = index
         self.reactorName = reactorName
@@ -226,7 +314,11 @@ class WorkerArguments:
 
 
 def parseWorkerArguments(argv: Sequence[str]) -> WorkerArguments:
-    """Read C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] -- ECHO_OPTIONS ...}."""
+    """Read C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] -- ECHO_OPTIONS ...}.
+
+    Each listening C{FD} is named C{tcp:}, C{tcp6:}, C{aiotcp:} or
+    C{aiotcp6:} (L{parseListeningArgument}).
+    """
     separator = list(argv).index("--") if "--" in argv else len(argv)
     index, reactorName, *descriptors = argv[:separator]
     listening = [a for a in descriptors if not a.startswith("metrics=")]
@@ -240,11 +332,25 @@ def parseWorkerArguments(argv: Sequence[str]) -> WorkerArguments:
     )
 
 
-def parseListeningArgument(text: str) -> tuple[socket.AddressFamily, int]:
-    """Read a worker's C{tcp:FD} or C{tcp6:FD} argument."""
-    kind, descriptor = text.split(":", 1)
-    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
-    return family, int(descriptor)
+# How a worker's command line names its sockets (Binding.kind).
+_KINDS = {
+    "tcp": (socket.AF_INET, False),
+    "tcp6": (socket.AF_INET6, False),
+    "aiotcp": (socket.AF_INET, True),
+    "aiotcp6": (socket.AF_INET6, True),
+}
+
+
+def parseListeningArgument(text: str) -> Inherited:
+    """Read a worker's C{tcp:FD}, C{tcp6:FD}, C{aiotcp:FD} or C{aiotcp6:FD}.
+
+    Raise L{ValueError} for anything else.
+    """
+    kind, _, descriptor = text.partition(":")
+    if kind not in _KINDS:
+        raise ValueError(f"not a worker's listening socket: {text!r}")
+    family, native = _KINDS[kind]
+    return Inherited(family, int(descriptor), native)
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -290,7 +396,7 @@ class WorkerPool(Service):
         errorStream: TextIO | None = None,
         executable: str = sys.executable,
     ) -> None:
-        self.bindings = [tcpBinding(d) for d in descriptions]
+        self.bindings = [listenBinding(d) for d in descriptions]
         self.count = count
         self.options = list(options)
         self.metrics = metrics
@@ -321,6 +427,7 @@ class WorkerPool(Service):
         if not self.sockets:
             self._listen()
         sockets, self.sockets = self.sockets, []
+        reactorName = workerReactor(self.reactor, runningLoop(self.reactor))
         for index, own in enumerate(sockets, 1):
             protocol = WorkerProtocol(self, index)
             childFDs: dict[int, int | str] = {0: 0, 1: 1, 2: 2, _READY_FD: "r"}
@@ -329,7 +436,7 @@ class WorkerPool(Service):
                 "-m",
                 "echotwist.workers",
                 str(index),
-                workerReactor(self.reactor),
+                reactorName,
             ]
             for number, sock in enumerate(own):
                 descriptor = _READY_FD + 1 + number
@@ -466,12 +573,30 @@ def tellReady(descriptor: int) -> None:
         os.close(descriptor)
 
 
+def adoptedEndpoint(
+    reactor: IReactorSocket,
+    inherited: Inherited,
+    loopOf: Callable[[object], asyncio.AbstractEventLoop] = reactorLoop,
+) -> IStreamServerEndpoint:
+    """The endpoint serving an inherited listening socket.
+
+    Twisted's adopted TCP endpoint, or for C{aiotcp:} sockets the asyncio
+    loop's own server (L{AdoptedNativeEndpoint}) on C{reactor}'s loop, as
+    C{loopOf} finds it.  Either takes the descriptor over and closes it
+    when it stops listening.
+    """
+    family, descriptor, native = inherited
+    if native:
+        return AdoptedNativeEndpoint(loopOf(reactor), descriptor, family)
+    return AdoptedStreamServerEndpoint(reactor, descriptor, family)
+
+
 def serveWorker(
     reactor: IReactorSocket,
     index: int,
-    listening: Sequence[tuple[socket.AddressFamily, int]],
+    listening: Sequence[Inherited],
     arguments: Sequence[str],
-    metrics: tuple[socket.AddressFamily, int] | None = None,
+    metrics: Inherited | None = None,
 ) -> Deferred[None]:
     """Serve echoes on the listening descriptors the supervisor passed.
 
@@ -485,18 +610,13 @@ def serveWorker(
     options = Options(reactor=IReactorTime(reactor))
     options.parseOptions(list(arguments))
     options["endpoints"] = [
-        # The endpoint adopts the descriptor (and closes this copy).
-        (
-            f"descriptor {descriptor}",
-            AdoptedStreamServerEndpoint(reactor, descriptor, family),
-        )
-        for family, descriptor in listening
+        (f"descriptor {inherited.descriptor}", adoptedEndpoint(reactor, inherited))
+        for inherited in listening
     ]
     if metrics is not None:
-        family, descriptor = metrics
         options["metricsEndpoint"] = (
-            f"descriptor {descriptor}",
-            AdoptedStreamServerEndpoint(reactor, descriptor, family),
+            f"descriptor {metrics.descriptor}",
+            adoptedEndpoint(reactor, metrics),
         )
     service = makeService(options)
     service.privilegedStartService()
@@ -528,13 +648,31 @@ def main(reactor: IReactorSocket, *argv: str) -> Deferred[None]:
     )
 
 
-def workerReactor(reactor: object) -> str:
+def workerReactor(reactor: object, loop: object = None) -> str:
     """The reactor the workers of a supervisor on C{reactor} use.
 
-    Workers run on the fast epoll reactor when the supervisor does
-    (C{twistd -r fastepoll}), else on Twisted's default reactor.
+    Workers run on the supervisor's kind of reactor, by its C{twistd -r}
+    name: C{uvloop} for an asyncio reactor running a uvloop C{loop}
+    (C{twistd -r uvloop}), C{asyncio} for Twisted's asyncio reactor on
+    another loop, C{fastepoll} for the fast epoll reactor, and Twisted's
+    default reactor for anything else.  C{loop} is the asyncio loop
+    C{reactor} runs, if any (L{runningLoop}).
     """
-    return "fastepoll" if isinstance(reactor, FastEPollReactor) else "default"
+    if isinstance(reactor, FastEPollReactor):
+        return "fastepoll"
+    if isinstance(reactor, AsyncioSelectorReactor):
+        # By the class's module, so that uvloop (an optional extra) need
+        # not be importable to tell.
+        module = type(loop).__module__
+        return "uvloop" if module.partition(".")[0] == "uvloop" else "asyncio"
+    return "default"
+
+
+def runningLoop(reactor: object) -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop C{reactor} runs on, or None if it is no asyncio reactor."""
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        return None
+    return reactorLoop(reactor)
 
 
 # prctl(2) option: the signal this process gets when its parent dies.
@@ -561,7 +699,11 @@ def stopWithSupervisor() -> None:
 
 
 def run(argv: Sequence[str]) -> None:
-    """C{python -m echotwist.workers INDEX REACTOR tcp:FD ... -- OPTIONS ...}."""
+    """C{python -m echotwist.workers INDEX REACTOR tcp:FD ... -- OPTIONS ...}.
+
+    Listening sockets are C{tcp:FD}, C{tcp6:FD}, C{aiotcp:FD} or
+    C{aiotcp6:FD} (L{parseListeningArgument}).
+    """
     stopWithSupervisor()
     reactorName = argv[1]
     if reactorName != "default":

@@ -8,13 +8,22 @@ with an C{aiotcp:} listener and the real client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import os
 import signal
+import socket
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from twisted.application.reactors import IReactorInstaller
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import (
+    AlreadyListened,
+    CannotListenError,
+    ConnectionDone,
+    ConnectionLost,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -29,7 +38,14 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from echotwist.native import NativeConnection, parseNativeTCP, toAddress
+from echotwist.native import (
+    AdoptedNativeEndpoint,
+    NativeConnection,
+    NativePort,
+    parseNativeTCP,
+    reactorLoop,
+    toAddress,
+)
 from echotwist.protocol import Echo, EchoFactory
 from echotwist.tap import Options
 from echotwist.test.e2e import runClient, startServer
@@ -263,6 +279,11 @@ class ListenerTests(SynchronousTestCase):
         error = self.assertRaises(ValueError, parseNativeTCP, MemoryReactor(), "0")
         self.assertIn("asyncio reactor", str(error))
 
+    def test_reactorLoopNeedsAsyncioReactor(self) -> None:
+        """Only an asyncio reactor has a loop to serve native sockets on."""
+        error = self.assertRaises(ValueError, reactorLoop, MemoryReactor())
+        self.assertIn("asyncio reactor", str(error))
+
     def test_optionsRejectWithoutAsyncioReactor(self) -> None:
         """C{twistd echo --listen aiotcp:...} on another reactor: one line, exit 2."""
         errors = io.StringIO()
@@ -278,6 +299,178 @@ class ListenerTests(SynchronousTestCase):
         """C{twistd -r uvloop} finds the reactor plugin."""
         names = [r.shortName for r in getPlugins(IReactorInstaller)]
         self.assertIn("uvloop", names)
+
+
+class FakeServer:
+    """What C{create_server} returns; closing it closes the socket it serves.
+
+    As asyncio's and uvloop's servers do: the port hands them the socket.
+    """
+
+    def __init__(
+        self, protocolFactory: Callable[[], asyncio.BaseProtocol], sock: socket.socket
+    ) -> None:
+        self.protocolFactory = protocolFactory
+        self.sock = sock
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop serving and close the socket."""
+        self.closed = True
+        self.sock.close()
+
+
+class FakeTask:
+    """A task of L{FakeLoop}: its coroutine, and whether it was cancelled."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        self.coroutine = coroutine
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Cancel: the coroutine never runs (on)."""
+        self.cancelled = True
+        self.coroutine.close()
+
+
+class FakeLoop:
+    """An event loop that records C{create_server}'s socket; no I/O.
+
+    A C{running} loop runs each task's coroutine at once (the native port's
+    only await is C{create_server}, which completes here at once); a loop
+    that is not running yet keeps them pending.
+    """
+
+    def __init__(self, running: bool = True) -> None:
+        self.running = running
+        self.tasks: list[FakeTask] = []
+        self.servers: list[FakeServer] = []
+
+    def create_task(self, coroutine: Coroutine[Any, Any, object]) -> FakeTask:
+        """Record the task; run it to its end if the loop runs."""
+        task = FakeTask(coroutine)
+        self.tasks.append(task)
+        if self.running:
+            with contextlib.suppress(StopIteration):
+                coroutine.send(None)
+                raise AssertionError("the task waited for more than create_server")
+        return task
+
+    async def create_server(
+        self,
+        protocolFactory: Callable[[], asyncio.BaseProtocol],
+        sock: socket.socket,
+    ) -> FakeServer:
+        """Serve C{sock}: record it."""
+        server = FakeServer(protocolFactory, sock)
+        self.servers.append(server)
+        return server
+
+
+def unboundDescriptor(family: socket.AddressFamily = socket.AF_INET) -> int:
+    """The descriptor of a TCP socket never bound nor connected: no traffic.
+
+    The socket object gives it up, so whoever adopts it owns it.
+    """
+    return socket.socket(family, socket.SOCK_STREAM).detach()
+
+
+class AdoptedNativeEndpointTests(SynchronousTestCase):
+    """L{AdoptedNativeEndpoint} serves an inherited descriptor on the loop."""
+
+    def listen(
+        self,
+        loop: FakeLoop,
+        family: socket.AddressFamily = socket.AF_INET,
+    ) -> tuple[NativePort, int, EchoFactory]:
+        """Listen on a fresh descriptor through the endpoint over C{loop}."""
+        descriptor = unboundDescriptor(family)
+        factory = EchoFactory(clock=Clock())
+        endpoint = AdoptedNativeEndpoint(
+            cast(asyncio.AbstractEventLoop, loop), descriptor, family
+        )
+        port = self.successResultOf(endpoint.listen(factory))
+        assert isinstance(port, NativePort)
+        # Whatever the test's outcome, the descriptor goes with the socket.
+        self.addCleanup(port.socket.close)
+        return port, descriptor, factory
+
+    def test_servesDescriptor(self) -> None:
+        """The loop's server gets the descriptor itself, non-blocking."""
+        loop = FakeLoop()
+        port, descriptor, factory = self.listen(loop)
+        [server] = loop.servers
+        self.assertIs(server.sock, port.socket)
+        self.assertEqual(server.sock.fileno(), descriptor)
+        self.assertEqual(server.sock.family, socket.AF_INET)
+        self.assertFalse(server.sock.getblocking())
+        self.assertIs(port.server, server)
+        self.assertEqual(factory.numPorts, 1)
+
+    def test_connectionsServeFactory(self) -> None:
+        """Each connection the loop accepts is a L{NativeConnection} of the factory."""
+        loop = FakeLoop()
+        _, _, factory = self.listen(loop)
+        connection = loop.servers[0].protocolFactory()
+        assert isinstance(connection, NativeConnection)
+        self.assertIs(connection.factory, factory)
+
+    def test_family(self) -> None:
+        """An IPv6 descriptor is served as IPv6."""
+        loop = FakeLoop()
+        port, _, _ = self.listen(loop, socket.AF_INET6)
+        self.assertEqual(loop.servers[0].sock.family, socket.AF_INET6)
+        self.assertIsInstance(port.getHost(), IPv6Address)
+
+    def test_stopListeningCloses(self) -> None:
+        """Stopping closes the server, and so the adopted descriptor."""
+        loop = FakeLoop()
+        port, _, factory = self.listen(loop)
+        port.stopListening()
+        self.assertTrue(loop.servers[0].closed)
+        self.assertEqual(port.socket.fileno(), -1)
+        self.assertEqual(factory.numPorts, 0)
+
+    def test_stopBeforeServing(self) -> None:
+        """Stopped before the loop ran, the port closes the descriptor itself."""
+        loop = FakeLoop(running=False)
+        port, _, factory = self.listen(loop)
+        port.stopListening()
+        self.assertEqual(loop.servers, [])
+        self.assertTrue(loop.tasks[0].cancelled)
+        self.assertEqual(port.socket.fileno(), -1)
+        self.assertEqual(factory.numPorts, 0)
+
+    def test_listensOnce(self) -> None:
+        """A descriptor is adopted once: listening again fails."""
+        loop = FakeLoop()
+        descriptor = unboundDescriptor()
+        endpoint = AdoptedNativeEndpoint(
+            cast(asyncio.AbstractEventLoop, loop), descriptor, socket.AF_INET
+        )
+        port = self.successResultOf(endpoint.listen(EchoFactory(clock=Clock())))
+        assert isinstance(port, NativePort)
+        self.addCleanup(port.socket.close)
+        self.failureResultOf(
+            endpoint.listen(EchoFactory(clock=Clock())), AlreadyListened
+        )
+        self.assertEqual(len(loop.servers), 1)
+
+    def test_notASocket(self) -> None:
+        """A descriptor that is no socket fails to listen, and is left alone."""
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        self.addCleanup(os.close, writeEnd)
+        loop = FakeLoop()
+        endpoint = AdoptedNativeEndpoint(
+            cast(asyncio.AbstractEventLoop, loop), readEnd, socket.AF_INET
+        )
+        failure = self.failureResultOf(
+            endpoint.listen(EchoFactory(clock=Clock())), CannotListenError
+        )
+        self.assertIn("descriptor", failure.getErrorMessage())
+        self.assertEqual((loop.tasks, loop.servers), ([], []))
+        os.fstat(readEnd)
 
 
 class EndToEndTests(SynchronousTestCase):

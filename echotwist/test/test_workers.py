@@ -7,6 +7,7 @@ connections spread over both workers and that SIGTERM stops them all.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -15,15 +16,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessProtocol, IReactorProcess
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.endpoints import BadEndpoint
 from echotwist.fastpath import FastEPollReactor
+from echotwist.native import AdoptedNativeEndpoint
 from echotwist.server import CleanExitService
 from echotwist.tap import Options, makeService
 from echotwist.test.e2e import (
@@ -41,11 +46,15 @@ from echotwist.workers import (
     FORWARDED_REPEATED,
     STOP_GRACE,
     Binding,
+    Inherited,
     WorkerPool,
+    adoptedEndpoint,
+    listenBinding,
     parseListeningArgument,
     parseWorkerArguments,
     tcpBinding,
     tellReady,
+    workerCount,
     workerMetrics,
     workerOptions,
     workerReactor,
@@ -96,8 +105,57 @@ class BindingTests(SynchronousTestCase):
 
     def test_rejectsOthers(self) -> None:
         """UNIX, TLS and other endpoints cannot be shared this way."""
-        for description in ("unix:/tmp/x", "tls:5000", "aiotcp:5000"):
-            self.assertRaises(BadEndpoint, tcpBinding, description)
+        for description in ("unix:/tmp/x", "tls:5000", "ssl:5000", "aiotcp6:5000"):
+            error = self.assertRaises(BadEndpoint, listenBinding, description)
+            self.assertIn("only tcp:, tcp6: and aiotcp: endpoints", str(error))
+
+    def test_metricsOnlyTCP(self) -> None:
+        """Metrics bindings are Twisted TCP only: C{aiotcp:} is refused there."""
+        self.assertEqual(
+            tcpBinding("tcp:9100"), Binding(socket.AF_INET, "0.0.0.0", 9100)
+        )
+        for description in ("aiotcp:9100", "unix:/tmp/m"):
+            error = self.assertRaises(BadEndpoint, tcpBinding, description)
+            self.assertIn("metrics only on tcp: and tcp6:", str(error))
+
+    def test_tcpIsNotNative(self) -> None:
+        """C{tcp:} bindings are Twisted's, with the largest backlog, as before."""
+        binding = listenBinding("tcp:5000:interface=127.0.0.1:backlog=7")
+        self.assertEqual(
+            (binding.native, binding.backlog, binding.kind()),
+            (False, socket.SOMAXCONN, "tcp"),
+        )
+
+    def test_aiotcp(self) -> None:
+        """C{aiotcp:PORT:interface=HOST} is a native IPv4 binding."""
+        binding = listenBinding("aiotcp:5000:interface=127.0.0.1")
+        self.assertEqual(
+            binding, Binding(socket.AF_INET, "127.0.0.1", 5000, native=True)
+        )
+        self.assertEqual(binding.kind(), "aiotcp")
+        self.assertEqual(binding.text(), "aiotcp:5000:interface=127.0.0.1")
+
+    def test_aiotcpDefaults(self) -> None:
+        """Without an interface, every IPv4 address (as NativeTCPEndpoint binds)."""
+        self.assertEqual(
+            listenBinding("aiotcp:port=0"),
+            Binding(socket.AF_INET, "0.0.0.0", 0, native=True),
+        )
+
+    def test_aiotcpIPv6(self) -> None:
+        """An interface with a colon makes an C{aiotcp:} binding IPv6."""
+        binding = listenBinding(r"aiotcp:7:interface=\:\:1")
+        self.assertEqual(binding, Binding(socket.AF_INET6, "::1", 7, native=True))
+        self.assertEqual(binding.kind(), "aiotcp6")
+        self.assertEqual(binding.text(), r"aiotcp:7:interface=\:\:1")
+        self.assertEqual(listenBinding(binding.text()), binding)
+
+    def test_aiotcpBacklog(self) -> None:
+        """C{backlog=N} of an C{aiotcp:} description is the listen backlog."""
+        self.assertEqual(
+            listenBinding("aiotcp:0:backlog=12:interface=127.0.0.1").backlog, 12
+        )
+        self.assertEqual(listenBinding("aiotcp:0").backlog, socket.SOMAXCONN)
 
     def test_workerArguments(self) -> None:
         """A worker's command line: index, reactor, descriptors, then options."""
@@ -114,8 +172,26 @@ class BindingTests(SynchronousTestCase):
             (
                 2,
                 "fastepoll",
-                [(socket.AF_INET, 4), (socket.AF_INET6, 5)],
+                [Inherited(socket.AF_INET, 4), Inherited(socket.AF_INET6, 5)],
                 ["--idle-timeout=1.0"],
+            ),
+        )
+
+    def test_nativeWorkerArguments(self) -> None:
+        """C{aiotcp:FD}/C{aiotcp6:FD} sockets mix with Twisted TCP ones."""
+        arguments = parseWorkerArguments(
+            ["1", "uvloop", "aiotcp:4", "tcp:5", "aiotcp6:6", "metrics=tcp:7"]
+        )
+        self.assertEqual(
+            (arguments.reactorName, arguments.listening, arguments.metrics),
+            (
+                "uvloop",
+                [
+                    Inherited(socket.AF_INET, 4, native=True),
+                    Inherited(socket.AF_INET, 5, native=False),
+                    Inherited(socket.AF_INET6, 6, native=True),
+                ],
+                Inherited(socket.AF_INET, 7, native=False),
             ),
         )
 
@@ -126,20 +202,52 @@ class BindingTests(SynchronousTestCase):
         )
         self.assertEqual(
             (arguments.listening, arguments.metrics, arguments.options),
-            ([(socket.AF_INET, 4)], (socket.AF_INET6, 5), ["--metrics=tcp6:0"]),
+            (
+                [Inherited(socket.AF_INET, 4)],
+                Inherited(socket.AF_INET6, 5),
+                ["--metrics=tcp6:0"],
+            ),
         )
 
     def test_workerArgumentsWithoutOptions(self) -> None:
         """Without C{--} a worker has no echo options: the defaults."""
         arguments = parseWorkerArguments(["1", "default", "tcp:4"])
         self.assertEqual(
-            (arguments.listening, arguments.options), ([(socket.AF_INET, 4)], [])
+            (arguments.listening, arguments.options),
+            ([Inherited(socket.AF_INET, 4)], []),
         )
 
     def test_listeningArgument(self) -> None:
         """A worker reads its family and descriptor from C{tcp:FD}/C{tcp6:FD}."""
-        self.assertEqual(parseListeningArgument("tcp:4"), (socket.AF_INET, 4))
-        self.assertEqual(parseListeningArgument("tcp6:5"), (socket.AF_INET6, 5))
+        self.assertEqual(parseListeningArgument("tcp:4"), (socket.AF_INET, 4, False))
+        self.assertEqual(parseListeningArgument("tcp6:5"), (socket.AF_INET6, 5, False))
+
+    def test_nativeListeningArgument(self) -> None:
+        """C{aiotcp:FD}/C{aiotcp6:FD} name sockets for the loop's own server."""
+        self.assertEqual(
+            parseListeningArgument("aiotcp:4"), Inherited(socket.AF_INET, 4, True)
+        )
+        self.assertEqual(
+            parseListeningArgument("aiotcp6:9"), Inherited(socket.AF_INET6, 9, True)
+        )
+
+    def test_badListeningArgument(self) -> None:
+        """Any other kind of worker socket is refused."""
+        for text in ("unix:4", "4", "aiotcp:x"):
+            self.assertRaises(ValueError, parseListeningArgument, text)
+
+    def test_argumentsRoundTrip(self) -> None:
+        """What the supervisor writes for a binding, a worker reads back."""
+        for description, family, native in (
+            ("tcp:0", socket.AF_INET, False),
+            ("tcp6:0", socket.AF_INET6, False),
+            ("aiotcp:0", socket.AF_INET, True),
+            (r"aiotcp:0:interface=\:\:", socket.AF_INET6, True),
+        ):
+            kind = listenBinding(description).kind()
+            self.assertEqual(
+                parseListeningArgument(f"{kind}:8"), Inherited(family, 8, native)
+            )
 
     def test_text(self) -> None:
         """A binding reads back as an endpoint description."""
@@ -215,7 +323,7 @@ class OptionsTests(SynchronousTestCase):
     def test_metricsRefused(self) -> None:
         """Metrics with --workers must be TCP, with room for every port."""
         for metrics, message in (
-            ("unix:/tmp/m.sock", "only tcp"),
+            ("unix:/tmp/m.sock", "metrics only on tcp:"),
             ("tcp:65535", "beyond 65535"),
         ):
             options, error = self.parse("--workers", "2", "--metrics", metrics)
@@ -292,10 +400,77 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn("--workers", error)
 
     def test_onlyTCP(self) -> None:
-        """Sharing a UNIX socket among workers is refused."""
+        """Sharing a UNIX socket among workers is refused, naming what is shared."""
         options, error = self.parse("--workers", "2", "--listen", "unix:/tmp/e.sock")
         self.assertIsNone(options)
-        self.assertIn("only tcp", error)
+        self.assertIn("shares only tcp:, tcp6: and aiotcp: endpoints", error)
+        self.assertEqual(len(error.splitlines()), 1)
+
+    def test_helpNamesShared(self) -> None:
+        """C{twistd echo --help} says which listeners the workers share."""
+        usage = " ".join(Options(reactor=Clock()).getUsage().split())
+        self.assertIn("sharing the tcp:/tcp6:/aiotcp: ports", usage)
+
+    def test_countWithNative(self) -> None:
+        """C{aiotcp:} endpoints, alone or with C{tcp:} ones, take many workers."""
+        self.assertEqual(workerCount("2", ["aiotcp:0:interface=127.0.0.1"]), 2)
+        self.assertEqual(workerCount("3", ["tcp:0", "aiotcp:5000", "tcp6:0"]), 3)
+        self.assertRaises(BadEndpoint, workerCount, "2", ["aiotcp:0", "unix:/x"])
+        # One worker is the single process: anything goes.
+        self.assertEqual(workerCount("1", ["unix:/x"]), 1)
+
+
+class UvloopLoop:
+    """Stands for a uvloop event loop: its class comes from uvloop."""
+
+    __module__ = "uvloop"
+
+
+class OtherLoop:
+    """Stands for an event loop of asyncio's own (or any but uvloop's)."""
+
+
+class AdoptedEndpointTests(SynchronousTestCase):
+    """A worker serves each inherited socket with the matching endpoint."""
+
+    def test_tcp(self) -> None:
+        """A C{tcp:FD} socket: Twisted's adopted endpoint, on the reactor."""
+        reactor = MemoryReactor()
+        endpoint = adoptedEndpoint(reactor, Inherited(socket.AF_INET6, 7))
+        assert isinstance(endpoint, AdoptedStreamServerEndpoint)
+        self.assertEqual(
+            (endpoint.reactor, endpoint.fileno, endpoint.addressFamily),
+            (reactor, 7, socket.AF_INET6),
+        )
+
+    def test_native(self) -> None:
+        """An C{aiotcp:FD} socket: the native endpoint on the reactor's loop."""
+        reactor = MemoryReactor()
+        loop = OtherLoop()
+        asked: list[object] = []
+
+        def loopOf(given: object) -> asyncio.AbstractEventLoop:
+            asked.append(given)
+            return cast(asyncio.AbstractEventLoop, loop)
+
+        endpoint = adoptedEndpoint(
+            reactor, Inherited(socket.AF_INET, 9, native=True), loopOf
+        )
+        assert isinstance(endpoint, AdoptedNativeEndpoint)
+        self.assertEqual(
+            (asked, endpoint.loop, endpoint.fileno, endpoint.addressFamily),
+            ([reactor], loop, 9, socket.AF_INET),
+        )
+
+    def test_nativeNeedsAsyncioReactor(self) -> None:
+        """Without an asyncio reactor a native socket cannot be served."""
+        error = self.assertRaises(
+            ValueError,
+            adoptedEndpoint,
+            MemoryReactor(),
+            Inherited(socket.AF_INET, 9, native=True),
+        )
+        self.assertIn("asyncio reactor", str(error))
 
 
 class FakeProcess:
@@ -349,11 +524,16 @@ class ListeningSocket:
 
 def pool(
     count: int = 2,
+    descriptions: Sequence[str] = ("tcp:5000:interface=127.0.0.1",),
 ) -> tuple[WorkerPool, FakeProcessReactor, list[ListeningSocket]]:
-    """A started pool over a fake reactor, its sockets already listening."""
+    """A started pool over a fake reactor, its sockets already listening.
+
+    Each worker has one socket per description (numbered from 100 up,
+    in order) and its metrics socket (from 200).
+    """
     reactor = FakeProcessReactor()
     workers = WorkerPool(
-        ["tcp:5000:interface=127.0.0.1"],
+        descriptions,
         count,
         cast(IReactorProcess, reactor),
         reactor,
@@ -362,11 +542,14 @@ def pool(
         stopTimeout=12.0,
         executable="python",
     )
-    sockets = [ListeningSocket(100 + i) for i in range(count)]
+    sockets = [ListeningSocket(100 + i) for i in range(count * len(descriptions))]
     metrics = [ListeningSocket(200 + i) for i in range(count)]
     workers.sockets = [
-        [cast(socket.socket, s), cast(socket.socket, m)]
-        for s, m in zip(sockets, metrics, strict=True)
+        [
+            *(cast(socket.socket, s) for s in sockets[i::count]),
+            cast(socket.socket, metrics[i]),
+        ]
+        for i in range(count)
     ]
     workers.startService()
     return workers, reactor, sockets
@@ -414,12 +597,46 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual({fds[3] for fds in reactor.childFDs}, {"r"})
         self.assertTrue(all(s.closed for s in sockets))
 
+    def test_nativeSockets(self) -> None:
+        """C{aiotcp:} sockets are handed over as C{aiotcp:FD}/C{aiotcp6:FD}."""
+        _, reactor, sockets = pool(
+            2,
+            [
+                "aiotcp:5000:interface=127.0.0.1",
+                "tcp:5001:interface=127.0.0.1",
+                r"aiotcp:5002:interface=\:\:1",
+            ],
+        )
+        self.assertEqual(
+            [list(args)[5:9] for _, args, _ in reactor.spawned],
+            [["aiotcp:4", "tcp:5", "aiotcp6:6", "metrics=tcp:7"]] * 2,
+        )
+        self.assertEqual(
+            [[fds[n] for n in (4, 5, 6)] for fds in reactor.childFDs],
+            [[100, 102, 104], [101, 103, 105]],
+        )
+        self.assertTrue(all(s.closed for s in sockets))
+
     def test_workerReactor(self) -> None:
         """Workers follow a fast epoll supervisor; otherwise the default."""
         self.assertEqual(
             workerReactor(FastEPollReactor.__new__(FastEPollReactor)), "fastepoll"
         )
         self.assertEqual(workerReactor(Clock()), "default")
+
+    def test_workerReactorAsyncio(self) -> None:
+        """An asyncio supervisor's workers run uvloop if its loop is uvloop's."""
+        reactor = AsyncioSelectorReactor.__new__(AsyncioSelectorReactor)
+        self.assertEqual(workerReactor(reactor, UvloopLoop()), "uvloop")
+        self.assertEqual(workerReactor(reactor, OtherLoop()), "asyncio")
+        self.assertEqual(workerReactor(reactor, None), "asyncio")
+        # A uvloop loop does not make another reactor an asyncio one.
+        self.assertEqual(workerReactor(Clock(), UvloopLoop()), "default")
+
+    def test_spawnsOnSupervisorReactor(self) -> None:
+        """The pool names the supervisor's reactor kind on each worker's line."""
+        _, reactor, _ = pool(1)
+        self.assertEqual(reactor.spawned[0][1][4], "default")
 
     def test_listeningOnceAllReady(self) -> None:
         """C{Listening on} is logged when the last worker is ready, not before."""
