@@ -792,10 +792,20 @@ def runWorkers(
         order = configs if rep % 2 == 0 else configs[::-1]
         for config in order:
             running = Running(config.server, config.pinning.serverCpu, logs)
+            twin = None
             try:
                 meter = workersMeter(running, config.count)
                 for pid, cpu in config.processCpus(running.process.pid, meter.serving):
                     pinProcess(pid, cpu)
+                twinCpu = config.twinCpu()
+                if twinCpu is not None:
+                    twin = Twin(
+                        config.server,
+                        twinCpu,
+                        loadgen,
+                        arguments.seconds + arguments.warmup + TWIN_MARGIN,
+                        logs,
+                    )
                 result, meter = pingpongTogether(
                     [pinned(loadgen, cpu) for cpu in config.loadCpus()],
                     running,
@@ -805,6 +815,8 @@ def runWorkers(
                     meter=meter,
                 )
             finally:
+                if twin is not None:
+                    twin.stop()
                 running.stop()
             assert meter.spread is not None
             sample = samples[config.server.name]
@@ -847,8 +859,8 @@ def runWorkers(
         f"Machine: {machine()}.",
         f"Load average (1, 5, 15 min) before the run {loadBefore}, after it"
         f" {loadAverage()}.",
-        "`twistd -n --pidfile= [-r REACTOR] echo --workers N --listen"
-        " tcp:0:interface=127.0.0.1` (reactor `uvloop`: `--listen"
+        "`twistd -n --pidfile= [-r REACTOR] echo --workers N [--pin-workers]"
+        " --listen tcp:0:interface=127.0.0.1` (reactor `uvloop`: `--listen"
         " aiotcp:0:interface=127.0.0.1`, the native transports),"
         f" {WORKERS_LOAD.conns} connections x {WORKERS_LOAD.size} B ping-pong"
         f" from each `build/loadgen`; {arguments.reps} interleaved round(s) of"
@@ -864,13 +876,17 @@ def runWorkers(
             else "- "
         )
         + (
-            f"*CPUs* `1 per worker` (N up to {len(cores[0])}): worker I pinned"
-            " to its own CPU (`sched_setaffinity`, the supervisor to the first),"
+            f"*CPUs* `1 per worker` (N up to {len(cores[0])}): `--pin-workers`"
+            " (worker I pinned to the I-th CPU, and given the connections that"
+            " arrive on it; N = 1 pinned with `sched_setaffinity`),"
             f" and on each of those CPUs one load generator with"
             f" {WORKERS_LOAD.conns} connections: each core carries the same"
             " server and load as N = 1 on one core, so echoes/s should grow N"
             " times and echoes/CPU-s stay level; this is the scaling across"
-            " cores. "
+            " cores.  With N = 1, a twin (the same server and load, pinned to"
+            f" CPU {cores[0][1] if cores and len(cores[0]) > 1 else '-'}, not"
+            " measured) keeps the other core busy: on this virtual machine a"
+            " core is slower while its sibling is busy (docs/performance.md). "
             if cores
             else ""
         )
@@ -910,6 +926,59 @@ WORKERS_LOAD = WORKLOADS[0]
 WORKER_REACTORS = ("default", "fastepoll", "uvloop")
 
 
+# Seconds the twin's load runs beyond the measured server's warm-up and
+# window, so that it covers them however their starts are delayed.
+TWIN_MARGIN = 2.0
+
+
+class Twin:
+    """A second copy of a server and its load, each pinned to C{cpu}, unmeasured.
+
+    On a virtual machine a core can run slower while its sibling is busy
+    too (docs/performance.md measures it here), so a one-worker baseline
+    on one core of an otherwise idle machine would flatter N = 1 against N
+    workers on every core.  The twin keeps the other core as busy as the
+    extra workers would.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        cpu: int,
+        loadgen: Sequence[str],
+        seconds: float,
+        logDir: Path,
+    ) -> None:
+        self.running = Running(
+            Server(f"{server.name}-twin", server.command, server.note), cpu, logDir
+        )
+        self.load = subprocess.Popen(
+            [
+                *pinned(loadgen, cpu),
+                "-p",
+                str(self.running.port),
+                "-c",
+                str(WORKERS_LOAD.conns),
+                "-s",
+                str(WORKERS_LOAD.size),
+                "-d",
+                str(seconds),
+                "-w",
+                "0",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        """End the twin's load and server."""
+        try:
+            self.load.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            self.load.kill()
+            self.load.wait()
+        self.running.stop()
+
+
 def pinProcess(pid: int, cpu: int) -> None:
     """Pin every thread of process C{pid} to C{cpu}."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -946,6 +1015,9 @@ class WorkersConfig:
             "echo",
             "--workers",
             str(self.count),
+            # One per core: the server pins its workers itself and steers
+            # each connection to the worker on the CPU it arrived on.
+            *(("--pin-workers",) if self.pinning.cores and self.count > 1 else ()),
             "--listen",
             f"{kind}:0:interface=127.0.0.1",
         )
@@ -962,16 +1034,21 @@ class WorkersConfig:
     ) -> list[tuple[int, int]]:
         """The (process, CPU) pairs to pin once the server runs.
 
-        Only for C{1 per worker}: worker I on the I-th core, the (idle)
-        supervisor on the first.  C{workers} is C{[supervisor]} for N = 1.
+        Only for one worker of C{1 per worker}, which is the server
+        process itself (C{workers} is C{[supervisor]}), on the first core;
+        more workers are pinned by the server (C{--pin-workers}).
         """
         cores = self.pinning.cores
-        if not cores:
+        if not cores or self.count > 1:
             return []
-        pairs = [(pid, cores[i % len(cores)]) for i, pid in enumerate(workers)]
-        if supervisor not in workers:
-            pairs.insert(0, (supervisor, cores[0]))
-        return pairs
+        return [(pid, cores[0]) for pid in workers]
+
+    def twinCpu(self) -> int | None:
+        """Where a L{Twin} runs: beside one worker of C{1 per worker}, if any."""
+        cores = self.pinning.cores
+        if self.count == 1 and len(cores) >= 2:
+            return cores[1]
+        return None
 
     def loadCpus(self) -> list[int | None]:
         """Where each load generator runs: one per worker's core, or one."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +62,7 @@ class Options(usage.Options):
         "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...] [--idle-timeout SECONDS]"
         " [--max-connections N] [--max-per-ip N] [--allow CIDR ...]"
         " [--deny CIDR ...] [--shutdown-timeout SECONDS] [--metrics ENDPOINT]"
-        " [--udp PORT_OR_UDP ...] [--udp-rate N] [--workers N]"
+        " [--udp PORT_OR_UDP ...] [--udp-rate N] [--workers N [--pin-workers]]"
     )
     longdesc = (
         "An RFC 862 echo server: every byte a client sends comes back. "
@@ -79,6 +81,15 @@ class Options(usage.Options):
         "for up to --shutdown-timeout seconds, aborts the rest and exits 0. "
         "See docs/hardening.md."
     )
+    optFlags = [
+        [
+            "pin-workers",
+            None,
+            "With --workers: pin worker I to the I-th CPU (round robin) and"
+            " give it the connections the kernel receives on that CPU"
+            " (SO_INCOMING_CPU; Linux).",
+        ],
+    ]
     optParameters = [
         [
             "port",
@@ -223,6 +234,13 @@ class Options(usage.Options):
             )
         except BadEndpoint as e:
             raise usage.UsageError(str(e)) from None
+        if self["pin-workers"]:
+            if self["workers"] == 1:
+                raise usage.UsageError("--pin-workers needs --workers 2 or more")
+            if not _CAN_PIN:
+                raise usage.UsageError(
+                    "--pin-workers needs Linux (sched_setaffinity, SO_INCOMING_CPU)"
+                )
         if self["workers"] == 1:
             return
         if self["metrics"] is not None:
@@ -271,6 +289,10 @@ class Options(usage.Options):
             self.errorStream.flush()
             raise SystemExit(2) from None
 
+
+# Whether this system can pin workers to CPUs and steer connections to
+# them (--pin-workers): Linux can.
+_CAN_PIN = hasattr(os, "sched_setaffinity") and hasattr(socket, "SO_INCOMING_CPU")
 
 # The options --workers cannot carry to its worker processes, with the
 # values that mean "not used".  UDP: a datagram port cannot be shared by
@@ -333,6 +355,7 @@ def makeService(options: Options) -> MultiService:
         from echotwist.workers import (
             STOP_GRACE,
             WorkerPool,
+            workerCpus,
             workerMetrics,
             workerOptions,
         )
@@ -353,6 +376,11 @@ def makeService(options: Options) -> MultiService:
                 else workerMetrics(options["metricsEndpoint"][0], options["workers"])
             ),
             stopTimeout=options["shutdown-timeout"] + STOP_GRACE,
+            cpus=(
+                workerCpus(options["workers"], os.sched_getaffinity(0))
+                if options["pin-workers"]
+                else None
+            ),
         ).setServiceParent(supervisor)
         return supervisor
     reactor = options.reactor

@@ -43,7 +43,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn, TextIO
 
 from twisted.application.reactors import installReactor
@@ -92,6 +92,17 @@ FORWARDED_REPEATED = ("allow", "deny")
 MAX_WORKERS = 256
 
 _READY_FD = 3
+
+
+def workerCpus(count: int, available: Iterable[int]) -> list[int]:
+    """The CPU of each of C{count} workers under C{--pin-workers}.
+
+    Worker I (from 1) gets the I-th of the C{available} CPUs (those the
+    supervisor may run on), round robin when there are more workers than
+    CPUs.
+    """
+    cpus = sorted(available)
+    return [cpus[index % len(cpus)] for index in range(count)]
 
 
 class Binding:
@@ -305,30 +316,36 @@ class WorkerArguments:
         listening: Sequence[Inherited],
         options: Sequence[str],
         metrics: Inherited | None = None,
+        *,
+        cpu: int | None = None,
     ) -> None:
         self.index = index
         self.reactorName = reactorName
         self.listening = list(listening)
         self.options = list(options)
         self.metrics = metrics
+        # The CPU to run on (--pin-workers), or None.
+        self.cpu = cpu
 
 
 def parseWorkerArguments(argv: Sequence[str]) -> WorkerArguments:
-    """Read C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] -- ECHO_OPTIONS ...}.
+    """Read C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] [cpu=N] -- ECHO_OPTIONS ...}.
 
     Each listening C{FD} is named C{tcp:}, C{tcp6:}, C{aiotcp:} or
     C{aiotcp6:} (L{parseListeningArgument}).
     """
     separator = list(argv).index("--") if "--" in argv else len(argv)
     index, reactorName, *descriptors = argv[:separator]
-    listening = [a for a in descriptors if not a.startswith("metrics=")]
+    listening = [a for a in descriptors if not a.startswith(("metrics=", "cpu="))]
     metrics = [a.split("=", 1)[1] for a in descriptors if a.startswith("metrics=")]
+    cpus = [int(a.split("=", 1)[1]) for a in descriptors if a.startswith("cpu=")]
     return WorkerArguments(
         int(index),
         reactorName,
         [parseListeningArgument(a) for a in listening],
         argv[separator + 1 :],
         parseListeningArgument(metrics[0]) if metrics else None,
+        cpu=cpus[0] if cpus else None,
     )
 
 
@@ -395,9 +412,13 @@ class WorkerPool(Service):
         stopTimeout: float = STOP_GRACE,
         errorStream: TextIO | None = None,
         executable: str = sys.executable,
+        cpus: Sequence[int] | None = None,
     ) -> None:
         self.bindings = [listenBinding(d) for d in descriptions]
         self.count = count
+        # cpus[i]: the CPU worker i is pinned to, and its listening
+        # sockets steer connections from (--pin-workers); None: neither.
+        self.cpus = None if cpus is None else list(cpus)
         self.options = list(options)
         self.metrics = metrics
         # metricsBindings[i]: worker i's own metrics port, opened here too
@@ -447,6 +468,8 @@ class WorkerPool(Service):
                     assert self.metricsBindings is not None
                     kind = self.metricsBindings[index - 1].kind()
                     arguments.append(f"metrics={kind}:{descriptor}")
+            if self.cpus is not None:
+                arguments.append(f"cpu={self.cpus[index - 1]}")
             arguments += ["--", *self.options]
             if self.metrics is not None:
                 arguments.append(f"--metrics={self.metrics[index - 1]}")
@@ -471,6 +494,13 @@ class WorkerPool(Service):
                     sock = binding.makeSocket(listen=True)
                 except OSError as e:
                     self._fail(binding, e)
+                if self.cpus is not None:
+                    # A connection whose handshake the kernel handles on
+                    # this CPU goes to this worker, pinned there: its
+                    # packets need not cross to another core.
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_INCOMING_CPU, self.cpus[index]
+                    )
                 own.append(sock)
                 # Port 0 picks a port for the first worker; the others share it.
                 binding.port = sock.getsockname()[1]
@@ -639,6 +669,11 @@ def main(reactor: IReactorSocket, *argv: str) -> Deferred[None]:
     globalLogBeginner.beginLoggingTo(
         [_prefixedObserver(arguments.index, sys.stdout)], redirectStandardIO=False
     )
+    if arguments.cpu is not None:
+        os.sched_setaffinity(0, {arguments.cpu})
+        Logger(namespace="echotwist.workers").info(
+            "Worker {index} runs on CPU {cpu}", index=arguments.index, cpu=arguments.cpu
+        )
     return serveWorker(
         reactor,
         arguments.index,

@@ -206,22 +206,50 @@ class WorkersTableTests(SynchronousTestCase):
                 "workers-default-cpus-1-per-worker-n2",
             ],
         )
-        # Started unpinned, pinned once its processes are known.
-        self.assertNotIn("taskset", configs[1].command())
+        # Started unpinned; the workers pin themselves.
+        self.assertEqual(
+            configs[1].command(),
+            [
+                "/venv/bin/twistd",
+                "-n",
+                "--pidfile=",
+                "echo",
+                "--workers",
+                "2",
+                "--pin-workers",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ],
+        )
+        self.assertNotIn("--pin-workers", configs[0].command())
 
     def test_perWorkerPinning(self) -> None:
-        """Worker I and the I-th load generator go to the I-th core."""
+        """The I-th load generator goes to the I-th core, one worker to the first."""
         one, two = run.workersConfigs(
             "/venv/bin/python", [1, 2], [run.Pinning(None, None, (3, 5))], ["default"]
         )
         # One worker is the server process itself.
         self.assertEqual(one.processCpus(100, [100]), [(100, 3)])
         self.assertEqual(one.loadCpus(), [3])
-        # The supervisor goes with the first worker.
-        self.assertEqual(
-            two.processCpus(100, [101, 102]), [(100, 3), (101, 3), (102, 5)]
-        )
+        # --pin-workers pins more.
+        self.assertEqual(two.processCpus(100, [101, 102]), [])
         self.assertEqual(two.loadCpus(), [3, 5])
+
+    def test_twin(self) -> None:
+        """Only one worker alone on its core gets a twin on the next core."""
+        one, two = run.workersConfigs(
+            "/venv/bin/python", [1, 2], [run.Pinning(None, None, (3, 5))], ["default"]
+        )
+        self.assertEqual((one.twinCpu(), two.twinCpu()), (5, None))
+        (alone,) = run.workersConfigs(
+            "/venv/bin/python", [1], [run.Pinning(None, None, (3,))], ["default"]
+        )
+        self.assertIsNone(alone.twinCpu())
+        for pinning in run.Pinning(0, 1), run.Pinning(None, None):
+            (shared,) = run.workersConfigs(
+                "/venv/bin/python", [1], [pinning], ["default"]
+            )
+            self.assertIsNone(shared.twinCpu())
 
     def test_sharedCoreNotPinnedLater(self) -> None:
         """Configurations pinned by taskset at start pin nothing afterwards."""

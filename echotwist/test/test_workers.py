@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from echotwist.endpoints import BadEndpoint
 from echotwist.fastpath import FastEPollReactor
@@ -55,6 +55,7 @@ from echotwist.workers import (
     tcpBinding,
     tellReady,
     workerCount,
+    workerCpus,
     workerMetrics,
     workerOptions,
     workerReactor,
@@ -217,6 +218,23 @@ class BindingTests(SynchronousTestCase):
             ([Inherited(socket.AF_INET, 4)], []),
         )
 
+    def test_workerCpuArgument(self) -> None:
+        """C{cpu=N} names the worker's CPU; without it the worker is not pinned."""
+        arguments = parseWorkerArguments(
+            ["2", "default", "tcp:4", "cpu=1", "--", "--max-per-ip=3"]
+        )
+        self.assertEqual(
+            (arguments.listening, arguments.cpu, arguments.options),
+            ([Inherited(socket.AF_INET, 4)], 1, ["--max-per-ip=3"]),
+        )
+        self.assertIsNone(parseWorkerArguments(["1", "default", "tcp:4"]).cpu)
+
+    def test_workerCpus(self) -> None:
+        """Workers take the CPUs in order, round robin past the last."""
+        self.assertEqual(workerCpus(3, {3, 1}), [1, 3, 1])
+        self.assertEqual(workerCpus(2, [0, 1, 2, 3]), [0, 1])
+        self.assertEqual(workerCpus(2, [5]), [5, 5])
+
     def test_listeningArgument(self) -> None:
         """A worker reads its family and descriptor from C{tcp:FD}/C{tcp6:FD}."""
         self.assertEqual(parseListeningArgument("tcp:4"), (socket.AF_INET, 4, False))
@@ -294,6 +312,32 @@ class OptionsTests(SynchronousTestCase):
         assert isinstance(service, WorkerPool)
         self.assertEqual(service.count, 3)
         self.assertEqual(service.stopTimeout, 7 + STOP_GRACE)
+
+    def test_pinWorkers(self) -> None:
+        """C{--pin-workers}: each worker gets a CPU this process may use."""
+        options, _ = self.parse("--workers", "3", "--pin-workers", "--port", "tcp:0")
+        assert options is not None
+        _, service = makeService(options)
+        assert isinstance(service, WorkerPool)
+        self.assertEqual(service.cpus, workerCpus(3, os.sched_getaffinity(0)))
+
+    def test_notPinnedByDefault(self) -> None:
+        """Without C{--pin-workers} workers run wherever the kernel puts them."""
+        options, _ = self.parse("--workers", "2", "--port", "tcp:0")
+        assert options is not None
+        _, service = makeService(options)
+        assert isinstance(service, WorkerPool)
+        self.assertIsNone(service.cpus)
+
+    def test_pinWorkersNeedsWorkers(self) -> None:
+        """C{--pin-workers} alone is a usage error of one line."""
+        options, error = self.parse("--pin-workers", "--port", "tcp:0")
+        self.assertIsNone(options)
+        self.assertEqual(
+            error,
+            "twistd echo: error: --pin-workers needs --workers 2 or more"
+            " (see: twistd echo --help)\n",
+        )
 
     def test_unsupportedCombinations(self) -> None:
         """--udp is refused with --workers."""
@@ -525,6 +569,7 @@ class ListeningSocket:
 def pool(
     count: int = 2,
     descriptions: Sequence[str] = ("tcp:5000:interface=127.0.0.1",),
+    cpus: Sequence[int] | None = None,
 ) -> tuple[WorkerPool, FakeProcessReactor, list[ListeningSocket]]:
     """A started pool over a fake reactor, its sockets already listening.
 
@@ -541,6 +586,7 @@ def pool(
         metrics=[f"tcp:{9100 + i}" for i in range(count)],
         stopTimeout=12.0,
         executable="python",
+        cpus=cpus,
     )
     sockets = [ListeningSocket(100 + i) for i in range(count * len(descriptions))]
     metrics = [ListeningSocket(200 + i) for i in range(count)]
@@ -596,6 +642,14 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual([fds[5] for fds in reactor.childFDs], [200, 201, 202])
         self.assertEqual({fds[3] for fds in reactor.childFDs}, {"r"})
         self.assertTrue(all(s.closed for s in sockets))
+
+    def test_pinnedWorkers(self) -> None:
+        """With CPUs given, worker I is told its CPU before the options."""
+        _, reactor, _ = pool(3, cpus=[0, 1, 0])
+        self.assertEqual(
+            [list(args)[5:9] for _, args, _ in reactor.spawned],
+            [["tcp:4", "metrics=tcp:5", f"cpu={cpu}", "--"] for cpu in (0, 1, 0)],
+        )
 
     def test_nativeSockets(self) -> None:
         """C{aiotcp:} sockets are handed over as C{aiotcp:FD}/C{aiotcp6:FD}."""
@@ -706,6 +760,50 @@ class EndToEndTests(SynchronousTestCase):
         for pid in pids:
             self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
         self.assertNotIn(os.getpid(), pids)
+
+    def test_pinnedWorkersSteered(self) -> None:
+        """C{--pin-workers}: each worker runs on its own CPU and is given
+        the connections made from that CPU.
+        """
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        if len(cpus) < 2:
+            raise SkipTest("--pin-workers spreads over CPUs: needs two")
+        server = startServer(self, "--workers", "2", "--pin-workers")
+        pinned = server.output.waitForAll(
+            r"\[worker(\d)\] Worker \d runs on CPU (\d+)", 2
+        )
+        self.assertEqual(
+            sorted((m.group(1), int(m.group(2))) for m in pinned),
+            [("1", cpus[0]), ("2", cpus[1])],
+        )
+        listening = server.output.waitForAll(r"Worker (\d) \(pid (\d+)\) listening", 2)
+        for match in listening:
+            status = Path(f"/proc/{match.group(2)}/status").read_text()
+            cpu = cpus[int(match.group(1)) - 1]
+            self.assertRegex(status, rf"Cpus_allowed_list:\s+{cpu}\n")
+        # Connect from each CPU in turn: the handshake is handled on the
+        # connecting CPU (loopback), so the worker pinned there accepts.
+        everywhere = os.sched_getaffinity(0)
+        self.addCleanup(os.sched_setaffinity, 0, everywhere)
+        fromCpu = {}
+        for cpu in cpus:
+            os.sched_setaffinity(0, {cpu})
+            for i in range(8):
+                connection = socket.create_connection(("127.0.0.1", server.port), WAIT)
+                with connection:
+                    connection.settimeout(WAIT)
+                    connection.sendall(b"%d" % i)
+                    self.assertEqual(connection.recv(16), b"%d" % i)
+                    fromCpu[connection.getsockname()[1]] = cpu
+        os.sched_setaffinity(0, everywhere)
+        handled = server.output.waitForAll(
+            r"\[worker(\d)\] Handling client 127\.0\.0\.1/(\d+)", 16
+        )
+        self.assertEqual(
+            sorted((fromCpu[int(m.group(2))], m.group(1)) for m in handled),
+            [(cpus[0], "1")] * 8 + [(cpus[1], "2")] * 8,
+        )
+        self.assertEqual(server.stop(), 0)
 
     def test_fileLimitRaised(self) -> None:
         """Each worker raises its soft open-file limit for --max-connections."""
