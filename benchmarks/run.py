@@ -619,6 +619,14 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         f" (default: {','.join(WORKER_REACTORS)})",
     )
     parser.add_argument(
+        "--workers-cpus",
+        default=",".join(WORKER_LAYOUTS),
+        help="comma-separated layouts for the workers section: one (all on"
+        " one CPU), per-worker (a CPU and a load generator per worker), all"
+        " (nothing pinned); the last two need two CPUs and not --quick"
+        f" (default: {','.join(WORKER_LAYOUTS)})",
+    )
+    parser.add_argument(
         "--output", default=str(RESULTS), help="directory for the table and chart"
     )
     arguments = parser.parse_args(argv)
@@ -645,6 +653,10 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     if not reactors or not set(reactors) <= set(WORKER_REACTORS):
         parser.error(f"--workers-reactors takes {', '.join(WORKER_REACTORS)}")
     arguments.workers_reactors = reactors
+    layouts = arguments.workers_cpus.split(",")
+    if not layouts or not set(layouts) <= set(WORKER_LAYOUTS):
+        parser.error(f"--workers-cpus takes {', '.join(WORKER_LAYOUTS)}")
+    arguments.workers_cpus = layouts
     return arguments
 
 
@@ -778,9 +790,7 @@ def runWorkers(
 
     Return the section's markdown and raw samples.
     """
-    pinnings = [pinning]
-    if pinning.serverCpu is not None and not arguments.quick:
-        pinnings += [Pinning(None, None, tuple(cpusAvailable())), Pinning(None, None)]
+    pinnings = workersPinnings(pinning, arguments.workers_cpus, arguments.quick)
     configs = workersConfigs(
         sys.executable, arguments.workers, pinnings, arguments.workers_reactors
     )
@@ -977,6 +987,30 @@ class Twin:
             self.load.kill()
             self.load.wait()
         self.running.stop()
+
+
+# The workers section's layouts (--workers-cpus), as its table names them:
+# all on one CPU, one CPU (and load generator) per worker, nothing pinned.
+WORKER_LAYOUTS = ("one", "per-worker", "all")
+
+
+def workersPinnings(
+    pinning: Pinning, layouts: Sequence[str], quick: bool
+) -> list[Pinning]:
+    """The pinnings of the chosen C{layouts}, given the machine's C{pinning}.
+
+    Without two CPUs to pin to (C{pinning} pins nothing) only C{all} can
+    run, and C{--quick} runs only the first layout that can.
+    """
+    if pinning.serverCpu is None:
+        return [pinning]
+    byName = {
+        "one": pinning,
+        "per-worker": Pinning(None, None, tuple(cpusAvailable())),
+        "all": Pinning(None, None),
+    }
+    chosen = [byName[name] for name in layouts]
+    return chosen[:1] if quick else chosen
 
 
 def pinProcess(pid: int, cpu: int) -> None:

@@ -755,6 +755,38 @@ def transfer(
                 sock.shutdown(socket.SHUT_WR)
 
 
+def checkDrainDuringTransfer(
+    test: SynchronousTestCase, server: ServerProcess, port: int, pids: Sequence[int]
+) -> None:
+    """SIGTERM a C{--workers 2 --shutdown-timeout=20} server mid-transfer.
+
+    Check that a worker drains the 4 MiB transfer intact while both stop
+    accepting, that every process exits 0 with no traceback and no worker
+    exit reported, and that no worker (C{pids}) is left.
+    """
+    payload = bytes(range(256)) * 16384
+
+    def terminate() -> None:
+        server.signal(signal.SIGTERM)
+        server.output.waitFor(r"\[worker\d\] Draining 1 connections for up to 20 s")
+        # Both workers stop accepting while the transfer goes on.
+        server.output.waitForAll(
+            rf"\[worker\d\] Stopped listening on tcp:127\.0\.0\.1:{port}", 2
+        )
+        with test.assertRaises(ConnectionRefusedError):
+            connect(port).close()
+
+    echoed = transfer(port, payload, midway=terminate)
+    test.assertEqual(len(echoed), len(payload))
+    test.assertTrue(echoed == payload, "echoed bytes differ")
+    test.assertEqual(server.wait(), 0)
+    output = server.output.waitClosed()
+    test.assertNotIn("Traceback", output)
+    test.assertNotIn("exited", output)
+    for pid in pids:
+        test.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
+
+
 def scrapeMetrics(address: str, timeout: float = WAIT) -> dict[str, float]:
     """Fetch C{/metrics} from a C{tcp:HOST:PORT} address: sample -> value."""
     _, host, port = address.rsplit(":", 2)

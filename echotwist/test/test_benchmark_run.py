@@ -35,6 +35,33 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(arguments.workers, [1, 2, 4])
         self.assertEqual(arguments.workers_reactors, ["default", "fastepoll", "uvloop"])
 
+    def test_workersCpus(self) -> None:
+        """The workers section can be limited to some layouts."""
+        arguments = run.parseArguments(["--loadgen", "lg"])
+        self.assertEqual(arguments.workers_cpus, ["one", "per-worker", "all"])
+        arguments = run.parseArguments(
+            ["--loadgen", "lg", "--workers-cpus", "per-worker"]
+        )
+        self.assertEqual(arguments.workers_cpus, ["per-worker"])
+
+    def test_workersPinnings(self) -> None:
+        """Layouts become pinnings; without two CPUs only the unpinned one runs."""
+        machine = run.Pinning(0, 1)
+        everywhere = tuple(run.cpusAvailable())
+        self.assertEqual(
+            run.workersPinnings(machine, ["all", "one", "per-worker"], quick=False),
+            [run.Pinning(None, None), machine, run.Pinning(None, None, everywhere)],
+        )
+        self.assertEqual(
+            run.workersPinnings(machine, ["per-worker", "all"], quick=True),
+            [run.Pinning(None, None, everywhere)],
+        )
+        unpinned = run.Pinning(None, None)
+        self.assertEqual(
+            run.workersPinnings(unpinned, ["one", "per-worker"], quick=False),
+            [unpinned],
+        )
+
     def test_workersReactors(self) -> None:
         """The workers section can be limited to some reactors."""
         arguments = run.parseArguments(
@@ -61,6 +88,7 @@ class ArgumentTests(SynchronousTestCase):
                 ["--workers-reactors", "select"],
                 "--workers-reactors takes default, fastepoll, uvloop",
             ),
+            (["--workers-cpus", "two"], "--workers-cpus takes one, per-worker, all"),
         ):
             stderr = io.StringIO()
             with contextlib.redirect_stderr(stderr):

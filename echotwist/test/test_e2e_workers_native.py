@@ -20,12 +20,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from echotwist.test.e2e import (
     RawClients,
     ServerProcess,
+    checkDrainDuringTransfer,
     connect,
     listeningSocket,
     runServer,
     scrapeMetrics,
     startServer,
-    transfer,
     withFileLimit,
 )
 
@@ -111,27 +111,7 @@ class NativeWorkersTests(SynchronousTestCase):
     def test_sigtermDuringTransfer(self) -> None:
         """SIGTERM mid-transfer: a worker drains it intact; every process exits 0."""
         server, [port], pids = startWorkers(self, "--shutdown-timeout=20")
-        payload = bytes(range(256)) * 16384  # 4 MiB
-
-        def terminate() -> None:
-            server.signal(signal.SIGTERM)
-            server.output.waitFor(r"\[worker\d\] Draining 1 connections for up to 20 s")
-            # Both workers stop accepting while the transfer goes on.
-            server.output.waitForAll(
-                rf"\[worker\d\] Stopped listening on tcp:127\.0\.0\.1:{port}", 2
-            )
-            with self.assertRaises(ConnectionRefusedError):
-                connect(port).close()
-
-        echoed = transfer(port, payload, midway=terminate)
-        self.assertEqual(len(echoed), len(payload))
-        self.assertTrue(echoed == payload, "echoed bytes differ")
-        self.assertEqual(server.wait(), 0)
-        output = server.output.waitClosed()
-        self.assertNotIn("Traceback", output)
-        self.assertNotIn("exited", output)
-        for pid in pids.values():
-            self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
+        checkDrainDuringTransfer(self, server, port, list(pids.values()))
 
     def test_supervisorKilled(self) -> None:
         """Workers of a uvloop supervisor killed outright drain and exit too."""

@@ -33,12 +33,12 @@ from echotwist.server import CleanExitService
 from echotwist.tap import Options, makeService
 from echotwist.test.e2e import (
     WAIT,
+    checkDrainDuringTransfer,
     closedByPeer,
     connect,
     listeningSocket,
     scrapeMetrics,
     startServer,
-    transfer,
     withFileLimit,
 )
 from echotwist.workers import (
@@ -885,26 +885,7 @@ class EndToEndTests(SynchronousTestCase):
             int(m.group(1))
             for m in server.output.waitForAll(r"Worker \d \(pid (\d+)\) listening", 2)
         ]
-        payload = bytes(range(256)) * 16384  # 4 MiB
-
-        def terminate() -> None:
-            server.signal(signal.SIGTERM)
-            server.output.waitFor(r"\[worker\d\] Draining 1 connections for up to 20 s")
-            # Both workers stop accepting while the transfer goes on.
-            server.output.waitForAll(
-                rf"\[worker\d\] Stopped listening on tcp:127\.0\.0\.1:{server.port}", 2
-            )
-            with self.assertRaises(ConnectionRefusedError):
-                connect(server.port).close()
-
-        echoed = transfer(server.port, payload, midway=terminate)
-        self.assertEqual(len(echoed), len(payload))
-        self.assertEqual(echoed, payload)
-        self.assertEqual(server.wait(), 0)
-        self.assertNotIn("Worker 1 exited", server.output.text())
-        self.assertNotIn("Worker 2 exited", server.output.text())
-        for pid in pids:
-            self.assertFalse(Path(f"/proc/{pid}").exists(), f"worker {pid} left")
+        checkDrainDuringTransfer(self, server, server.port, pids)
 
     def test_supervisorKilled(self) -> None:
         """Workers of a supervisor killed outright drain and exit too."""
