@@ -293,7 +293,9 @@ def pingpongTogether(
 
     Each load generator announces the edges of its measured window; the
     meter starts once every one has started measuring and stops once every
-    one is done, so the server's CPU is sampled over the common window.
+    one is done.  Their windows are of the same length and start within
+    C{start_skew_s} of each other (milliseconds), so the server's CPU is
+    sampled over their windows to within that skew.
     With one load generator the result is its own; with several, their
     C{echoes} and C{echoes_per_s} summed, C{start_skew_s} (how far apart
     their windows started) and each one's own result under C{loads}.
@@ -666,8 +668,9 @@ class Pinning:
 
     serverCpu: int | None
     loadCpu: int | None
-    # For --workers: worker I (from 0) pinned to cores[I], and one load
-    # generator pinned to each of those cores; the supervisor to cores[0].
+    # For --workers: one load generator pinned to each of these cores, and
+    # (--pin-workers) worker I on the I-th of them; one worker (N = 1) is
+    # pinned to the first by the benchmark.
     cores: tuple[int, ...] = ()
 
     def describe(self) -> str:
@@ -831,13 +834,15 @@ def runWorkers(
             assert meter.spread is not None
             sample = samples[config.server.name]
             sample.add(result, meter)
+            skew = result.get("start_skew_s")
             print(
                 f"round {rep + 1} {config.server.name:36}"
                 f" {result['echoes_per_s']:>10,.0f} echoes/s"
                 f" {sample.cpuMicrosPerEcho[-1]:6.2f} µs CPU/echo"
                 f" (system {sample.systemMicrosPerEcho[-1]:5.2f})"
                 f" {sample.switchesPerEcho[-1] * 1000:6.1f} switches/1k echoes"
-                f" connections per worker {list(meter.spread.counts)}",
+                f" connections per worker {list(meter.spread.counts)}"
+                + ("" if skew is None else f" start skew {skew * 1000:.1f} ms"),
                 flush=True,
             )
     spreads = {}
@@ -962,7 +967,16 @@ class Twin:
         self.running = Running(
             Server(f"{server.name}-twin", server.command, server.note), cpu, logDir
         )
-        self.load = subprocess.Popen(
+        try:
+            self.load = self._startLoad(loadgen, cpu, seconds)
+        except BaseException:
+            self.running.stop()
+            raise
+
+    def _startLoad(
+        self, loadgen: Sequence[str], cpu: int, seconds: float
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 *pinned(loadgen, cpu),
                 "-p",

@@ -32,6 +32,21 @@ def checkPort(text: str) -> int:
     return number
 
 
+def checkBacklog(text: str) -> int:
+    """Return C{text} as a listen backlog, or raise L{BadEndpoint}.
+
+    The kernel caps the backlog at C{net.core.somaxconn} anyway; beyond
+    65535 C{listen()} would overflow rather than cap.
+    """
+    try:
+        number = int(text, 10)
+    except ValueError:
+        raise BadEndpoint(f"invalid backlog {text!r}: not a number") from None
+    if not 0 <= number <= 65535:
+        raise BadEndpoint(f"invalid backlog {text!r}: must be 0 to 65535")
+    return number
+
+
 def normalizeListen(text: str) -> str:
     """Turn a C{--port}/C{--listen} value into an endpoint description.
 

@@ -54,6 +54,8 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echotwist.endpoints import checkBacklog
+
 
 def toAddress(address: tuple[Any, ...]) -> IPv4Address | IPv6Address:
     """Turn a socket address tuple into a Twisted TCP address."""
@@ -386,4 +388,6 @@ def parseNativeTCP(
     that reactor's event loop is the one serving the connections.
     """
     loop = reactorLoop(reactor)
-    return NativeTCPEndpoint(loop, int(str(port)), str(interface), int(str(backlog)))
+    return NativeTCPEndpoint(
+        loop, int(str(port)), str(interface), checkBacklog(str(backlog))
+    )

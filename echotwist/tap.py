@@ -87,7 +87,7 @@ class Options(usage.Options):
             None,
             "With --workers: pin worker I to the I-th CPU (round robin) and"
             " give it the connections the kernel receives on that CPU"
-            " (SO_INCOMING_CPU; Linux).",
+            " (SO_INCOMING_CPU; Linux, steering from 6.2).",
         ],
     ]
     optParameters = [
@@ -144,7 +144,8 @@ class Options(usage.Options):
             None,
             "1",
             "Run N worker processes sharing the tcp:/tcp6:/aiotcp: ports"
-            " (SO_REUSEPORT), on the reactor given to twistd -r, each applying"
+            " (SO_REUSEPORT), on twistd's reactor if it is uvloop, asyncio or"
+            " fastepoll (else the default one), each applying"
             " the limits (per worker), idle timeout, drain and metrics (one"
             " port each); not with --udp.",
         ],

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -71,7 +72,12 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from echotwist.endpoints import _UNESCAPED_COLON, BadEndpoint, formatAddress
+from echotwist.endpoints import (
+    _UNESCAPED_COLON,
+    BadEndpoint,
+    checkBacklog,
+    formatAddress,
+)
 from echotwist.fastpath import FastEPollReactor
 from echotwist.native import AdoptedNativeEndpoint, reactorLoop
 from echotwist.tap import Options, makeService
@@ -92,6 +98,19 @@ FORWARDED_REPEATED = ("allow", "deny")
 MAX_WORKERS = 256
 
 _READY_FD = 3
+
+
+def kernelSteersByCpu(release: str) -> bool:
+    """Whether a Linux kernel of C{release} (C{uname -r}) steers by CPU.
+
+    From Linux 4.6 the kernel ignored C{SO_INCOMING_CPU} within a
+    C{SO_REUSEPORT} group; 6.2 made the group choose the socket of the CPU
+    a connection arrives on ("soreuseport: Fix socket selection for
+    SO_INCOMING_CPU").  Before it, C{--pin-workers} still pins the
+    workers but the kernel spreads connections by hash alone.
+    """
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (6, 2)
 
 
 def workerCpus(count: int, available: Iterable[int]) -> list[int]:
@@ -222,7 +241,7 @@ def listenBinding(description: str) -> Binding:
             host or "0.0.0.0",
             int(port),
             native=True,
-            backlog=socket.SOMAXCONN if backlog is None else int(backlog),
+            backlog=socket.SOMAXCONN if backlog is None else checkBacklog(backlog),
         )
     default = "::" if family == socket.AF_INET6 else "0.0.0.0"
     return Binding(family, host or default, int(port))
@@ -663,6 +682,30 @@ def serveWorker(
     return Deferred()
 
 
+def pinWorker(
+    index: int,
+    cpu: int,
+    setAffinity: Callable[[int, set[int]], None] = os.sched_setaffinity,
+) -> None:
+    """Run this worker (number C{index}) on C{cpu} only, and log it.
+
+    A CPU it may not use (a cpuset changed since the supervisor read its
+    own) is logged in one line and ends the worker with status 1.
+    """
+    log = Logger(namespace="echotwist.workers")
+    try:
+        setAffinity(0, {cpu})
+    except OSError as e:
+        log.error(
+            "Worker {index} cannot run on CPU {cpu}: {why}",
+            index=index,
+            cpu=cpu,
+            why=e.strerror,
+        )
+        raise SystemExit(1) from None
+    log.info("Worker {index} runs on CPU {cpu}", index=index, cpu=cpu)
+
+
 def main(reactor: IReactorSocket, *argv: str) -> Deferred[None]:
     """Worker entry point: C{python -m echotwist.workers INDEX REACTOR ...}."""
     arguments = parseWorkerArguments(argv)
@@ -670,10 +713,7 @@ def main(reactor: IReactorSocket, *argv: str) -> Deferred[None]:
         [_prefixedObserver(arguments.index, sys.stdout)], redirectStandardIO=False
     )
     if arguments.cpu is not None:
-        os.sched_setaffinity(0, {arguments.cpu})
-        Logger(namespace="echotwist.workers").info(
-            "Worker {index} runs on CPU {cpu}", index=arguments.index, cpu=arguments.cpu
-        )
+        pinWorker(arguments.index, arguments.cpu)
     return serveWorker(
         reactor,
         arguments.index,

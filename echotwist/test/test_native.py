@@ -370,7 +370,9 @@ class FakeLoop:
 def unboundDescriptor(family: socket.AddressFamily = socket.AF_INET) -> int:
     """The descriptor of a TCP socket never bound nor connected: no traffic.
 
-    The socket object gives it up, so whoever adopts it owns it.
+    The socket object gives it up, so whoever adopts it owns it.  A real
+    descriptor, although unit tests use no real sockets: adopting one is
+    what the endpoint under test does, and it never carries a byte here.
     """
     return socket.socket(family, socket.SOCK_STREAM).detach()
 

@@ -20,7 +20,13 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from echotwist.endpoints import BadEndpoint, checkPort, formatAddress, normalizeListen
+from echotwist.endpoints import (
+    BadEndpoint,
+    checkBacklog,
+    checkPort,
+    formatAddress,
+    normalizeListen,
+)
 from echotwist.protocol import EchoFactory
 from echotwist.server import ListeningService
 from echotwist.tap import Options, makeService
@@ -140,6 +146,18 @@ class EndpointTextTests(SynchronousTestCase):
         self.assertEqual(checkPort("65535"), 65535)
         for bad in ("65536", "x", "", "1.5"):
             self.assertRaises(BadEndpoint, checkPort, bad)
+
+    def test_checkBacklog(self) -> None:
+        """Backlogs 0 to 65535 pass; others raise L{BadEndpoint} saying why."""
+        self.assertEqual(checkBacklog("0"), 0)
+        self.assertEqual(checkBacklog("65535"), 65535)
+        for bad, why in (
+            ("99999999999", "must be 0 to 65535"),
+            ("-1", "must be 0 to 65535"),
+            ("x", "not a number"),
+        ):
+            error = self.assertRaises(BadEndpoint, checkBacklog, bad)
+            self.assertEqual(str(error), f"invalid backlog {bad!r}: {why}")
 
     def test_normalize(self) -> None:
         """Bare numbers become tcp:N; keyword ports are checked too."""

@@ -8,8 +8,10 @@ connections spread over both workers and that SIGTERM stops them all.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
+import platform
 import signal
 import socket
 from collections.abc import Mapping, Sequence
@@ -22,7 +24,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessProtocol, IReactorProcess
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -49,9 +51,11 @@ from echotwist.workers import (
     Inherited,
     WorkerPool,
     adoptedEndpoint,
+    kernelSteersByCpu,
     listenBinding,
     parseListeningArgument,
     parseWorkerArguments,
+    pinWorker,
     tcpBinding,
     tellReady,
     workerCount,
@@ -157,6 +161,7 @@ class BindingTests(SynchronousTestCase):
             listenBinding("aiotcp:0:backlog=12:interface=127.0.0.1").backlog, 12
         )
         self.assertEqual(listenBinding("aiotcp:0").backlog, socket.SOMAXCONN)
+        self.assertRaises(BadEndpoint, listenBinding, "aiotcp:0:backlog=99999999999")
 
     def test_workerArguments(self) -> None:
         """A worker's command line: index, reactor, descriptors, then options."""
@@ -228,6 +233,42 @@ class BindingTests(SynchronousTestCase):
             ([Inherited(socket.AF_INET, 4)], 1, ["--max-per-ip=3"]),
         )
         self.assertIsNone(parseWorkerArguments(["1", "default", "tcp:4"]).cpu)
+
+    def test_pinWorker(self) -> None:
+        """A worker pins itself to its CPU and says so."""
+        calls: list[tuple[int, set[int]]] = []
+        with capturedLogs() as events:
+            pinWorker(2, 1, lambda pid, cpus: calls.append((pid, cpus)))
+        self.assertEqual(calls, [(0, {1})])
+        self.assertEqual(
+            [formatEvent(event) for event in events], ["Worker 2 runs on CPU 1"]
+        )
+
+    def test_pinWorkerRefused(self) -> None:
+        """A CPU the worker may not use: one logged line, exit status 1."""
+
+        def refuse(pid: int, cpus: set[int]) -> None:
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        with capturedLogs() as events:
+            error = self.assertRaises(SystemExit, pinWorker, 2, 7, refuse)
+        self.assertEqual(error.code, 1)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["Worker 2 cannot run on CPU 7: Invalid argument"],
+        )
+
+    def test_kernelSteersByCpu(self) -> None:
+        """Steering by CPU within a SO_REUSEPORT group needs Linux 6.2."""
+        for release, steers in (
+            ("6.18.44-fc-v782", True),
+            ("6.2.0", True),
+            ("7.0", True),
+            ("6.1.55-generic", False),
+            ("5.15.0-91-generic", False),
+            ("weird", False),
+        ):
+            self.assertEqual(kernelSteersByCpu(release), steers, release)
 
     def test_workerCpus(self) -> None:
         """Workers take the CPUs in order, round robin past the last."""
@@ -768,6 +809,8 @@ class EndToEndTests(SynchronousTestCase):
         cpus = sorted(os.sched_getaffinity(0))[:2]
         if len(cpus) < 2:
             raise SkipTest("--pin-workers spreads over CPUs: needs two")
+        if not kernelSteersByCpu(platform.release()):
+            raise SkipTest("SO_INCOMING_CPU steers SO_REUSEPORT groups from Linux 6.2")
         server = startServer(self, "--workers", "2", "--pin-workers")
         pinned = server.output.waitForAll(
             r"\[worker(\d)\] Worker \d runs on CPU (\d+)", 2
