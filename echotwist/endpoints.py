@@ -21,15 +21,20 @@ class BadEndpoint(ValueError):
     """A listening description that cannot be used; the message says why."""
 
 
-def checkPort(text: str) -> int:
-    """Return C{text} as a TCP/UDP port number, or raise L{BadEndpoint}."""
+def _checkedNumber(text: str, name: str, highest: int) -> int:
+    """C{text} as a number from 0 to C{highest}, or L{BadEndpoint} naming C{name}."""
     try:
         number = int(text, 10)
     except ValueError:
-        raise BadEndpoint(f"invalid port {text!r}: not a number") from None
-    if not 0 <= number <= 65535:
-        raise BadEndpoint(f"invalid port {text!r}: must be 0 to 65535")
+        raise BadEndpoint(f"invalid {name} {text!r}: not a number") from None
+    if not 0 <= number <= highest:
+        raise BadEndpoint(f"invalid {name} {text!r}: must be 0 to {highest}")
     return number
+
+
+def checkPort(text: str) -> int:
+    """Return C{text} as a TCP/UDP port number, or raise L{BadEndpoint}."""
+    return _checkedNumber(text, "port", 65535)
 
 
 def checkBacklog(text: str) -> int:
@@ -38,13 +43,7 @@ def checkBacklog(text: str) -> int:
     The kernel caps the backlog at C{net.core.somaxconn} anyway; beyond
     65535 C{listen()} would overflow rather than cap.
     """
-    try:
-        number = int(text, 10)
-    except ValueError:
-        raise BadEndpoint(f"invalid backlog {text!r}: not a number") from None
-    if not 0 <= number <= 65535:
-        raise BadEndpoint(f"invalid backlog {text!r}: must be 0 to 65535")
-    return number
+    return _checkedNumber(text, "backlog", 65535)
 
 
 def normalizeListen(text: str) -> str:
