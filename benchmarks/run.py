@@ -303,18 +303,7 @@ def pingpongTogether(
     """
     if meter is None:
         meter = Meter([running.process.pid])
-    arguments = [
-        "-p",
-        str(running.port),
-        "-c",
-        str(workload.conns),
-        "-s",
-        str(workload.size),
-        "-d",
-        str(seconds),
-        "-w",
-        str(warmup),
-    ]
+    arguments = pingpongArguments(running.port, workload, seconds, warmup)
     processes = [
         subprocess.Popen([*loadgen, *arguments], stdout=subprocess.PIPE, text=True)
         for loadgen in loadgens
@@ -355,6 +344,24 @@ def pingpongTogether(
         "start_skew_s": max(starts) - min(starts),
         "loads": results,
     }, meter
+
+
+def pingpongArguments(
+    port: int, workload: Workload, seconds: float, warmup: float
+) -> list[str]:
+    """The load generator's arguments for C{workload} against C{port}."""
+    return [
+        "-p",
+        str(port),
+        "-c",
+        str(workload.conns),
+        "-s",
+        str(workload.size),
+        "-d",
+        str(seconds),
+        "-w",
+        str(warmup),
+    ]
 
 
 def _waitLine(process: subprocess.Popen[str], prefix: str) -> float:
@@ -979,16 +986,7 @@ class Twin:
         return subprocess.Popen(
             [
                 *pinned(loadgen, cpu),
-                "-p",
-                str(self.running.port),
-                "-c",
-                str(WORKERS_LOAD.conns),
-                "-s",
-                str(WORKERS_LOAD.size),
-                "-d",
-                str(seconds),
-                "-w",
-                "0",
+                *pingpongArguments(self.running.port, WORKERS_LOAD, seconds, 0),
             ],
             stdout=subprocess.DEVNULL,
         )

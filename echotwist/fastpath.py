@@ -161,9 +161,12 @@ _DIRECT: frozenset[type] = frozenset({tcp.Server, LeanServer, unix.Server, tcp.C
 
 def canSendNow(transport: object) -> bool:
     """Whether L{sendNow} may bypass C{transport}'s buffer at this moment."""
-    if type(transport) not in _DIRECT:
-        return False
-    connection = cast(tcp.Server, transport)
+    return type(transport) in _DIRECT and _isIdleOpen(cast(tcp.Server, transport))
+
+
+def _isIdleOpen(connection: tcp.Server) -> bool:
+    # Connected, nothing buffered, not closing, not TLS: what canSendNow
+    # asks of a transport of a _DIRECT class.
     return bool(
         connection.connected
         and not connection.dataBuffer
@@ -184,10 +187,10 @@ def sendNow(transport: ITransport, data: bytes) -> None:
     """
     # The exact-type test comes first and inline: every write of a
     # transport we do not know (TLS, aiotcp:) goes straight to write().
-    if type(transport) not in _DIRECT or not canSendNow(transport):
+    connection = cast(tcp.Server, transport)
+    if type(transport) not in _DIRECT or not _isIdleOpen(connection):
         transport.write(data)
         return
-    connection = cast(tcp.Server, transport)
     try:
         sent = connection.socket.send(data)
     except (BlockingIOError, InterruptedError):

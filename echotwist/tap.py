@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable
@@ -25,7 +24,12 @@ from twisted.python import usage
 
 from echotwist import limits
 from echotwist.emfile import guardAccept
-from echotwist.endpoints import DEFAULT_PORT, BadEndpoint, normalizeListen
+from echotwist.endpoints import (
+    _UNESCAPED_COLON,
+    DEFAULT_PORT,
+    BadEndpoint,
+    normalizeListen,
+)
 from echotwist.fastpath import useLeanServer
 from echotwist.protocol import EchoFactory
 from echotwist.server import (
@@ -311,7 +315,7 @@ def _checkPEMDirectory(description: str) -> None:
     this check a missing one would start a server that fails every
     handshake without a word.
     """
-    escaped = re.split(r"(?<!\\):", description, maxsplit=2)[1]
+    escaped = _UNESCAPED_COLON.split(description, maxsplit=2)[1]
     path = Path(escaped.replace("\\:", ":"))
     if not path.is_dir() or not any(path.glob("*.pem")):
         raise BadEndpoint(

@@ -371,6 +371,13 @@ class PingpongTogetherTests(SynchronousTestCase):
         self.assertGreaterEqual(cast(float, result["start_skew_s"]), 0.0)
         self.assertEqual(meter.pids, [os.getpid()])
 
+    def test_arguments(self) -> None:
+        """Every load generator gets the port, the workload and the timings."""
+        self.assertEqual(
+            run.pingpongArguments(4000, run.Workload("x", 50, 512), 3.0, 1.0),
+            ["-p", "4000", "-c", "50", "-s", "512", "-d", "3.0", "-w", "1.0"],
+        )
+
     def test_single(self) -> None:
         """One load generator's result is returned as it is."""
         result, _ = self.together([fakeLoadgen(10)])
