@@ -142,7 +142,7 @@ def main(argv: Sequence[str]) -> int:
     )
     print("|---|---|---|---|")
     for name, echoes, perEcho in rows:
-        print(f"| {name} | {echoes:,} | {perEcho:,.0f} | {perEcho / first:.2f}x |")
+        print(f"| {name} | {echoes:,} | {perEcho:,.0f} | {run.ratio(perEcho, first)} |")
     return 0
 
 

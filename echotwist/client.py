@@ -148,7 +148,8 @@ class EchoClientFactory(ClientFactory[EchoClient]):
 
 def describeConnectionError(reason: Failure) -> str:
     """Name why a connection ended, a failed TLS handshake in plain words."""
-    if type(reason.value).__module__.startswith("OpenSSL"):
+    # By name, so that pyOpenSSL (the tls extra) need not be importable.
+    if reason.check("OpenSSL.SSL.Error"):
         detail = str(reason.value)
         if "certificate verify failed" in detail:
             return "TLS certificate verification failed (--insecure skips it)"

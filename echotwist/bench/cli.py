@@ -52,6 +52,7 @@ from echotwist.bench.load import (
     runPingpong,
 )
 from echotwist.bench.results import Results, formatReport, machineContext
+from echotwist.limits import FILE_HEADROOM, fileLimitTarget, filesNeeded
 
 ECHO_PORT = 7
 MODES = ("pingpong", "connect", "hold")
@@ -298,11 +299,6 @@ def checkDirectory(path: str, option: str) -> None:
         raise UsageError(f"{option}: cannot write in {directory!r}")
 
 
-def filesNeeded(connections: int) -> int:
-    """Open files one load process needs for C{connections}."""
-    return connections + 64
-
-
 def fileLimitError(connections: int, total: int) -> str | None:
     """Why the hard C{RLIMIT_NOFILE} is too low for C{connections} in one
     load process (of a run of C{total}), or C{None} if it is not.
@@ -311,7 +307,7 @@ def fileLimitError(connections: int, total: int) -> str | None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or needed <= hard:
         return None
-    fewest = math.ceil(total / max(1, hard - filesNeeded(0)))
+    fewest = math.ceil(total / max(1, hard - FILE_HEADROOM))
     each = "" if connections == total else " per process"
     return (
         f"{connections} connections{each} need {needed} open files; the hard"
@@ -327,9 +323,12 @@ def raiseFileLimit(connections: int) -> None:
     if error is not None:
         fail(error)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = filesNeeded(connections)
-    if needed > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    # The server's rule (echotwist.limits): up to what the connections
+    # need, never above the hard limit, never lower (an unlimited soft
+    # limit stays).
+    target = fileLimitTarget(connections, soft, hard)
+    if target is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def splitEvenly(total: int, parts: int) -> list[int]:
