@@ -19,8 +19,6 @@ from typing import NoReturn, TextIO, TypeVar, cast
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import (
-    ConnectionDone,
-    ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
     NoRouteError,
@@ -45,6 +43,7 @@ from echotwist.ping import (
     DatagramProber,
     EchoError,
     StreamProber,
+    endedEarly,
     runPing,
     streamEndpoint,
 )
@@ -98,16 +97,7 @@ class EchoClient(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Report a connection that ended before the whole echo came back."""
-        sent = len(self.factory.message)
-        if reason.check(ConnectionDone, ConnectionLost):
-            why = f"the server closed the connection after {self.count} of {sent} bytes"
-            if reason.check(ConnectionLost):
-                why += " (reset)"
-        else:
-            why = (
-                f"the connection failed after {self.count} of {sent} bytes:"
-                f" {describeConnectionError(reason)}"
-            )
+        why = endedEarly(reason, self.count, len(self.factory.message))
         self.factory.echoFailed(EchoError(why))
 
 
@@ -144,17 +134,6 @@ class EchoClientFactory(ClientFactory[EchoClient]):
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         """The connection could not be made (C{connectTCP} users)."""
         self.echoFailed(reason)
-
-
-def describeConnectionError(reason: Failure) -> str:
-    """Name why a connection ended, a failed TLS handshake in plain words."""
-    # By name, so that pyOpenSSL (the tls extra) need not be importable.
-    if reason.check("OpenSSL.SSL.Error"):
-        detail = str(reason.value)
-        if "certificate verify failed" in detail:
-            return "TLS certificate verification failed (--insecure skips it)"
-        return f"TLS handshake failed: {detail}"
-    return reason.getErrorMessage() or type(reason.value).__name__
 
 
 def describeFailure(failure: Failure, host: str, port: int, timeout: float) -> str:

@@ -55,6 +55,34 @@ class EchoError(Exception):
     """The echo failed; the message is the one line shown to the user."""
 
 
+def describeConnectionError(reason: Failure) -> str:
+    """Name why a connection ended, a failed TLS handshake in plain words."""
+    # By name, so that pyOpenSSL (the tls extra) need not be importable.
+    if reason.check("OpenSSL.SSL.Error"):
+        detail = str(reason.value)
+        if "certificate verify failed" in detail:
+            return "TLS certificate verification failed (--insecure skips it)"
+        return f"TLS handshake failed: {detail}"
+    return reason.getErrorMessage() or type(reason.value).__name__
+
+
+def endedEarly(reason: Failure, count: int, expected: int) -> str:
+    """Why an echo ended after C{count} of C{expected} bytes came back.
+
+    A clean close or a reset says the server closed it; anything else (a
+    failed TLS handshake, say) is named by L{describeConnectionError}.
+    """
+    if reason.check(ConnectionDone, ConnectionLost):
+        why = f"the server closed the connection after {count} of {expected} bytes"
+        if reason.check(ConnectionLost):
+            why += " (reset)"
+        return why
+    return (
+        f"the connection failed after {count} of {expected} bytes:"
+        f" {describeConnectionError(reason)}"
+    )
+
+
 class Prober(TypingProtocol):
     """Something that sends one probe and returns its echo."""
 
@@ -104,13 +132,7 @@ class StreamProbe(Protocol):
         self.connected = False
         if self.waiting is not None:
             waiting, self.waiting = self.waiting, None
-            why = f"after {self.count} of {self.expected} bytes"
-            if reason.check(ConnectionDone, ConnectionLost):
-                message = f"the server closed the connection {why}"
-            else:
-                # A TLS failure, say: its own words are the useful part.
-                message = f"the connection failed {why}: {reason.getErrorMessage()}"
-            waiting.errback(EchoError(message))
+            waiting.errback(EchoError(endedEarly(reason, self.count, self.expected)))
 
     def abort(self) -> None:
         """Drop the connection without waiting for anything."""

@@ -23,12 +23,11 @@ from echotwist.client import (
     ECHO_PORT,
     EchoClientFactory,
     buildParser,
-    describeConnectionError,
     describeFailure,
     echoOver,
     main,
 )
-from echotwist.ping import EchoError, checkHostName
+from echotwist.ping import EchoError, checkHostName, describeConnectionError
 from echotwist.protocol import EchoFactory
 
 
