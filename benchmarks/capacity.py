@@ -34,19 +34,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from echotwist.procstat import readStatusKiB
+
 # Every wait on the server (start-up, stop) is bounded by this many seconds.
 WAIT = 60.0
 # Connections held are counted once their number has not changed for this
 # many seconds (or once all are in).
 SETTLED = 5.0
-
-
-def statusKiB(pid: int, field: str) -> int:
-    """A C{/proc/PID/status} field in KiB (C{VmRSS}, C{VmHWM})."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def ussKiB(pid: int) -> int:
@@ -107,7 +101,7 @@ class Server:
     def memory(self) -> dict[str, int]:
         """RSS and USS in KiB, summed over the supervisor and the workers."""
         return {
-            "rss_kib": sum(statusKiB(pid, "VmRSS") for pid in self.pids()),
+            "rss_kib": sum(readStatusKiB(pid, "VmRSS") for pid in self.pids()),
             "uss_kib": sum(ussKiB(pid) for pid in self.pids()),
         }
 
@@ -250,7 +244,9 @@ def measure(args: argparse.Namespace, server: Server) -> int:
             kind: round((held["memory"][kind] - before[kind]) * 1024 / total)
             for kind in ("rss_kib", "uss_kib")
         }
-        report["peak_rss_kib"] = sum(statusKiB(pid, "VmHWM") for pid in server.pids())
+        report["peak_rss_kib"] = sum(
+            readStatusKiB(pid, "VmHWM") for pid in server.pids()
+        )
     print(json.dumps(report, indent=2))
     return 0 if bench.returncode == 0 else 1
 

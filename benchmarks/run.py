@@ -40,6 +40,7 @@ from echotwist.procstat import (
     ratiosToFirst,
     readContextSwitches,
     readStat,
+    readStatusKiB,
     roundRatiosToFirst,
 )
 
@@ -166,10 +167,7 @@ def cpusAvailable() -> list[int]:
 
 def rssKiB(pid: int) -> int:
     """The resident set size of process C{pid}, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    return readStatusKiB(pid, "VmRSS")
 
 
 class Running:

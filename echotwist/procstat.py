@@ -66,6 +66,15 @@ def parseContextSwitches(text: str) -> int:
     return total
 
 
+def parseStatusKiB(text: str, field: str) -> int:
+    """A C{/proc/PID/status} field counted in KiB (C{VmRSS}, C{VmHWM})."""
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            return int(value.split()[0])
+    raise ValueError(f"no {field} in the process status")
+
+
 def childrenOf(parent: int, stats: Iterable[ProcessStat]) -> list[int]:
     """The ids of C{parent}'s children among C{stats}, in ascending order."""
     return sorted(stat.pid for stat in stats if stat.parent == parent)
@@ -162,6 +171,11 @@ def roundRatiosToFirst(
 def readStat(pid: int, proc: Path = PROC) -> ProcessStat:
     """L{parseStat} of a running process."""
     return parseStat((proc / str(pid) / "stat").read_text())
+
+
+def readStatusKiB(pid: int, field: str, proc: Path = PROC) -> int:
+    """L{parseStatusKiB} of a running process."""
+    return parseStatusKiB((proc / str(pid) / "status").read_text(), field)
 
 
 def readContextSwitches(pid: int, proc: Path = PROC) -> int:

@@ -23,6 +23,7 @@ from echotwist.procstat import (
     establishedInodes,
     parseContextSwitches,
     parseStat,
+    parseStatusKiB,
     ratiosToFirst,
     readContextSwitches,
     readStat,
@@ -79,6 +80,13 @@ class ParseTests(SynchronousTestCase):
             "nonvoluntary_ctxt_switches:\t7\n"
         )
         self.assertEqual(parseContextSwitches(status), 127)
+
+    def test_statusKiB(self) -> None:
+        """A KiB field is read by its exact name; a missing one is an error."""
+        status = "Name:\tpython\nVmHWM:\t  20480 kB\nVmRSS:\t   10240 kB\n"
+        self.assertEqual(parseStatusKiB(status, "VmRSS"), 10240)
+        self.assertEqual(parseStatusKiB(status, "VmHWM"), 20480)
+        self.assertRaises(ValueError, parseStatusKiB, status, "VmRS")
 
     def test_children(self) -> None:
         """Only the processes whose parent is the given pid are its children."""
