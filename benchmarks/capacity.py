@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from echotwist.procstat import readStatusKiB
+from benchmarks.procstat import readStatusKiB
 
 # Every wait on the server (start-up, stop) is bounded by this many seconds.
 WAIT = 60.0

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from echotwist.procstat import (
+from benchmarks.procstat import (
     Spread,
     childPids,
     connectionsOf,
@@ -134,7 +134,7 @@ def servers(python: str) -> list[Server]:
             "echotwist-fastepoll",
             (*twistd, *echotwist, "-r", "fastepoll", "echo", *listen),
             "twistd -r fastepoll echo: the epoll reactor without a logging "
-            "context per event (echotwist.fastpath)",
+            "context per event (echotwist.internals.fastpath)",
         ),
         Server(
             "echotwist-uvloop",

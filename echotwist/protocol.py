@@ -33,9 +33,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echotwist.fastpath import sendNow, writerFor
-from echotwist.limits import ConnectionLimits, idleSweepInterval, isIdle
-from echotwist.stats import ServerStats
+from echotwist.internals.fastpath import sendNow, writerFor
+from echotwist.server.limits import ConnectionLimits, idleSweepInterval, isIdle
+from echotwist.server.stats import ServerStats
 
 
 def describeAddress(address: IAddress) -> tuple[str, str]:
@@ -137,7 +137,7 @@ class Echo(Protocol):
         # Why we closed the connection ourselves (idle, shutdown), if we did.
         self.closeReason: str | None = None
         # How dataReceived sends, writer(writeTarget, data): chosen for the
-        # transport in connectionMade (see echotwist.fastpath.writerFor).
+        # transport in connectionMade (see echotwist.internals.fastpath.writerFor).
         self.writer: Callable[[Any, bytes], None] = sendNow
         self.writeTarget: object = None
 
@@ -207,7 +207,7 @@ class Echo(Protocol):
         self.traffic = True
         self.bytesEchoed += len(data)
         # Sent at once when nothing is buffered, else buffered by the
-        # transport with its flow control (see echotwist.fastpath.writerFor).
+        # transport with its flow control (see echotwist.internals.fastpath.writerFor).
         # (A local name for the writer makes CPython's attribute lookup the
         # fast slot read rather than a method lookup.)
         writer = self.writer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,31 +21,31 @@ from twisted.internet.interfaces import (
 )
 from twisted.python import usage
 
-from echotwist import limits
-from echotwist.emfile import guardAccept
 from echotwist.endpoints import (
     _UNESCAPED_COLON,
     DEFAULT_PORT,
     BadEndpoint,
     normalizeListen,
 )
-from echotwist.fastpath import useLeanServer
+from echotwist.internals.emfile import guardAccept
+from echotwist.internals.fastpath import useLeanServer
 from echotwist.protocol import EchoFactory
-from echotwist.server import (
+from echotwist.server import limits
+from echotwist.server.services import (
     CleanExitService,
     DrainService,
     FileLimitService,
     ListeningService,
 )
-from echotwist.stats import ServerStats
-from echotwist.udp import (
+from echotwist.server.stats import ServerStats
+from echotwist.server.udp import (
     DEFAULT_RATE,
     DatagramEcho,
     ReflectionGuard,
     parseRate,
     parseUDP,
 )
-from echotwist.udpserver import DatagramListeningService
+from echotwist.server.udplistening import DatagramListeningService
 
 T = TypeVar("T")
 
@@ -231,7 +230,12 @@ class Options(usage.Options):
 
     def _checkWorkers(self) -> None:
         """Check C{--workers} and what it can be combined with."""
-        from echotwist.workers import workerCount, workerMetrics
+        from echotwist.workers.config import (
+            CAN_PIN,
+            UNSHARED,
+            workerCount,
+            workerMetrics,
+        )
 
         try:
             self["workers"] = workerCount(
@@ -242,7 +246,7 @@ class Options(usage.Options):
         if self["pin-workers"]:
             if self["workers"] == 1:
                 raise usage.UsageError("--pin-workers needs --workers 2 or more")
-            if not _CAN_PIN:
+            if not CAN_PIN:
                 raise usage.UsageError(
                     "--pin-workers needs Linux (sched_setaffinity, SO_INCOMING_CPU)"
                 )
@@ -255,9 +259,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--metrics: {e}") from None
         # Refuse what the workers cannot carry rather than silently drop it.
         unsupported = [
-            f"--{name}"
-            for name, default in _WORKER_DEFAULTS.items()
-            if self[name] != default
+            f"--{name}" for name, default in UNSHARED.items() if self[name] != default
         ]
         if unsupported:
             raise usage.UsageError(
@@ -293,19 +295,6 @@ class Options(usage.Options):
             )
             self.errorStream.flush()
             raise SystemExit(2) from None
-
-
-# Whether this system can pin workers to CPUs and steer connections to
-# them (--pin-workers): Linux can.
-_CAN_PIN = hasattr(os, "sched_setaffinity") and hasattr(socket, "SO_INCOMING_CPU")
-
-# The options --workers cannot carry to its worker processes, with the
-# values that mean "not used".  UDP: a datagram port cannot be shared by
-# the workers without SO_REUSEPORT sockets of its own, and one process
-# serves it well enough.
-_WORKER_DEFAULTS: dict[str, object] = {
-    "udp": [],
-}
 
 
 def _checkPEMDirectory(description: str) -> None:
@@ -357,13 +346,13 @@ def makeService(options: Options) -> MultiService:
     all counting in one L{ServerStats}.
     """
     if options["workers"] > 1:
-        from echotwist.workers import (
+        from echotwist.workers.config import (
             STOP_GRACE,
-            WorkerPool,
             workerCpus,
             workerMetrics,
             workerOptions,
         )
+        from echotwist.workers.supervisor import WorkerPool
 
         supervisor = MultiService()
         CleanExitService(cast(IReactorCore, options.reactor)).setServiceParent(
@@ -403,7 +392,7 @@ def makeService(options: Options) -> MultiService:
     )
 
     def guard(port: IListeningPort) -> None:
-        # Smaller idle connections (see echotwist.fastpath.LeanServer).
+        # Smaller idle connections (see echotwist.internals.fastpath.LeanServer).
         useLeanServer(port)
         guardAccept(port, reactor, lambda: stats.reject(limits.EMFILE))
 
@@ -418,7 +407,7 @@ def makeService(options: Options) -> MultiService:
     ListeningService(options["endpoints"], factory, onPort=guard).setServiceParent(top)
     if options["metrics"] is not None:
         # Imported only when asked for: prometheus_client is an extra.
-        from echotwist.metrics import metricsSite
+        from echotwist.server.metrics import metricsSite
 
         ListeningService(
             [options["metricsEndpoint"]],

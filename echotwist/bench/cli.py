@@ -52,7 +52,7 @@ from echotwist.bench.load import (
     runPingpong,
 )
 from echotwist.bench.results import Results, formatReport, machineContext
-from echotwist.limits import FILE_HEADROOM, fileLimitTarget, filesNeeded
+from echotwist.server.limits import FILE_HEADROOM, fileLimitTarget, filesNeeded
 
 ECHO_PORT = 7
 MODES = ("pingpong", "connect", "hold")
@@ -323,7 +323,7 @@ def raiseFileLimit(connections: int) -> None:
     if error is not None:
         fail(error)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # The server's rule (echotwist.limits): up to what the connections
+    # The server's rule (echotwist.server.limits): up to what the connections
     # need, never above the hard limit, never lower (an unlimited soft
     # limit stays).
     target = fileLimitTarget(connections, soft, hard)

@@ -1022,7 +1022,7 @@ class LateConnectionTests(SynchronousTestCase):
 
 
 class DirectWriteTests(SynchronousTestCase):
-    """Messages go out through L{echotwist.fastpath.sendNow}."""
+    """Messages go out through L{echotwist.internals.fastpath.sendNow}."""
 
     def connect(self, room: int | None) -> tuple[LoadConnection, FakeSocket, Client]:
         """A connection on a real C{tcp.Client} over a fake socket."""

@@ -20,7 +20,7 @@ from typing import cast
 from twisted.trial.unittest import SynchronousTestCase
 
 from benchmarks import run
-from echotwist.procstat import Spread
+from benchmarks.procstat import Spread
 
 LEGACY = "Machine: x.\n\n| server | ... |\n|---|\n| twisted | 1 |\n"
 

@@ -1,4 +1,4 @@
-"""Unit tests for L{echotwist.client}: no sockets, no real time."""
+"""Unit tests for L{echotwist.client.cli}: no sockets, no real time."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import ConnectionCompleter, IOPump
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.client import (
+from echotwist.client.cli import (
     ECHO_PORT,
     EchoClientFactory,
     buildParser,
@@ -27,7 +27,7 @@ from echotwist.client import (
     echoOver,
     main,
 )
-from echotwist.ping import EchoError, checkHostName, describeConnectionError
+from echotwist.client.ping import EchoError, checkHostName, describeConnectionError
 from echotwist.protocol import EchoFactory
 
 

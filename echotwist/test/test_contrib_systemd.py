@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from echotwist.test.e2e import PROJECT_ROOT, WAIT
+from echotwist.test.e2e.harness import PROJECT_ROOT, WAIT
 
 UNITS = PROJECT_ROOT / "contrib" / "systemd"
 

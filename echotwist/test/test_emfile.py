@@ -1,4 +1,4 @@
-"""Unit tests for L{echotwist.emfile}, pinning the Twisted internals it uses.
+"""Unit tests for L{echotwist.internals.emfile}, pinning the Twisted internals it uses.
 
 A real C{twisted.internet.tcp.Port} runs its real C{doRead} over a fake
 listening socket on a memory reactor: no sockets, no real time.
@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.emfile import FIRST_DELAY, MAX_DELAY, AcceptGuard, guardAccept
+from echotwist.internals.emfile import FIRST_DELAY, MAX_DELAY, AcceptGuard, guardAccept
 
 
 class FakeListeningSocket:

@@ -1,4 +1,4 @@
-"""Tests for L{echotwist.fastpath}, and the Twisted internals it relies on.
+"""Tests for L{echotwist.internals.fastpath}, and the Twisted internals it relies on.
 
 The transports are Twisted's real C{tcp.Server} and C{unix.Server} over a
 fake socket (no system calls) and a L{MemoryReactor}, so the tests exercise
@@ -30,7 +30,7 @@ from twisted.python.log import ILogContext
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from echotwist.fastpath import (
+from echotwist.internals.fastpath import (
     FastEPollReactor,
     LeanServer,
     canSendNow,

@@ -1,4 +1,4 @@
-"""Unit tests for L{echotwist.limits}: pure decisions, no reactor."""
+"""Unit tests for L{echotwist.server.limits}: pure decisions, no reactor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ipaddress
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.limits import (
+from echotwist.server.limits import (
     DENIED,
     LIMIT,
     PER_IP,

@@ -1,4 +1,4 @@
-"""Unit tests for L{echotwist.metrics}: the collector and the /metrics page."""
+"""Unit tests for L{echotwist.server.metrics}: the collector and the /metrics page."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from echotwist.metrics import MetricsPage, metricsRegistry, metricsSite
-from echotwist.server import ListeningService
-from echotwist.stats import ServerStats
+from echotwist.server.metrics import MetricsPage, metricsRegistry, metricsSite
+from echotwist.server.services import ListeningService
+from echotwist.server.stats import ServerStats
+from echotwist.server.udp import DROP_REASONS
 from echotwist.tap import makeService
 from echotwist.test.test_tap_hardening import parse
-from echotwist.udp import DROP_REASONS
 
 
 def samples(stats: ServerStats) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

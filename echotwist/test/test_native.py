@@ -1,4 +1,4 @@
-"""Tests for L{echotwist.native}: Echo over the asyncio loop's own transports.
+"""Tests for L{echotwist.internals.aiotcp}: Echo over the asyncio loop's own transports.
 
 Unit tests drive L{NativeConnection} with a fake asyncio transport (no
 sockets, no loop); one end-to-end test runs the real C{twistd -r uvloop}
@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from echotwist.native import (
+from echotwist.internals.aiotcp import (
     AdoptedNativeEndpoint,
     NativeConnection,
     NativePort,
@@ -48,7 +48,7 @@ from echotwist.native import (
 )
 from echotwist.protocol import Echo, EchoFactory
 from echotwist.tap import Options
-from echotwist.test.e2e import runClient, startServer
+from echotwist.test.e2e.harness import runClient, startServer
 
 
 class FakeSocket:

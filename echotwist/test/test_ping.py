@@ -13,14 +13,14 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.ping import DatagramProbe, EchoError, StreamProbe, runPing
-from echotwist.pingstats import PingStats, probeLine, summaryLines
+from echotwist.client.ping import DatagramProbe, EchoError, StreamProbe, runPing
+from echotwist.client.pingstats import PingStats, probeLine, summaryLines
 from echotwist.test.doubles import (
     corruptAfter,
     startDatagramDouble,
     startStreamDouble,
 )
-from echotwist.test.e2e import makeCertificate, runClient, startServer
+from echotwist.test.e2e.harness import makeCertificate, runClient, startServer
 
 
 class PingStatsTests(SynchronousTestCase):

@@ -1,4 +1,4 @@
-"""Tests for L{echotwist.procstat}: parsing C{/proc}, spread and ratios.
+"""Tests for L{benchmarks.procstat}: parsing C{/proc}, spread and ratios.
 
 The parsers get text in the kernel's layouts; the readers get a fake
 C{/proc} tree in a temporary directory (fd links are symlinks whose target
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.procstat import (
+from benchmarks.procstat import (
     ProcessStat,
     Spread,
     childPids,

@@ -13,10 +13,10 @@ from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.emfile import AcceptGuard
-from echotwist.fastpath import LeanServer
+from echotwist.internals.emfile import AcceptGuard
+from echotwist.internals.fastpath import LeanServer
 from echotwist.protocol import EchoFactory
-from echotwist.server import DrainService, FileLimitService, ListeningService
+from echotwist.server.services import DrainService, FileLimitService, ListeningService
 from echotwist.tap import Options, makeService
 
 

@@ -10,10 +10,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.protocol import EchoFactory
-from echotwist.server import DrainService, FileLimitService, ListeningService
+from echotwist.server.services import DrainService, FileLimitService, ListeningService
+from echotwist.server.udp import UDPListen
+from echotwist.server.udplistening import DatagramListeningService
 from echotwist.tap import Options, makeService
-from echotwist.udp import UDPListen
-from echotwist.udpserver import DatagramListeningService
 
 
 def parse(*arguments: str) -> tuple[Options, io.StringIO]:

@@ -1,4 +1,4 @@
-"""Unit tests for L{echotwist.udp} and L{echotwist.udpserver}: no sockets, no time."""
+"""Unit tests for L{echotwist.server.udp} and its listening service."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from echotwist.endpoints import BadEndpoint
-from echotwist.stats import ServerStats
-from echotwist.udp import (
+from echotwist.server.stats import ServerStats
+from echotwist.server.udp import (
     MAX_DATAGRAM,
     READ_SIZE,
     DatagramEcho,
@@ -29,7 +29,7 @@ from echotwist.udp import (
     parseUDP,
     shouldLogDrop,
 )
-from echotwist.udpserver import DatagramListeningService
+from echotwist.server.udplistening import DatagramListeningService
 
 
 class ParseUDPTests(SynchronousTestCase):

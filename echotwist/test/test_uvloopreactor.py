@@ -1,4 +1,4 @@
-"""Tests for L{echotwist.uvloopreactor}: child processes under uvloop.
+"""Tests for L{echotwist.internals.uvloopreactor}: child processes under uvloop.
 
 Unit tests only, with fakes for the reactor and the signal functions; the
 end-to-end tests of C{--workers} under C{twistd -r uvloop}
@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from echotwist.uvloopreactor import ReapOnSIGCHLD, takeSIGCHLD
+from echotwist.internals.uvloopreactor import ReapOnSIGCHLD, takeSIGCHLD
 
 
 @implementer(IReactorFromThreads)

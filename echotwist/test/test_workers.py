@@ -29,11 +29,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from echotwist.endpoints import BadEndpoint
-from echotwist.fastpath import FastEPollReactor
-from echotwist.native import AdoptedNativeEndpoint
-from echotwist.server import CleanExitService
+from echotwist.internals.aiotcp import AdoptedNativeEndpoint
+from echotwist.internals.fastpath import FastEPollReactor
+from echotwist.server.services import CleanExitService
 from echotwist.tap import Options, makeService
-from echotwist.test.e2e import (
+from echotwist.test.e2e.harness import (
     WAIT,
     checkDrainDuringTransfer,
     closedByPeer,
@@ -43,27 +43,24 @@ from echotwist.test.e2e import (
     startServer,
     withFileLimit,
 )
-from echotwist.workers import (
+from echotwist.workers.config import (
     FORWARDED,
     FORWARDED_REPEATED,
     STOP_GRACE,
     Binding,
     Inherited,
-    WorkerPool,
-    adoptedEndpoint,
     kernelSteersByCpu,
     listenBinding,
     parseListeningArgument,
     parseWorkerArguments,
-    pinWorker,
     tcpBinding,
-    tellReady,
     workerCount,
     workerCpus,
     workerMetrics,
     workerOptions,
-    workerReactor,
 )
+from echotwist.workers.supervisor import WorkerPool, workerReactor
+from echotwist.workers.worker import adoptedEndpoint, pinWorker, tellReady
 
 
 class TellReadyTests(SynchronousTestCase):

@@ -1,7 +1,7 @@
-"""The C{aiotcp:} server endpoint; C{echotwist.native} loads only when used.
+"""The C{aiotcp:} server endpoint; C{echotwist.internals.aiotcp} loads only when used.
 
 Scanning plugins must never import asyncio or install a reactor, so the
-parser here is a small class whose work happens in C{echotwist.native}.
+parser here is a small class whose work happens in C{echotwist.internals.aiotcp}.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class _NativeTCPParser:
-    """Parse C{aiotcp:PORT[:interface=HOST][:backlog=N]} (echotwist.native)."""
+    """Parse C{aiotcp:PORT[:interface=HOST][:backlog=N]} (internals.aiotcp)."""
 
     prefix = "aiotcp"
 
@@ -25,7 +25,7 @@ class _NativeTCPParser:
         self, reactor: IReactorCore, *args: object, **kwargs: object
     ) -> IStreamServerEndpoint:
         """Build the endpoint; the module is imported only now."""
-        from echotwist.native import parseNativeTCP
+        from echotwist.internals.aiotcp import parseNativeTCP
 
         return parseNativeTCP(reactor, *args, **kwargs)
 

@@ -4,12 +4,12 @@ from twisted.application.reactors import Reactor
 
 uvloopReactor = Reactor(
     "uvloop",
-    "echotwist.uvloopreactor",
+    "echotwist.internals.uvloopreactor",
     "asyncio reactor on uvloop's event loop (echotwist; pip install uvloop)",
 )
 
 fastEpollReactor = Reactor(
     "fastepoll",
-    "echotwist.fastpath",
+    "echotwist.internals.fastpath",
     "epoll reactor without a logging context per event (echotwist)",
 )

@@ -15,7 +15,7 @@ import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.test.e2e import WAIT, ServerProcess, startServer
+from echotwist.test.e2e.harness import WAIT, ServerProcess, startServer
 
 PAYLOAD = os.urandom(4 * 1024 * 1024)
 

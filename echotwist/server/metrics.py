@@ -22,9 +22,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from echotwist.limits import DENIED, EMFILE, LIMIT, PER_IP
-from echotwist.stats import ServerStats
-from echotwist.udp import DROP_REASONS
+from echotwist.server.limits import DENIED, EMFILE, LIMIT, PER_IP
+from echotwist.server.stats import ServerStats
+from echotwist.server.udp import DROP_REASONS
 
 # Reasons exported even before they first happen, so that dashboards and
 # alerts see a 0 rather than a missing series.

@@ -48,7 +48,7 @@ from twisted.internet.protocol import (
 )
 from twisted.python.failure import Failure
 
-from echotwist.pingstats import PingStats, lossLine, probeLine
+from echotwist.client.pingstats import PingStats, lossLine, probeLine
 
 
 class EchoError(Exception):

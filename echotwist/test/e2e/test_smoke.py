@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.test.e2e import runClient, startServer
+from echotwist.test.e2e.harness import runClient, startServer
 
 
 class SmokeTests(SynchronousTestCase):

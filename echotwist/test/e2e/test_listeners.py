@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from echotwist.test.e2e import (
+from echotwist.test.e2e.harness import (
     WAIT,
     childEnvironment,
     makeCertificate,

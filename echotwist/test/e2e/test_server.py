@@ -20,7 +20,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from echotwist.test.e2e import (
+from echotwist.test.e2e.harness import (
     WAIT,
     OneConnectionServer,
     RawClients,

@@ -18,7 +18,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.test.e2e import (
+from echotwist.test.e2e.harness import (
     WAIT,
     ServerProcess,
     closedAtOnce,

@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.test.e2e import (
+from echotwist.test.e2e.harness import (
     WAIT,
     childEnvironment,
     closedAtOnce,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.test.e2e import (
+from echotwist.test.e2e.harness import (
     RawClients,
     ServerProcess,
     checkDrainDuringTransfer,

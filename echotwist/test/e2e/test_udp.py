@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from echotwist.test.e2e import WAIT, startServer
-from echotwist.udp import MAX_DATAGRAM
+from echotwist.server.udp import MAX_DATAGRAM
+from echotwist.test.e2e.harness import WAIT, startServer
 
 LOOPBACK = "udp:0:interface=127.0.0.1"
 

@@ -27,7 +27,7 @@ from typing import TextIO, cast
 from twisted.trial.unittest import SynchronousTestCase
 
 # The source tree that holds this copy of echotwist (and its plugin).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 # How long any single wait may take before the test fails.
 WAIT = 30.0

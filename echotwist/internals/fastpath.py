@@ -33,7 +33,7 @@ C{repstr} strings, about a quarter of what an idle connection costs
 asked: C{fileno()} from the socket, C{logPrefix()} and C{repr()} from the
 protocol, session number and peer, with the same results.
 
-This module and C{echotwist.emfile} (accepting under descriptor
+This module and C{echotwist.internals.emfile} (accepting under descriptor
 exhaustion) are the only ones that rely on Twisted internals; here: the concrete
 transport classes, their C{socket}, C{dataBuffer}, C{_tempDataLen},
 C{connected}, C{disconnecting}, C{_writeDisconnecting}, C{_aborting} and
@@ -221,7 +221,7 @@ def writerFor(transport: ITransport) -> Writer:
     sending function with no detour:
       - Twisted's TCP and UNIX transports: L{sendNow} on the transport;
       - a transport with a C{directWriter()} method (the C{aiotcp:}
-        connection of L{echotwist.native}): what it returns, the loop's own
+        connection of L{echotwist.internals.aiotcp}): what it returns, the loop's own
         C{write} on the loop's own transport;
       - a transport with a C{write} of its own (set on the instance):
         L{writeThrough};

@@ -4,7 +4,7 @@ By default it is one-shot: it connects, sends the word, reads until
 exactly as many bytes have come back (an echo may arrive in pieces),
 prints C{Received: <word>} and stops the reactor, as the seed's
 C{TCPEchoClient4} does.  With C{--count N} it is a ping: N timed and
-verified probes and a C{ping}-style summary (see L{echotwist.ping}).
+verified probes and a C{ping}-style summary (see L{echotwist.client.ping}).
 C{--tls} and C{--udp} choose the transport in both modes.
 """
 
@@ -39,7 +39,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from echotwist.ping import (
+from echotwist.client.ping import (
     DatagramProber,
     EchoError,
     StreamProber,
@@ -47,7 +47,7 @@ from echotwist.ping import (
     runPing,
     streamEndpoint,
 )
-from echotwist.pingstats import PingStats, summaryLines
+from echotwist.client.pingstats import PingStats, summaryLines
 
 ECHO_PORT = 7
 
@@ -467,7 +467,3 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
 
     task.react(start)
     raise SystemExit(0)  # task.react always exits; this satisfies NoReturn.
-
-
-if __name__ == "__main__":
-    run()

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorUDP
 from twisted.logger import Logger
 
 from echotwist.endpoints import formatAddress
-from echotwist.udp import READ_SIZE, DatagramEcho, UDPListen
+from echotwist.server.udp import READ_SIZE, DatagramEcho, UDPListen
 
 
 class DatagramListeningService(Service):

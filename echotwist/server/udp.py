@@ -22,7 +22,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from echotwist.endpoints import BadEndpoint, checkPort
-from echotwist.stats import ServerStats
+from echotwist.server.stats import ServerStats
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
 MAX_DATAGRAM = 65507

@@ -20,9 +20,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from echotwist import limits
 from echotwist.endpoints import formatAddress
 from echotwist.protocol import EchoFactory
+from echotwist.server import limits
 
 
 class ListeningService(Service):
@@ -125,7 +125,7 @@ class FileLimitService(Service):
     Each connection holds a descriptor, and the soft C{RLIMIT_NOFILE} is
     often 1,024 while the hard limit is far higher: a server told to take
     10,000 connections should not stop at a thousand (and pause accepting,
-    L{echotwist.emfile}).  So the soft limit is raised towards the hard
+    L{echotwist.internals.emfile}).  So the soft limit is raised towards the hard
     one, as far as L{limits.fileLimitTarget} says, with one log line; when
     even the hard limit is too low, one warning says so.  It happens in
     L{privilegedStartService}, before anything listens.

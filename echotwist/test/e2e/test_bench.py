@@ -28,7 +28,7 @@ from echotwist.test.doubles import (
     startStreamDouble,
     swallowAfter,
 )
-from echotwist.test.e2e import (
+from echotwist.test.e2e.harness import (
     PROJECT_ROOT,
     WAIT,
     childEnvironment,

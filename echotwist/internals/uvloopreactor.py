@@ -3,7 +3,7 @@
 C{twistd -r uvloop ...} installs it (the reactor plugin is declared in
 C{twisted/plugins/echotwist_reactors.py}).  On its own it makes Twisted's
 timers and loop faster but not its sockets, which Twisted still reads and
-writes in Python; the C{aiotcp:} listener (L{echotwist.native}) hands the
+writes in Python; the C{aiotcp:} listener (L{echotwist.internals.aiotcp}) hands the
 sockets to uvloop too.
 
 Child processes (C{spawnProcess}, as the C{--workers} supervisor uses)

@@ -166,7 +166,7 @@ class NativeConnection(asyncio.Protocol):
     def directWriter(self) -> tuple[Callable[[Any, bytes], None], object]:
         """The loop transport's own C{write} and that transport.
 
-        For L{echotwist.fastpath.writerFor}: a protocol sending through
+        For L{echotwist.internals.fastpath.writerFor}: a protocol sending through
         these calls the loop's C{write} (C code under uvloop) without a
         Python call through L{write}, to the same effect.
         """
@@ -374,7 +374,7 @@ def reactorLoop(reactor: object) -> asyncio.AbstractEventLoop:
             "aiotcp needs an asyncio reactor: run twistd -r uvloop (or -r asyncio)"
         )
     # The asyncio reactor runs the loop that is current for this thread
-    # (echotwist.uvloopreactor makes uvloop's the current one, and Twisted's
+    # (echotwist.internals.uvloopreactor makes uvloop's the current one, and Twisted's
     # asyncio reactor sets the loop it creates as current).
     return asyncio.get_event_loop_policy().get_event_loop()
 

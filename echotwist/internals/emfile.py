@@ -1,6 +1,6 @@
 """Pause accepting while the process is out of file descriptors (EMFILE).
 
-This module and C{echotwist.fastpath} (the write path, the fast reactor
+This module and C{echotwist.internals.fastpath} (the write path, the fast reactor
 and the lean transport) are the only ones that rely on Twisted
 internals; the tests of each pin every assumption against the installed
 Twisted.  Here:

@@ -1,0 +1,1 @@
+"""The echo client: one-shot echo and ping (C{python -m echotwist.client})."""
