@@ -9,6 +9,7 @@ pure-Python C{record_value} runs once per distinct value, not per echo.
 
 from __future__ import annotations
 
+import base64
 import os
 import platform
 from collections import Counter
@@ -52,6 +53,22 @@ class LatencyRecorder:
         self.samples.clear()
         self.histogram.add(batch)
         return batch
+
+
+def encodeHistogram(histogram: HdrHistogram) -> str:
+    """A histogram as text (HdrHistogram's compressed, base64 form)."""
+    encoded = histogram.encode()
+    return encoded.decode("ascii") if isinstance(encoded, bytes) else str(encoded)
+
+
+def decodeHistogram(text: str) -> HdrHistogram:
+    """The inverse of L{encodeHistogram}.
+
+    @raise ValueError: C{text} is not base64 (HdrHistogram's own decoder
+        would fail less plainly).
+    """
+    base64.b64decode(text, validate=True)
+    return HdrHistogram.decode(text)
 
 
 def machineContext(reactorName: str) -> dict[str, Any]:
@@ -234,3 +251,40 @@ def formatPercentiles(values: dict[str, int]) -> str:
     parts = [f"{label} {values[f'{name}_us']}" for name, label in names]
     parts.append(f"max {values['max_us']}")
     return "  ".join(parts) + " us"
+
+
+def childReport(results: Results) -> dict[str, Any]:
+    """A C{--child} load process's JSON report: L{Results.toJSON} and histograms.
+
+    The parent adds the children's histograms up (L{resultsFromChild}),
+    which percentiles alone would not allow.
+    """
+    report = results.toJSON()
+    report["histogram"] = encodeHistogram(results.histogram)
+    if results.uncorrected is not None:
+        report["uncorrected_histogram"] = encodeHistogram(results.uncorrected)
+    return report
+
+
+def resultsFromChild(report: dict[str, Any]) -> Results:
+    """Rebuild L{Results} from a C{--child} process's JSON report.
+
+    @raise KeyError: a field is missing.
+    @raise ValueError: a histogram is not encoded as L{childReport} does.
+    """
+    uncorrected = report.get("uncorrected_histogram")
+    return Results(
+        mode=report["mode"],
+        connections=report["connections"],
+        size=report["size"],
+        seconds=report["seconds"],
+        echoes=report["echoes"],
+        histogram=decodeHistogram(report["histogram"]),
+        errors=Counter(report["error_kinds"]),
+        pipeline=report["pipeline"],
+        uncorrected=decodeHistogram(uncorrected) if uncorrected else None,
+        targetRate=report.get("target_rate"),
+        answered=report.get("answered"),
+        setupSeconds=report.get("setup_s"),
+        finalSeconds=report.get("final_s"),
+    )

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
-import resource
 import signal
 import sys
-import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import DNSLookupError, ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IProcessTransport, IReactorTime
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.task import Clock
 from twisted.internet.tcp import Client
 from twisted.internet.testing import (
@@ -26,27 +25,18 @@ from twisted.internet.testing import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.bench import cli, plot
-from echotwist.bench.cli import (
-    ChildProcess,
-    Interrupt,
+from echotwist.bench import plot
+from echotwist.bench.arguments import (
     UsageError,
-    _childArguments,
     buildMergeParser,
     buildParser,
     checkOptions,
-    decodeHistogram,
-    emit,
-    encodeHistogram,
-    fileLimitError,
+    childArguments,
     holdSources,
-    main,
-    resolve,
-    resultsFromChild,
     sourceAddresses,
     splitEvenly,
-    watchParent,
 )
+from echotwist.bench.cli import System, main, resolve
 from echotwist.bench.content import Payload, classifyMismatch, mix
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs, readLog
 from echotwist.bench.load import (
@@ -58,15 +48,28 @@ from echotwist.bench.load import (
     runHold,
 )
 from echotwist.bench.plot import curve
+from echotwist.bench.processes import (
+    CHILD_GRACE,
+    ChildProcess,
+    Interrupt,
+    RunProcesses,
+    fileLimitError,
+    raiseFileLimit,
+    watchParent,
+)
+from echotwist.bench.report import emit
 from echotwist.bench.results import (
     LatencyRecorder,
     Results,
+    decodeHistogram,
+    encodeHistogram,
     formatReport,
     newHistogram,
     percentiles,
+    resultsFromChild,
 )
 from echotwist.bench.schedule import OpenLoopSchedule
-from echotwist.test.test_fastpath import FakeSocket, client
+from echotwist.test.transports import FakeSocket, client
 
 
 class ContentTests(SynchronousTestCase):
@@ -609,26 +612,48 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_fileLimitError(self) -> None:
         """Too many connections for the hard limit: one line naming the way out."""
-        self.patch(resource, "getrlimit", lambda _: (1024, 20000))
-        self.assertIsNone(fileLimitError(19936, 19936))
+        limit = FileLimit(1024, 20000)
+        self.assertIsNone(fileLimitError(19936, 19936, limit.get))
         self.assertEqual(
-            fileLimitError(20000, 20000),
+            fileLimitError(20000, 20000, limit.get),
             "20000 connections need 20064 open files; the hard limit is 20000"
             " (use --processes 2 or more)",
         )
         self.assertEqual(
-            fileLimitError(25000, 100000),
+            fileLimitError(25000, 100000, limit.get),
             "25000 connections per process need 25064 open files; the hard"
             " limit is 20000 (use --processes 6 or more)",
+        )
+
+    def test_raiseFileLimit(self) -> None:
+        """The soft file limit rises to what the connections need, never falls."""
+        limit = FileLimit(1024, 20000)
+        raiseFileLimit(5000, limit.get, limit.setLimit)
+        self.assertEqual(limit.set, [(5064, 20000)])
+        raiseFileLimit(10, limit.get, limit.setLimit)
+        self.assertEqual(limit.set, [(5064, 20000)])
+
+    def test_raiseFileLimitTooLow(self) -> None:
+        """A hard limit too low for the connections: one line, exit 1, no change."""
+        output = OutputCapture(self)
+        limit = FileLimit(1024, 1000)
+        with self.assertRaises(SystemExit) as raised:
+            raiseFileLimit(2000, limit.get, limit.setLimit)
+        self.assertEqual(raised.exception.code, 1)
+        self.assertEqual(limit.set, [])
+        self.assertEqual(
+            output.err.getvalue(),
+            "echotwist.bench: error: 2000 connections need 2064 open files; the"
+            " hard limit is 1000 (use --processes 3 or more)\n",
         )
 
     def test_processesFileLimit(self) -> None:
         """--processes too few for the hard limit fails before any child starts."""
         output = OutputCapture(self)
-        self.patch(resource, "getrlimit", lambda _: (1024, 1000))
+        limit = FileLimit(1024, 1000)
         reactor = ProcessReactor()
         d = runMain(self, ["--mode", "hold", "--processes", "2", "-c", "4000",
-                           "127.0.0.1", "9"], reactor)  # fmt: skip
+                           "127.0.0.1", "9"], reactor, limit=limit)  # fmt: skip
         self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
         self.assertEqual(reactor.processes, [])
         self.assertEqual(
@@ -656,7 +681,7 @@ class CommandLineTests(SynchronousTestCase):
     def test_childArguments(self) -> None:
         """A child gets the parent's options less those the parent handles."""
         self.assertEqual(
-            _childArguments(
+            childArguments(
                 ["--processes", "2", "-c", "10", "--json", "--hlog=x",
                  "--plot", "p.png", "--rate", "5", "-d", "1", "h", "7"]
             ),
@@ -685,15 +710,51 @@ class OutputCapture:
         case.patch(sys, "stderr", self.err)
 
 
+class FileLimit:
+    """A stand-in for the process's C{RLIMIT_NOFILE}: read and set, no effect."""
+
+    def __init__(self, soft: int, hard: int) -> None:
+        self.soft, self.hard = soft, hard
+        self.set: list[tuple[int, int]] = []
+
+    def get(self) -> tuple[int, int]:
+        """The soft and hard limits."""
+        return self.soft, self.hard
+
+    def setLimit(self, soft: int, hard: int) -> None:
+        """Record the new limits and keep them."""
+        self.set.append((soft, hard))
+        self.soft, self.hard = soft, hard
+
+
 def runMain(
     case: SynchronousTestCase,
     argv: list[str],
     reactor: object = None,
     interrupt: Interrupt | None = None,
+    *,
+    now: Callable[[], float] | None = None,
+    limit: FileLimit | None = None,
+    runProcesses: RunProcesses | None = None,
 ) -> Deferred[None]:
-    """Start L{main} on a memory reactor (or C{reactor}); no signal handlers."""
-    clock = cast(IReactorTime, reactor or MemoryReactorClock())
-    return Deferred.fromCoroutine(main(clock, argv, interrupt or Interrupt(clock)))
+    """Start L{main} on a memory reactor (or C{reactor}).
+
+    No signal handlers are installed and the process's file limit is
+    never read or changed: C{limit} (or a generous one) stands in for it.
+    C{now} (the reactor's clock by default) times the run.
+    """
+    clock = cast(MemoryReactorClock, reactor or MemoryReactorClock())
+    limit = limit or FileLimit(1024, 65536)
+    system = System(
+        now=now or clock.seconds,
+        getFileLimit=limit.get,
+        setFileLimit=limit.setLimit,
+    )
+    if runProcesses is not None:
+        system = dataclasses.replace(system, runProcesses=runProcesses)
+    return Deferred.fromCoroutine(
+        main(clock, argv, interrupt or Interrupt(clock), system)
+    )
 
 
 class CommandLineErrorTests(SynchronousTestCase):
@@ -720,6 +781,31 @@ class CommandLineErrorTests(SynchronousTestCase):
             "python -m echotwist.bench: error: unrecognized option --proc",
         )
         self.assertIn("unrecognized arguments: --pl", output.err.getvalue())
+
+    def test_numbersInTheProjectsWording(self) -> None:
+        """Bad numbers are reported in L{echotwist.parsing}'s words, exit 2."""
+        output = OutputCapture(self)
+        cases = (
+            (["-c", "0", "h"],
+             "-c/--connections: invalid count '0': must be 1 or more"),
+            (["-s", "x", "h"], "-s/--size: invalid size 'x': not a whole number"),
+            (["-d", "0", "h"],
+             "-d/--duration: invalid duration '0': must be more than 0"),
+            (["-w", "-1", "h"], "-w/--warmup: invalid warmup '-1': must be 0 or more"),
+            (["--rate", "0", "h"], "--rate: invalid rate '0': must be more than 0"),
+            (["--timeout", "inf", "h"],
+             "--timeout: invalid timeout 'inf': not a number"),
+            (["h", "70000"], "port: invalid port '70000': must be 1 to 65535"),
+            (["h", "0"], "port: invalid port '0': must be 1 to 65535"),
+        )  # fmt: skip
+        for arguments, message in cases:
+            with self.assertRaises(SystemExit) as raised:
+                buildParser().parse_args(arguments)
+            self.assertEqual(raised.exception.code, 2)
+            self.assertEqual(
+                output.err.getvalue().splitlines()[-1],
+                f"python -m echotwist.bench: error: argument {message}",
+            )
 
     def test_plotDirectoryChecked(self) -> None:
         """A --plot or --hlog file in a missing directory is a usage error."""
@@ -763,15 +849,16 @@ class CommandLineErrorTests(SynchronousTestCase):
         output = OutputCapture(self)
         started: list[object] = []
 
-        async def noChildren(*arguments: object) -> Results:
+        async def noChildren(*arguments: object, **keywords: object) -> Results:
             started.append(arguments)
             raise AssertionError("children started")
 
-        self.patch(cli, "runProcesses", noChildren)
         directory = self.mktemp()
         os.mkdir(directory)
         d = runMain(
-            self, ["--processes", "2", "-c", "2", "--hlog", directory, "127.0.0.1"]
+            self,
+            ["--processes", "2", "-c", "2", "--hlog", directory, "127.0.0.1"],
+            runProcesses=noChildren,
         )
         self.assertEqual(self.exitCode(d), 1)
         self.assertEqual(started, [])
@@ -879,10 +966,10 @@ class InterruptTests(SynchronousTestCase):
         self, reactor: MemoryReactorClock
     ) -> tuple[Deferred[None], Interrupt]:
         """Start a pingpong run on C{reactor} whose clock also times it."""
-        self.patch(time, "perf_counter", reactor.seconds)
         interrupt = Interrupt(reactor)
         argv = ["--json", "-c", "2", "-w", "0", "-d", "10", "127.0.0.1", "9"]
-        return runMain(self, argv, reactor, interrupt), interrupt
+        d = runMain(self, argv, reactor, interrupt, now=reactor.seconds)
+        return d, interrupt
 
     def test_beforeMeasuring(self) -> None:
         """Interrupted while connecting: one line, exit 130, nothing on stdout."""
@@ -955,7 +1042,7 @@ class InterruptTests(SynchronousTestCase):
         argv = ["--processes", "2", "-c", "2", "-d", "10", "127.0.0.1", "9"]
         d = runMain(self, argv, reactor, interrupt)
         interrupt.fire(signal.SIGTERM)
-        reactor.advance(cli.CHILD_GRACE)
+        reactor.advance(CHILD_GRACE)
         self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 143)
         self.assertEqual(
             output.err.getvalue(),
@@ -1022,7 +1109,7 @@ class LateConnectionTests(SynchronousTestCase):
 
 
 class DirectWriteTests(SynchronousTestCase):
-    """Messages go out through L{echotwist.internals.fastpath.sendNow}."""
+    """Messages go out through L{echotwist.internals.writepath.sendNow}."""
 
     def connect(self, room: int | None) -> tuple[LoadConnection, FakeSocket, Client]:
         """A connection on a real C{tcp.Client} over a fake socket."""

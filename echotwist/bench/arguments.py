@@ -1,0 +1,291 @@
+"""The bench's command lines, and the checks its options need beyond parsing.
+
+C{python -m echotwist.bench [options] host [port]} and C{python -m
+echotwist.bench merge [--json] [--plot FILE] LOG...}.  Every number goes
+through L{echotwist.parsing}, so a bad one is reported as everywhere else
+in echotwist (C{invalid count '0': must be 1 or more}).  Also the plain
+decisions made from the options: which source addresses to bind, how
+connections are shared among load processes, and which options a load
+process is given.  Decisions only, no I/O beyond checking that a
+directory can take a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+import os
+from collections.abc import Sequence
+from functools import partial
+
+from echotwist.parsing import (
+    argumentType,
+    parseCount,
+    parsePort,
+    parseReal,
+    parseSeconds,
+)
+
+ECHO_PORT = 7
+MODES = ("pingpong", "connect", "hold")
+# Each source address gets at most this many held connections.  Linux
+# gives one address ~28,000 ephemeral ports (32768-60999), but bind() to
+# port 0, which a bound connect does, looks first among the ports of one
+# parity, half of them; once those are taken every further bind scans all
+# of them before trying the rest, and set-up slows to a crawl (measured:
+# about 90 connections/s at 16,000 per address).  So stay well within half.
+PER_SOURCE = 12500
+# Connect mode rotates over this many source addresses so that the
+# TIME_WAIT sockets its closes leave behind do not use up one address.
+CONNECT_SOURCES = 8
+MAX_SIZE = 1 << 20
+
+_port = argumentType(parsePort, "port")
+_atLeastOne = argumentType(partial(parseCount, lowest=1), "count")
+_size = argumentType(partial(parseCount, what="size", lowest=1), "size")
+_pipeline = argumentType(partial(parseCount, what="pipeline", lowest=1), "pipeline")
+_firstSource = argumentType(parseCount, "count")
+_duration = argumentType(
+    partial(parseSeconds, what="duration", positive=True), "duration"
+)
+_warmup = argumentType(partial(parseSeconds, what="warmup"), "warmup")
+_timeout = argumentType(partial(parseSeconds, what="timeout", positive=True), "timeout")
+_interval = argumentType(
+    partial(parseSeconds, what="interval", positive=True), "interval"
+)
+# Not parseRate: its 0 means "no limit", and the bench has no such rate (a
+# run without --rate is closed-loop).
+_rate = argumentType(partial(parseReal, what="rate", above=True), "rate")
+
+
+class UsageError(Exception):
+    """Options that parse but do not fit together."""
+
+
+def buildParser() -> argparse.ArgumentParser:
+    """The command line of C{python -m echotwist.bench}."""
+    parser = argparse.ArgumentParser(
+        prog="python -m echotwist.bench",
+        # Abbreviations would slip past the parent's filtering of the
+        # options it handles itself (--proc, --hl) into every child.
+        allow_abbrev=False,
+        description=(
+            "Load an RFC 862 echo server and report verified echoes/s and"
+            " latency percentiles.  'python -m echotwist.bench merge --help'"
+            " for merging interval logs."
+        ),
+    )
+    parser.add_argument("host", help="server name or address")
+    parser.add_argument(
+        "port", nargs="?", type=_port, default=ECHO_PORT, help="default 7"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="pingpong",
+        help="pingpong (default): echo on open connections; connect:"
+        " connect/echo/close per transaction; hold: open and hold connections",
+    )
+    parser.add_argument(
+        "-c", "--connections", type=_atLeastOne, default=50,
+        help="connections (slots in connect mode; default 50)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-s", "--size", type=_size, default=512,
+        help="bytes per message (default 512)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-d", "--duration", type=_duration, default=5.0,
+        help="seconds measured (hold: seconds held; default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-w", "--warmup", type=_warmup, default=1.0,
+        help="seconds of load before measuring (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-P", "--pipeline", type=_pipeline, default=1,
+        help="messages in flight per connection (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=_rate, default=None,
+        help="open loop: echoes/s in all, sent on schedule; latency is"
+        " measured from when each message was due",
+    )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=_atLeastOne, default=1,
+        help="run K load processes and merge their histograms",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sources", type=_atLeastOne, default=None,
+        help="source addresses to spread over (127.0.0.1 up; loopback"
+        " targets only; default: enough for the mode)",
+    )  # fmt: skip
+    # Internal: a --processes child in hold mode starts at this source
+    # address (127.0.0.1 + N), so that the children's sources differ.
+    parser.add_argument(
+        "--first-source", type=_firstSource, default=0, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--timeout", type=_timeout, default=5.0,
+        help="connect timeout in seconds (default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interval", type=_interval, default=1.0, help=argparse.SUPPRESS
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--hlog", metavar="FILE", help="write an HDR interval log")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw the latency distribution"
+    )
+    # Internal: a --processes child prints JSON with its histograms.
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def buildMergeParser() -> argparse.ArgumentParser:
+    """The command line of C{python -m echotwist.bench merge}."""
+    parser = argparse.ArgumentParser(
+        prog="python -m echotwist.bench merge",
+        allow_abbrev=False,
+        description="Merge HDR interval logs of runs made at the same time.",
+    )
+    parser.add_argument("logs", nargs="+", metavar="FILE")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw the latency distribution"
+    )
+    return parser
+
+
+def rejectUnknownOptions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Name an unknown long option (C{--proc}) as the usage error.
+
+    Without this, argparse takes the unknown option's value for the host
+    and reports a confusing error about the port instead.
+    """
+    # argparse has no public list of its option strings.
+    known = {name for action in parser._actions for name in action.option_strings}
+    for argument in argv:
+        if argument == "--":
+            return
+        name = argument.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            parser.error(f"unrecognized option {name}")
+
+
+def checkOptions(args: argparse.Namespace) -> None:
+    """Reject option combinations that make no sense.
+
+    @raise UsageError: saying which option and why.
+    """
+    if args.rate is not None and args.mode != "pingpong":
+        raise UsageError("--rate applies to --mode pingpong only")
+    if args.size > MAX_SIZE:
+        raise UsageError(f"--size: at most {MAX_SIZE}")
+    if args.processes > args.connections:
+        raise UsageError("--processes: at most one process per connection")
+    checkPlot(args.plot)
+    if args.hlog is not None:
+        checkDirectory(args.hlog, "--hlog")
+
+
+def checkPlot(path: str | None) -> None:
+    """Reject a C{--plot} file that is not a .png or cannot be written."""
+    if path is None:
+        return
+    if not path.lower().endswith(".png"):
+        raise UsageError("--plot: the file name must end in .png")
+    checkDirectory(path, "--plot")
+
+
+def checkDirectory(path: str, option: str) -> None:
+    """Reject C{path} before the run if its directory cannot take a new file.
+
+    A run can last long; finding out only when it is written would lose it.
+    """
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option}: no directory {directory!r}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: cannot write in {directory!r}")
+
+
+def sourceAddresses(
+    address: str, mode: str, connections: int, requested: int | None, first: int = 0
+) -> tuple[str | None, ...]:
+    """The local addresses to spread connections over.
+
+    Only for IPv4 loopback targets, where every 127.0.0.0/8 address is
+    local: hold mode needs one per L{PER_SOURCE} connections, connect
+    mode spreads over L{CONNECT_SOURCES}, pingpong needs no binding.
+    The addresses start at 127.0.0.1 + C{first}.  C{None} means "let the
+    kernel choose".
+
+    @raise UsageError: C{--sources} for a target that is not IPv4
+        loopback, or more addresses than 127.0.0.1 + 65535.
+    """
+    try:
+        loopback = ipaddress.IPv4Address(address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        if requested is not None:
+            raise UsageError("--sources needs an IPv4 loopback target (127.x.x.x)")
+        return (None,)
+    if requested is None:
+        if mode == "hold":
+            requested = math.ceil(connections / PER_SOURCE)
+        elif mode == "connect":
+            requested = CONNECT_SOURCES
+        else:
+            return (None,)
+    if first + requested > 1 << 16:
+        raise UsageError("--sources: at most 65536")
+    start = ipaddress.IPv4Address("127.0.0.1") + first
+    return tuple(str(start + i) for i in range(requested))
+
+
+def splitEvenly(total: int, parts: int) -> list[int]:
+    """C{total} split into C{parts} whole shares differing by at most one."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def holdSources(shares: Sequence[int], requested: int | None) -> list[tuple[int, int]]:
+    """Hold mode with C{--processes}: each child's first source and count.
+
+    Ephemeral ports are allotted per source address, so children that
+    shared one would together run out of its ~28,000 ports: each child
+    gets sources of its own (one per L{PER_SOURCE} of its share, or its
+    part of C{--sources}).  Only when C{--sources} names fewer addresses
+    than there are children do children share them, one each in turn.
+    """
+    if requested is not None and requested < len(shares):
+        return [(i % requested, 1) for i in range(len(shares))]
+    if requested is None:
+        counts = [math.ceil(share / PER_SOURCE) for share in shares]
+    else:
+        counts = splitEvenly(requested, len(shares))
+    firsts = [sum(counts[:i]) for i in range(len(counts))]
+    return list(zip(firsts, counts, strict=True))
+
+
+def childArguments(argv: Sequence[str], drop: Sequence[str] = ()) -> list[str]:
+    """C{argv} without the options the parent handles itself (and C{drop})."""
+    dropValue = {"--processes", "--connections", "-c", "--rate", "--hlog", "--plot"}
+    dropValue.update(drop)
+    dropFlag = {"--json"}
+    result: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip:
+            skip = False
+            continue
+        name = argument.split("=", 1)[0]
+        if name in dropValue:
+            skip = "=" not in argument
+            continue
+        if name in dropFlag:
+            continue
+        result.append(argument)
+    return result

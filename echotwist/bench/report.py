@@ -1,0 +1,126 @@
+"""What the bench writes: the report, error lines, interval logs, progress.
+
+The report goes to standard output (text, JSON, or a C{--child}'s JSON
+with histograms); every error is one line on standard error and an exit
+status (L{fail}); C{--hlog} files are opened before the run, so that a
+bad path does not cost it; on a terminal a live progress line shows each
+interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import NoReturn, TextIO
+
+from hdrh.histogram import HdrHistogram
+
+from echotwist.bench.hlog import IntervalLogWriter
+from echotwist.bench.load import LoadRun
+from echotwist.bench.results import Results, childReport, formatReport
+
+
+def fail(message: str) -> NoReturn:
+    """Print C{message} as one error line on standard error and exit 1."""
+    fail_(message, 1)
+
+
+def fail_(message: str, code: int) -> NoReturn:
+    """Print C{message} as one error line on standard error and exit C{code}."""
+    sys.stderr.write(f"echotwist.bench: error: {message}\n")
+    raise SystemExit(code)
+
+
+def emit(results: Results, args: argparse.Namespace) -> None:
+    """Print the report (text or JSON), then plot it if asked; exit 1 on errors.
+
+    The report comes first so that a plot that cannot be drawn or written
+    does not lose the run.
+    """
+    writeReport(results, args)
+    if args.plot is not None:
+        # matplotlib is optional and slow to import: only when plotting.
+        from echotwist.bench.plot import PlotUnavailable, plotLatency
+
+        try:
+            plotLatency(results, args.plot)
+        except PlotUnavailable as e:
+            fail(str(e))
+        except OSError as e:
+            fail(f"cannot write {args.plot}: {e.strerror or e}")
+    errors = sum(results.errors.values())
+    if errors and not getattr(args, "child", False):
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(results.errors.items()))
+        fail(f"{errors} errors ({kinds})")
+
+
+def writeReport(results: Results, args: argparse.Namespace) -> None:
+    """Print the report: text, JSON, or a child's JSON with histograms."""
+    if getattr(args, "child", False):
+        sys.stdout.write(json.dumps(childReport(results)) + "\n")
+    elif args.json:
+        sys.stdout.write(json.dumps(results.toJSON(), sort_keys=False) + "\n")
+    else:
+        sys.stdout.write("\n".join(formatReport(results)) + "\n")
+    sys.stdout.flush()
+
+
+def openLog(path: str) -> TextIO:
+    """Open C{path} for an interval log, or fail with one line."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror}")
+
+
+def writeMergedLog(logFile: TextIO, results: Results) -> None:
+    """With C{--processes}, log the merged run as one interval; close C{logFile}."""
+    try:
+        with logFile:
+            log = IntervalLogWriter(logFile, time.time() - results.seconds)
+            log.interval(results.histogram, 0, results.seconds)
+            log.finish(results)
+    except OSError as e:
+        fail(f"cannot write {logFile.name}: {e.strerror}")
+
+
+class Progress:
+    """A live one-line progress display (rich) for a terminal.
+
+    @raise ModuleNotFoundError: rich is not installed.
+    """
+
+    def __init__(self) -> None:
+        # rich is optional: imported only when a terminal shows progress.
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live("", console=Console(), auto_refresh=False, transient=True)
+        self.live.start()
+
+    def update(
+        self,
+        batch: HdrHistogram,
+        uncorrected: HdrHistogram | None,
+        start: float,
+        end: float,
+        run: LoadRun,
+    ) -> None:
+        """Show the last interval's rate and median, and the errors so far."""
+        count = batch.get_total_count()
+        rate = count / (end - start) if end > start else 0.0
+        p50 = batch.get_value_at_percentile(50) if count else 0
+        errors = sum(run.errors.values())
+        from rich.text import Text
+
+        # Plain Text: rich's number highlighting would only add noise.
+        self.live.update(
+            Text(f"{end:6.1f} s  {rate:,.0f} echoes/s  p50 {p50} us  errors {errors}"),
+            refresh=True,
+        )
+
+    def stop(self) -> None:
+        """Remove the line."""
+        self.live.stop()
