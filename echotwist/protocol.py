@@ -9,11 +9,8 @@ sending side still gets every byte back before we close.
 
 from __future__ import annotations
 
-import fcntl
-import struct
-import termios
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -33,8 +30,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echotwist.internals.fastpath import sendNow, writerFor
 from echotwist.server.limits import ConnectionLimits, idleSweepInterval, isIdle
+from echotwist.server.sockets import unsentBytes
 from echotwist.server.stats import ServerStats
 
 
@@ -60,27 +57,6 @@ class IStreamTransport(ITransport, IConsumer, IPushProducer):
     Every stream transport Twisted ships (TCP, UNIX, TLS) provides these;
     the echo uses the transport as its own producer.
     """
-
-
-def unsentBytes(transport: ITransport) -> int | None:
-    """How many bytes the kernel still holds unsent on C{transport}'s socket.
-
-    Linux's C{SIOCOUTQ} (the same number as C{TIOCOUTQ}) on the socket from
-    C{getHandle()}; C{None} when the transport has no such socket (TLS in
-    memory, test transports) or the system does not answer.  Only the idle
-    check calls this, once per quiet interval, never per read.
-    """
-    getHandle = getattr(transport, "getHandle", None)
-    try:
-        fileno = getHandle().fileno() if getHandle is not None else -1
-        if not isinstance(fileno, int) or fileno < 0:
-            return None
-        answer = fcntl.ioctl(fileno, termios.TIOCOUTQ, b"\0\0\0\0")
-    except Exception:
-        # Any handle that cannot answer simply gives no drain information.
-        return None
-    count: int = struct.unpack("i", answer)[0]
-    return count
 
 
 def transportKind(transport: ITransport) -> str:
@@ -112,22 +88,23 @@ class Echo(Protocol):
         "factory",
         "kind",
         "lastActive",
+        "lastEchoed",
         "lastUnsent",
         "startedAt",
-        "traffic",
         "transport",
-        "writeTarget",
-        "writer",
     )
 
+    # Set by makeConnection, before any other event.
+    transport: IStreamTransport
+
     def __init__(self) -> None:
-        self.transport = None
         self.connected = 0
         self.bytesEchoed = 0
         self.startedAt = 0.0
         self.kind = "tcp"
-        # Set by every read (and so every echo write); the idle check clears it.
-        self.traffic = False
+        # What had been echoed when the idle check last looked: any read
+        # since (and so any echo write) is traffic.
+        self.lastEchoed = 0
         # When the factory's idle check last saw traffic on this connection.
         self.lastActive = 0.0
         self.lastUnsent = 0
@@ -136,24 +113,14 @@ class Echo(Protocol):
         self.admitted = False
         # Why we closed the connection ourselves (idle, shutdown), if we did.
         self.closeReason: str | None = None
-        # How dataReceived sends, writer(writeTarget, data): chosen for the
-        # transport in connectionMade (see echotwist.internals.fastpath.writerFor).
-        self.writer: Callable[[Any, bytes], None] = sendNow
-        self.writeTarget: object = None
-
-    @property
-    def stream(self) -> IStreamTransport:
-        """The transport, as the producer/consumer it is."""
-        return cast(IStreamTransport, self.transport)
 
     def connectionMade(self) -> None:
         """Start flow control, disable Nagle and log the client."""
-        transport = self.stream
+        transport = self.transport
         # The transport produces (reads) and consumes (writes): when its
         # write buffer fills it pauses itself, so it stops reading from a
         # client that does not read its echo.
         transport.registerProducer(transport, True)
-        self.writer, self.writeTarget = writerFor(transport)
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         self.kind = transportKind(transport)
@@ -168,7 +135,7 @@ class Echo(Protocol):
         Read from the transport when logging rather than kept per
         connection, so that idle connections stay small.
         """
-        host, port = describeAddress(self.stream.getPeer())
+        host, port = describeAddress(self.transport.getPeer())
         return {"host": host, "port": port, "client": f"{host}/{port}"}
 
     def checkIdle(self, now: float, timeout: float) -> None:
@@ -179,8 +146,9 @@ class Echo(Protocol):
         still holds unsent, so a client slowly reading a long echo is not
         idle while one that never reads is.
         """
-        traffic, self.traffic = self.traffic, False
-        unsent = self.factory.unsentBytes(self.stream)
+        traffic = self.bytesEchoed != self.lastEchoed
+        self.lastEchoed = self.bytesEchoed
+        unsent = self.factory.unsentBytes(self.transport)
         if unsent is not None and unsent != self.lastUnsent:
             traffic = True
             self.lastUnsent = unsent
@@ -203,25 +171,19 @@ class Echo(Protocol):
         cast(ITCPTransport, self.transport).abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        """Send C{data} straight back."""
-        self.traffic = True
+        """Send C{data} straight back, and count it."""
         self.bytesEchoed += len(data)
-        # Sent at once when nothing is buffered, else buffered by the
-        # transport with its flow control (see echotwist.internals.fastpath.writerFor).
-        # (A local name for the writer makes CPython's attribute lookup the
-        # fast slot read rather than a method lookup.)
-        writer = self.writer
-        writer(self.writeTarget, data)
+        self.transport.write(data)
 
     def readConnectionLost(self) -> None:
         """The client shut its sending side: flush what is buffered, then close."""
-        self.stream.unregisterProducer()
-        self.stream.loseConnection()
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         """The client can no longer receive: nothing more can be echoed."""
-        self.stream.unregisterProducer()
-        self.stream.loseConnection()
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Log how many bytes were echoed and for how long."""

@@ -28,7 +28,7 @@ from echotwist.endpoints import (
     normalizeListen,
 )
 from echotwist.internals.emfile import guardAccept
-from echotwist.internals.fastpath import useLeanServer
+from echotwist.internals.leanserver import useLeanServer
 from echotwist.protocol import EchoFactory
 from echotwist.server import limits
 from echotwist.server.services import (
@@ -392,7 +392,7 @@ def makeService(options: Options) -> MultiService:
     )
 
     def guard(port: IListeningPort) -> None:
-        # Smaller idle connections (see echotwist.internals.fastpath.LeanServer).
+        # Smaller idle connections (see echotwist.internals.leanserver).
         useLeanServer(port)
         guardAccept(port, reactor, lambda: stats.reject(limits.EMFILE))
 

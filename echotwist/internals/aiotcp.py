@@ -75,10 +75,16 @@ class NativeConnection(asyncio.Protocol):
     """
 
     # Tens of thousands of idle connections: no per-instance dict.
-    __slots__ = ("factory", "producer", "protocol", "streaming", "transport")
+    __slots__ = ("factory", "producer", "protocol", "streaming", "transport", "write")
 
     # Set by connection_made, before the Twisted protocol exists to use it.
     transport: asyncio.Transport
+
+    # ITransport.write: the loop transport's own write method (C code under
+    # uvloop), set by connection_made, so a protocol's transport.write(data)
+    # calls it with no Python call through this adapter.  The loop sends at
+    # once or buffers.
+    write: Callable[[bytes], None]
 
     def __init__(self, factory: IProtocolFactory) -> None:
         self.factory = factory
@@ -93,6 +99,7 @@ class NativeConnection(asyncio.Protocol):
         # uvloop's transports provide asyncio.Transport's methods without
         # subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.write = self.transport.write
         protocol: IProtocol | None = self.factory.buildProtocol(self.getPeer())
         if protocol is None:
             # A factory may refuse a connection by building nothing.
@@ -158,19 +165,6 @@ class NativeConnection(asyncio.Protocol):
             cast(IPushProducer, self.producer).resumeProducing()
 
     # ITransport / ITCPTransport
-
-    def write(self, data: bytes) -> None:
-        """Send C{data}; the loop sends at once or buffers it."""
-        self.transport.write(data)
-
-    def directWriter(self) -> tuple[Callable[[Any, bytes], None], object]:
-        """The loop transport's own C{write} and that transport.
-
-        For L{echotwist.internals.fastpath.writerFor}: a protocol sending through
-        these calls the loop's C{write} (C code under uvloop) without a
-        Python call through L{write}, to the same effect.
-        """
-        return type(self.transport).write, self.transport
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         """Send every chunk of C{data}, in order."""

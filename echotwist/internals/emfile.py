@@ -1,9 +1,7 @@
 """Pause accepting while the process is out of file descriptors (EMFILE).
 
-This module and C{echotwist.internals.fastpath} (the write path, the fast reactor
-and the lean transport) are the only ones that rely on Twisted
-internals; the tests of each pin every assumption against the installed
-Twisted.  Here:
+Twisted internals relied on (C{echotwist.test.test_emfile} pins each
+against the installed Twisted):
 
   - A listening C{twisted.internet.tcp.Port} (and C{unix.Port}, C{ssl.Port},
     adopted systemd ports: all subclasses) calls C{self.socket.accept()}

@@ -18,9 +18,10 @@ from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.protocol import Echo, EchoFactory, Rejected, unsentBytes
+from echotwist.protocol import Echo, EchoFactory, Rejected
 from echotwist.server.limits import AddressPolicy, ConnectionLimits, parseNetwork
 from echotwist.server.services import DrainService, FileLimitService
+from echotwist.server.sockets import unsentBytes
 from echotwist.test.test_protocol import TCPStringTransport
 
 

@@ -170,15 +170,14 @@ class NativeConnectionTests(SynchronousTestCase):
         self.assertEqual(transport.written, b"direct")
         self.assertEqual(factory.stats.bytesEchoedNow()["tcp"], 6)
 
-    def test_directWriter(self) -> None:
-        """The echo writes with the loop transport's own C{write}, directly."""
+    def test_loopWrite(self) -> None:
+        """The transport's C{write} is the loop transport's own, bound to it."""
         connection, transport, _ = connect()
-        write, target = connection.directWriter()
-        self.assertIs(target, transport)
-        self.assertEqual(write, FakeTransport.write)
+        self.assertEqual(connection.write, transport.write)
+        self.assertIs(getattr(connection.write, "__self__", None), transport)
         echo = cast(Echo, connection.protocol)
-        self.assertIsInstance(echo, Echo)
-        self.assertEqual((echo.writer, echo.writeTarget), (write, target))
+        echo.dataReceived(b"through")
+        self.assertEqual(transport.written, b"through")
 
     def test_flowControl(self) -> None:
         """A full write buffer stops reading; a drained one restarts it."""

@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.internals.emfile import AcceptGuard
-from echotwist.internals.fastpath import LeanServer
+from echotwist.internals.leanserver import LeanServer
 from echotwist.protocol import EchoFactory
 from echotwist.server.services import DrainService, FileLimitService, ListeningService
 from echotwist.tap import Options, makeService

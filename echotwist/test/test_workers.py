@@ -30,7 +30,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from echotwist.endpoints import BadEndpoint
 from echotwist.internals.aiotcp import AdoptedNativeEndpoint
-from echotwist.internals.fastpath import FastEPollReactor
+from echotwist.internals.fastepoll import FastEPollReactor
 from echotwist.server.services import CleanExitService
 from echotwist.tap import Options, makeService
 from echotwist.test.e2e.harness import (

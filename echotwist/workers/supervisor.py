@@ -35,7 +35,7 @@ from echotwist.endpoints import (
     formatAddress,
 )
 from echotwist.internals.aiotcp import reactorLoop
-from echotwist.internals.fastpath import FastEPollReactor
+from echotwist.internals.fastepoll import FastEPollReactor
 from echotwist.workers.config import (
     READY_FD,
     STOP_GRACE,

@@ -10,6 +10,6 @@ uvloopReactor = Reactor(
 
 fastEpollReactor = Reactor(
     "fastepoll",
-    "echotwist.internals.fastpath",
+    "echotwist.internals.fastepoll",
     "epoll reactor without a logging context per event (echotwist)",
 )
