@@ -20,7 +20,7 @@ from typing import cast
 
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import IProcessProtocol, IReactorProcess
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
@@ -560,9 +560,13 @@ class FakeProcess:
 
     def __init__(self) -> None:
         self.signals: list[str] = []
+        # Set once the process has exited: signals then raise, as Twisted's do.
+        self.exited = False
 
     def signalProcess(self, signalID: str | int) -> None:
-        """Record C{signalID}."""
+        """Record C{signalID}; raise L{ProcessExitedAlready} once exited."""
+        if self.exited:
+            raise ProcessExitedAlready()
         self.signals.append(str(signalID))
 
 
@@ -759,6 +763,16 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(reactor.spawned[0][2].signals, ["TERM"])
         reactor.advance(0.1)
         self.assertEqual(reactor.spawned[0][2].signals, ["TERM", "KILL"])
+        end(reactor, 0, status=9)
+        self.successResultOf(stopped)
+
+    def test_killAfterExitIgnored(self) -> None:
+        """A worker that exited before the kill is not an error."""
+        workers, reactor, _ = pool(1)
+        stopped = workers.stopService()
+        reactor.spawned[0][2].exited = True
+        reactor.advance(12.0)
+        self.assertEqual(reactor.spawned[0][2].signals, ["TERM"])
         end(reactor, 0, status=9)
         self.successResultOf(stopped)
 

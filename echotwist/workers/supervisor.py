@@ -19,7 +19,7 @@ from typing import NoReturn, TextIO
 from twisted.application.service import Service
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import (
     IProcessTransport,
     IReactorProcess,
@@ -250,8 +250,9 @@ class WorkerPool(Service):
 
 
 def _signal(transport: IProcessTransport, name: str) -> None:
-    # A worker already gone has its processEnded on the way.
-    with contextlib.suppress(OSError):
+    # A worker already gone has its processEnded on the way: Twisted says
+    # so with ProcessExitedAlready (an OSError from the kernel is the same).
+    with contextlib.suppress(ProcessExitedAlready, OSError):
         transport.signalProcess(name)
 
 
