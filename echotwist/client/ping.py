@@ -24,17 +24,10 @@ from typing import cast
 from twisted.internet import task
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import (
-    ConnectionDone,
-    ConnectionLost,
-    ConnectionRefusedError,
-    DNSLookupError,
-)
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
     IReactorCore,
-    IReactorTCP,
     IReactorTime,
     IReactorUDP,
     IStreamClientEndpoint,
@@ -48,39 +41,13 @@ from twisted.internet.protocol import (
 )
 from twisted.python.failure import Failure
 
+from echotwist.client.connect import (
+    EchoError,
+    checkHostName,
+    echoDiffers,
+    endedEarly,
+)
 from echotwist.client.pingstats import PingStats, lossLine, probeLine
-
-
-class EchoError(Exception):
-    """The echo failed; the message is the one line shown to the user."""
-
-
-def describeConnectionError(reason: Failure) -> str:
-    """Name why a connection ended, a failed TLS handshake in plain words."""
-    # By name, so that pyOpenSSL (the tls extra) need not be importable.
-    if reason.check("OpenSSL.SSL.Error"):
-        detail = str(reason.value)
-        if "certificate verify failed" in detail:
-            return "TLS certificate verification failed (--insecure skips it)"
-        return f"TLS handshake failed: {detail}"
-    return reason.getErrorMessage() or type(reason.value).__name__
-
-
-def endedEarly(reason: Failure, count: int, expected: int) -> str:
-    """Why an echo ended after C{count} of C{expected} bytes came back.
-
-    A clean close or a reset says the server closed it; anything else (a
-    failed TLS handshake, say) is named by L{describeConnectionError}.
-    """
-    if reason.check(ConnectionDone, ConnectionLost):
-        why = f"the server closed the connection after {count} of {expected} bytes"
-        if reason.check(ConnectionLost):
-            why += " (reset)"
-        return why
-    return (
-        f"the connection failed after {count} of {expected} bytes:"
-        f" {describeConnectionError(reason)}"
-    )
 
 
 class Prober(TypingProtocol):
@@ -257,51 +224,6 @@ class DatagramProber:
             self.listening = False
 
 
-def checkHostName(host: str) -> None:
-    """Raise L{DNSLookupError} for a name no resolver could look up.
-
-    An empty or over-long label, or a character IDNA cannot encode, would
-    otherwise fail inside the resolver with an unhandled C{UnicodeError}.
-    """
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        raise DNSLookupError(host) from None
-
-
-def streamEndpoint(
-    reactor: IReactorTCP,
-    host: str,
-    port: int,
-    timeout: float,
-    *,
-    tls: bool = False,
-    insecure: bool = False,
-) -> IStreamClientEndpoint:
-    """The endpoint to reach C{host}:C{port}, over TLS if asked.
-
-    With C{insecure} the server's certificate is not verified; otherwise
-    it must be valid for C{host} under the platform's trust roots.
-    """
-    checkHostName(host)
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(
-        reactor, host, port, timeout=timeout
-    )
-    if not tls:
-        return endpoint
-    from twisted.internet import ssl
-    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-
-    if insecure:
-        # CertificateOptions (verify=False by default) is a context factory;
-        # TLSMemoryBIOFactory adapts it to a connection creator itself, but
-        # wrapClientTLS's annotation names only the newer interface.
-        creator = cast(IOpenSSLClientConnectionCreator, ssl.CertificateOptions())
-    else:
-        creator = ssl.optionsForClientTLS(host)
-    return wrapClientTLS(creator, endpoint)
-
-
 def describeProbeFailure(failure: Failure, timeout: float) -> str:
     """Why one probe got no verified echo, in a few words."""
     if failure.check(TimeoutError, ConnectTimeoutError):
@@ -365,14 +287,7 @@ async def runPing(
                     output(probeLine(len(echoed), host, seq, rtt))
                 else:
                     prober.reset()
-                    output(
-                        lossLine(
-                            host,
-                            seq,
-                            f"echo differs from what was sent ({len(echoed)} bytes"
-                            f" back for {len(message)} sent)",
-                        )
-                    )
+                    output(lossLine(host, seq, echoDiffers(echoed, message)))
             if seq + 1 < count:
                 await _sleepUntil(clock, started + interval)
     finally:

@@ -1,12 +1,21 @@
-"""Unit tests for L{echotwist.client.cli}: no sockets, no real time."""
+"""Unit tests for the one-shot client, its command line and shared connect code.
+
+L{echotwist.client.oneshot}, L{echotwist.client.connect} and
+L{echotwist.client.cli}: no sockets, no real time.  Ping mode's own tests
+are in L{echotwist.test.test_ping}.
+"""
 
 from __future__ import annotations
 
 import io
 from contextlib import redirect_stderr, redirect_stdout
 
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+)
 from twisted.internet.error import (
     ConnectionRefusedError,
     DNSLookupError,
@@ -14,20 +23,22 @@ from twisted.internet.error import (
     TCPTimedOutError,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import ConnectionCompleter, IOPump
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.client.cli import (
-    ECHO_PORT,
-    EchoClientFactory,
-    buildParser,
+from echotwist.client.cli import ECHO_PORT, buildParser, main
+from echotwist.client.connect import (
+    EchoError,
+    checkHostName,
+    describeConnectionError,
     describeFailure,
-    echoOver,
-    main,
+    echoDiffers,
+    streamEndpoint,
 )
-from echotwist.client.ping import EchoError, checkHostName, describeConnectionError
+from echotwist.client.oneshot import EchoClientFactory, echoOver, udpEcho
 from echotwist.protocol import EchoFactory
 
 
@@ -95,7 +106,10 @@ class EchoOverTests(SynchronousTestCase):
         d = network.echo(b"abc")
         network.connect().flush()
         failure = self.failureResultOf(d, EchoError)
-        self.assertIn("differs", str(failure.value))
+        self.assertEqual(
+            str(failure.value),
+            "the echo differs from what was sent (3 bytes back for 3 sent)",
+        )
 
     def test_serverClosesEarly(self) -> None:
         """A server that hangs up before the whole echo fails the echo."""
@@ -159,7 +173,11 @@ class ClientProtocolTests(SynchronousTestCase):
         assert protocol is not None
         protocol.makeConnection(StringTransport())
         protocol.dataReceived(b"abc")
-        self.failureResultOf(factory.deferred, EchoError)
+        failure = self.failureResultOf(factory.deferred, EchoError)
+        self.assertEqual(
+            str(failure.value),
+            "the echo differs from what was sent (3 bytes back for 2 sent)",
+        )
 
     def test_connectionFailedThroughConnector(self) -> None:
         """C{connectTCP} users see a failed connection on C{deferred}."""
@@ -168,6 +186,77 @@ class ClientProtocolTests(SynchronousTestCase):
         connector = reactor.connectTCP("127.0.0.1", 7, factory)
         factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
         self.failureResultOf(factory.deferred, ConnectionRefusedError)
+
+    def test_tlsFailureNamed(self) -> None:
+        """A failed certificate check is named as such, not 'server closed'."""
+        from OpenSSL import SSL
+
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        factory = EchoClientFactory(b"abc")
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        protocol.makeConnection(StringTransport())
+        protocol.connectionLost(Failure(error))
+        failure = self.failureResultOf(factory.deferred, EchoError)
+        self.assertIn("TLS certificate verification failed", str(failure.value))
+
+
+class OneProbe:
+    """A datagram prober double whose one probe gets C{reply} (or nothing)."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply = reply
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def ready(self) -> Deferred[None]:
+        """Ready at once."""
+        return succeed(None)
+
+    def probe(self, message: bytes) -> Deferred[bytes]:
+        """Record C{message}; answer with the reply, if there is one."""
+        self.sent.append(message)
+        return succeed(self.reply) if self.reply is not None else Deferred()
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+    def close(self) -> None:
+        """Note the close."""
+        self.closed = True
+
+
+class UdpEchoTests(SynchronousTestCase):
+    """L{udpEcho} sends one datagram probe and verifies its reply."""
+
+    def test_echo(self) -> None:
+        """A matching reply is the result, and the prober is closed."""
+        prober = OneProbe(b"hi")
+        d = Deferred.fromCoroutine(udpEcho(Clock(), prober, b"hi", 1))
+        self.assertEqual(self.successResultOf(d), b"hi")
+        self.assertEqual((prober.sent, prober.closed), ([b"hi"], True))
+
+    def test_differs(self) -> None:
+        """A reply that differs fails with the one-shot client's wording."""
+        prober = OneProbe(b"hX!")
+        d = Deferred.fromCoroutine(udpEcho(Clock(), prober, b"hi", 1))
+        failure = self.failureResultOf(d, EchoError)
+        self.assertEqual(
+            str(failure.value),
+            "the echo differs from what was sent (3 bytes back for 2 sent)",
+        )
+        self.assertTrue(prober.closed)
+
+    def test_timeout(self) -> None:
+        """No reply within the timeout fails with L{TimeoutError}, closing."""
+        clock = Clock()
+        prober = OneProbe(None)
+        d = Deferred.fromCoroutine(udpEcho(clock, prober, b"hi", 2))
+        clock.advance(1.9)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        self.failureResultOf(d, TimeoutError)
+        self.assertTrue(prober.closed)
 
 
 class DescribeFailureTests(SynchronousTestCase):
@@ -204,6 +293,42 @@ class DescribeFailureTests(SynchronousTestCase):
         line = self.line(OSError("weird"))
         self.assertTrue(line.startswith("cannot echo with example.test:7: "))
         self.assertNotIn("\n", line)
+
+
+class ConnectTests(SynchronousTestCase):
+    """What one-shot and ping share: host checks, endpoints, error phrases."""
+
+    def test_badHostName(self) -> None:
+        """A name IDNA cannot encode is an unknown host at once, not a hang."""
+        for name in ("foo..bar", "x" * 70 + ".test"):
+            self.assertRaises(DNSLookupError, checkHostName, name)
+            self.assertRaises(
+                DNSLookupError, streamEndpoint, MemoryReactorClock(), name, 7, 1
+            )
+        checkHostName("localhost")
+        checkHostName("::1")
+
+    def test_plainEndpoint(self) -> None:
+        """Without --tls the endpoint is a L{HostnameEndpoint}."""
+        endpoint = streamEndpoint(MemoryReactorClock(), "localhost", 7, 1)
+        self.assertIsInstance(endpoint, HostnameEndpoint)
+
+    def test_tlsVerificationFailure(self) -> None:
+        """A failed certificate check is named as such, with the way around it."""
+        from OpenSSL import SSL
+
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        self.assertEqual(
+            describeConnectionError(Failure(error)),
+            "TLS certificate verification failed (--insecure skips it)",
+        )
+
+    def test_echoDiffers(self) -> None:
+        """A differing echo is one phrase giving both byte counts."""
+        self.assertEqual(
+            echoDiffers(b"abc", b"ab"),
+            "echo differs from what was sent (3 bytes back for 2 sent)",
+        )
 
 
 class ParserTests(SynchronousTestCase):
@@ -245,9 +370,59 @@ class ParserTests(SynchronousTestCase):
             self.assertTrue(stderr.startswith("usage: "), stderr)
             self.assertNotIn("Traceback", stderr)
 
+    def test_numberErrors(self) -> None:
+        """A bad number is named in echotwist.parsing's one wording."""
+        for options, message in (
+            (("abc",), "argument port: invalid port 'abc': not a whole number"),
+            (("0",), "argument port: invalid port '0': must be 1 to 65535"),
+            (
+                ("70000",),
+                "argument port: invalid port '70000': must be 1 to 65535",
+            ),
+            (
+                ("--timeout", "0"),
+                "argument --timeout: invalid timeout '0': must be more than 0",
+            ),
+            (
+                ("--timeout", "soon"),
+                "argument --timeout: invalid timeout 'soon': not a number",
+            ),
+            (
+                ("--timeout", "inf"),
+                "argument --timeout: invalid timeout 'inf': not a number",
+            ),
+            (
+                ("--count", "0"),
+                "argument --count: invalid count '0': must be 1 or more",
+            ),
+            (
+                ("--count", "1.5"),
+                "argument --count: invalid count '1.5': not a whole number",
+            ),
+            (
+                ("--count", "1", "--interval", "-1"),
+                "argument --interval: invalid interval '-1': must be 0 or more",
+            ),
+        ):
+            argv = ("host", "word", *options)
+            code, stderr = self.parseError(*argv)
+            self.assertEqual(code, 2, argv)
+            self.assertEqual(
+                stderr.splitlines()[-1], f"python -m echotwist.client: error: {message}"
+            )
+
+    def test_numberRanges(self) -> None:
+        """The ends of each number's range are accepted."""
+        args = buildParser().parse_args(
+            ["h", "w", "65535", "--timeout", "0.001", "--count", "1"]
+        )
+        self.assertEqual((args.port, args.timeout, args.count), (65535, 0.001, 1))
+        args = buildParser().parse_args(["h", "w", "1", "--interval", "0"])
+        self.assertEqual((args.port, args.interval), (1, 0.0))
+
 
 class MainTests(SynchronousTestCase):
-    """L{main} prints the echo, or one error line and exits 1."""
+    """L{main} prints the echo, or one error line with its exit status."""
 
     def test_received(self) -> None:
         """A successful echo prints 'Received: <word>'."""
@@ -271,39 +446,6 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(
             stderr.getvalue(), "echotwist.client: error: connection refused by h:7\n"
         )
-
-
-async def _mainWith(network: Network, argv: list[str]) -> None:
-    """Run L{main} with its endpoint replaced by C{network}'s."""
-    await main(network.reactor, argv, connect=lambda *_, **__: network.endpoint)
-
-
-class ReviewRegressionTests(SynchronousTestCase):
-    """Failures found in review: each gives one clear line, never a hang."""
-
-    def test_badHostName(self) -> None:
-        """A name IDNA cannot encode is an unknown host at once, not a hang."""
-        for name in ("foo..bar", "x" * 70 + ".test"):
-            self.assertRaises(DNSLookupError, checkHostName, name)
-        checkHostName("localhost")
-        checkHostName("::1")
-
-    def test_tlsVerificationFailure(self) -> None:
-        """A failed certificate check is named as such, not 'server closed'."""
-        from OpenSSL import SSL
-
-        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
-        self.assertEqual(
-            describeConnectionError(Failure(error)),
-            "TLS certificate verification failed (--insecure skips it)",
-        )
-        factory = EchoClientFactory(b"abc")
-        protocol = factory.buildProtocol(None)
-        assert protocol is not None
-        protocol.makeConnection(StringTransport())
-        protocol.connectionLost(Failure(error))
-        failure = self.failureResultOf(factory.deferred, EchoError)
-        self.assertIn("TLS certificate verification failed", str(failure.value))
 
     def test_intervalNeedsCount(self) -> None:
         """--interval without --count is a usage error (exit 2)."""
@@ -334,3 +476,8 @@ class ReviewRegressionTests(SynchronousTestCase):
         self.assertEqual(failure.value.code, 130)
         self.assertIn("2 probes sent, 2 received", stdout.getvalue())
         self.assertEqual(stderr.getvalue(), "echotwist.client: interrupted\n")
+
+
+async def _mainWith(network: Network, argv: list[str]) -> None:
+    """Run L{main} with its endpoint replaced by C{network}'s."""
+    await main(network.reactor, argv, connect=lambda *_, **__: network.endpoint)

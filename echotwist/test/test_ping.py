@@ -13,7 +13,8 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.client.ping import DatagramProbe, EchoError, StreamProbe, runPing
+from echotwist.client.connect import EchoError
+from echotwist.client.ping import DatagramProbe, StreamProbe, runPing
 from echotwist.client.pingstats import PingStats, probeLine, summaryLines
 from echotwist.test.doubles import (
     corruptAfter,
