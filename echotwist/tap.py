@@ -31,12 +31,9 @@ from echotwist.internals.emfile import guardAccept
 from echotwist.internals.leanserver import useLeanServer
 from echotwist.protocol import EchoFactory
 from echotwist.server import limits
-from echotwist.server.services import (
-    CleanExitService,
-    DrainService,
-    FileLimitService,
-    ListeningService,
-)
+from echotwist.server.filelimit import FileLimitService
+from echotwist.server.listening import DatagramListeningService, ListeningService
+from echotwist.server.shutdown import CleanExitService, DrainService
 from echotwist.server.stats import ServerStats
 from echotwist.server.udp import (
     DEFAULT_RATE,
@@ -45,7 +42,6 @@ from echotwist.server.udp import (
     parseRate,
     parseUDP,
 )
-from echotwist.server.udplistening import DatagramListeningService
 
 T = TypeVar("T")
 

@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.protocol import Echo, EchoFactory, Rejected
+from echotwist.server.filelimit import FileLimitService
 from echotwist.server.limits import AddressPolicy, ConnectionLimits, parseNetwork
-from echotwist.server.services import DrainService, FileLimitService
+from echotwist.server.shutdown import DrainService
 from echotwist.server.sockets import unsentBytes
 from echotwist.test.test_protocol import TCPStringTransport
 

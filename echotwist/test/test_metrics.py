@@ -11,8 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
+from echotwist.server.listening import ListeningService
 from echotwist.server.metrics import MetricsPage, metricsRegistry, metricsSite
-from echotwist.server.services import ListeningService
 from echotwist.server.stats import ServerStats
 from echotwist.server.udp import DROP_REASONS
 from echotwist.tap import makeService

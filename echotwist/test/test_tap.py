@@ -28,7 +28,7 @@ from echotwist.endpoints import (
     normalizeListen,
 )
 from echotwist.protocol import EchoFactory
-from echotwist.server.services import ListeningService
+from echotwist.server.listening import ListeningService
 from echotwist.tap import Options, makeService
 
 

@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from echotwist.internals.emfile import AcceptGuard
 from echotwist.internals.leanserver import LeanServer
 from echotwist.protocol import EchoFactory
-from echotwist.server.services import DrainService, FileLimitService, ListeningService
+from echotwist.server.filelimit import FileLimitService
+from echotwist.server.listening import ListeningService
+from echotwist.server.shutdown import DrainService
 from echotwist.tap import Options, makeService
 
 

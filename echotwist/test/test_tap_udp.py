@@ -10,9 +10,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.protocol import EchoFactory
-from echotwist.server.services import DrainService, FileLimitService, ListeningService
+from echotwist.server.filelimit import FileLimitService
+from echotwist.server.listening import DatagramListeningService, ListeningService
+from echotwist.server.shutdown import DrainService
 from echotwist.server.udp import UDPListen
-from echotwist.server.udplistening import DatagramListeningService
 from echotwist.tap import Options, makeService
 
 

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from echotwist.endpoints import BadEndpoint
+from echotwist.server.listening import DatagramListeningService
 from echotwist.server.stats import ServerStats
 from echotwist.server.udp import (
     MAX_DATAGRAM,
@@ -29,7 +30,6 @@ from echotwist.server.udp import (
     parseUDP,
     shouldLogDrop,
 )
-from echotwist.server.udplistening import DatagramListeningService
 
 
 class ParseUDPTests(SynchronousTestCase):

@@ -31,7 +31,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from echotwist.endpoints import BadEndpoint
 from echotwist.internals.aiotcp import AdoptedNativeEndpoint
 from echotwist.internals.fastepoll import FastEPollReactor
-from echotwist.server.services import CleanExitService
+from echotwist.server.shutdown import CleanExitService
 from echotwist.tap import Options, makeService
 from echotwist.test.e2e.harness import (
     WAIT,
@@ -639,6 +639,8 @@ def pool(
         ]
         for i in range(count)
     ]
+    # The sockets above stand for those bound early: only start the workers.
+    workers.startedEarly = True
     workers.startService()
     return workers, reactor, sockets
 

@@ -36,6 +36,7 @@ from echotwist.endpoints import (
 )
 from echotwist.internals.aiotcp import reactorLoop
 from echotwist.internals.fastepoll import FastEPollReactor
+from echotwist.server.listening import StartsEarly, cannotListen, startupErrors
 from echotwist.workers.config import (
     READY_FD,
     STOP_GRACE,
@@ -70,7 +71,7 @@ class WorkerProtocol(ProcessProtocol):
         self.ended.callback(None)
 
 
-class WorkerPool(Service):
+class WorkerPool(StartsEarly):
     """Listen on the TCP ports, start N workers on them, stop them on exit."""
 
     log = Logger()
@@ -104,7 +105,7 @@ class WorkerPool(Service):
         self.stopTimeout = stopTimeout
         self.reactor = reactor
         self.clock = clock
-        self.errorStream = errorStream if errorStream is not None else sys.__stderr__
+        self.errorStream = errorStream if errorStream is not None else startupErrors()
         self.executable = executable
         # sockets[i][j]: worker i's listening socket for binding j, then
         # its metrics socket, if any.
@@ -112,16 +113,9 @@ class WorkerPool(Service):
         self.workers: list[tuple[WorkerProtocol, IProcessTransport]] = []
         self.stopping = False
 
-    def privilegedStartService(self) -> None:
-        """Bind and listen now, before twistd drops privileges."""
-        Service.privilegedStartService(self)
-        self._listen()
-
     def startService(self) -> None:
         """Start the workers, each with its own listening sockets."""
-        Service.startService(self)
-        if not self.sockets:
-            self._listen()
+        StartsEarly.startService(self)
         sockets, self.sockets = self.sockets, []
         reactorName = workerReactor(self.reactor, runningLoop(self.reactor))
         for index, own in enumerate(sockets, 1):
@@ -160,7 +154,8 @@ class WorkerPool(Service):
                 sock.close()
             self.workers.append((protocol, transport))
 
-    def _listen(self) -> None:
+    def startEarly(self) -> None:
+        """Open every worker's listening sockets, before privileges drop."""
         for index in range(self.count):
             own: list[socket.socket] = []
             self.sockets.append(own)
@@ -189,12 +184,7 @@ class WorkerPool(Service):
 
     def _fail(self, binding: Binding, error: OSError) -> NoReturn:
         self._closeSockets()
-        if self.errorStream is not None:
-            self.errorStream.write(
-                f"twistd echo: cannot listen on {binding.text()}: {error.strerror}\n"
-            )
-            self.errorStream.flush()
-        raise SystemExit(1)
+        cannotListen(binding.text(), str(error.strerror), self.errorStream)
 
     def _closeSockets(self) -> None:
         for own in self.sockets:
