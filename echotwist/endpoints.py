@@ -1,10 +1,18 @@
-"""Parsing and checking of listening-endpoint descriptions (no I/O)."""
+"""Parsing and checking of listening-endpoint descriptions (no I/O).
+
+L{splitDescription} is the one place a description such as
+C{tcp:5000:interface=127.0.0.1} is taken apart; every other reader of
+descriptions (the options, the workers, UDP) asks it.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IAddress
+
+from echotwist import parsing
 
 DEFAULT_PORT = 5000
 
@@ -21,29 +29,53 @@ class BadEndpoint(ValueError):
     """A listening description that cannot be used; the message says why."""
 
 
-def _checkedNumber(text: str, name: str, highest: int) -> int:
-    """C{text} as a number from 0 to C{highest}, or L{BadEndpoint} naming C{name}."""
-    try:
-        number = int(text, 10)
-    except ValueError:
-        raise BadEndpoint(f"invalid {name} {text!r}: not a number") from None
-    if not 0 <= number <= highest:
-        raise BadEndpoint(f"invalid {name} {text!r}: must be 0 to {highest}")
-    return number
+@dataclass(frozen=True)
+class Description:
+    r"""An endpoint description taken apart: its kind and its arguments.
+
+    Arguments are unescaped (C{\\:} becomes C{:}); C{keywords} holds the
+    C{NAME=VALUE} ones, C{positional} the others, in order.
+    """
+
+    kind: str
+    positional: list[str] = field(default_factory=list)
+    keywords: dict[str, str] = field(default_factory=dict)
+
+    def argument(self, name: str, index: int) -> str | None:
+        """The argument given as C{name=} or else at C{index}, if any."""
+        if name in self.keywords:
+            return self.keywords[name]
+        return self.positional[index] if len(self.positional) > index else None
+
+
+def splitDescription(text: str) -> Description:
+    """Take C{KIND:ARG:NAME=VALUE...} apart at its unescaped colons."""
+    kind, *arguments = _UNESCAPED_COLON.split(text)
+    positional = []
+    keywords = {}
+    for argument in arguments:
+        name, equals, value = argument.partition("=")
+        if equals:
+            keywords[name] = value.replace("\\:", ":")
+        else:
+            positional.append(argument.replace("\\:", ":"))
+    return Description(kind, positional, keywords)
 
 
 def checkPort(text: str) -> int:
-    """Return C{text} as a TCP/UDP port number, or raise L{BadEndpoint}."""
-    return _checkedNumber(text, "port", 65535)
+    """Return C{text} as a TCP/UDP port to listen on, or raise L{BadEndpoint}."""
+    try:
+        return parsing.parseListenPort(text)
+    except ValueError as e:
+        raise BadEndpoint(str(e)) from None
 
 
 def checkBacklog(text: str) -> int:
-    """Return C{text} as a listen backlog, or raise L{BadEndpoint}.
-
-    The kernel caps the backlog at C{net.core.somaxconn} anyway; beyond
-    65535 C{listen()} would overflow rather than cap.
-    """
-    return _checkedNumber(text, "backlog", 65535)
+    """Return C{text} as a listen backlog, or raise L{BadEndpoint}."""
+    try:
+        return parsing.parseBacklog(text)
+    except ValueError as e:
+        raise BadEndpoint(str(e)) from None
 
 
 def normalizeListen(text: str) -> str:
@@ -66,18 +98,17 @@ def normalizeListen(text: str) -> str:
             f"invalid port {text!r}: give a number or an endpoint description"
             " such as tcp:5000, tcp6:5000 or unix:/path"
         )
-    kind, *args = _UNESCAPED_COLON.split(text)
-    index = _PORT_ARGUMENT.get(kind)
+    description = splitDescription(text)
+    index = _PORT_ARGUMENT.get(description.kind)
     if index is not None:
-        positional = [a for a in args if "=" not in a]
-        keywords = dict(a.split("=", 1) for a in args if "=" in a)
-        port = keywords.get(
-            "port", positional[index] if len(positional) > index else None
-        )
+        port = description.argument("port", index)
         if port is not None:
             checkPort(port)
-        elif kind not in _PORT_DEFAULTED:
+        elif description.kind not in _PORT_DEFAULTED:
             raise BadEndpoint(f"{text!r}: no port given")
+        backlog = description.keywords.get("backlog")
+        if backlog is not None:
+            checkBacklog(backlog)
     return text
 
 

@@ -22,13 +22,14 @@ from twisted.internet.interfaces import (
 from twisted.python import usage
 
 from echotwist.endpoints import (
-    _UNESCAPED_COLON,
     DEFAULT_PORT,
     BadEndpoint,
     normalizeListen,
+    splitDescription,
 )
 from echotwist.internals.emfile import guardAccept
 from echotwist.internals.leanserver import useLeanServer
+from echotwist.parsing import parseCount, parseRate, parseSeconds
 from echotwist.protocol import EchoFactory
 from echotwist.server import limits
 from echotwist.server.filelimit import FileLimitService
@@ -39,7 +40,6 @@ from echotwist.server.udp import (
     DEFAULT_RATE,
     DatagramEcho,
     ReflectionGuard,
-    parseRate,
     parseUDP,
 )
 
@@ -195,9 +195,9 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         """Check the numbers and every listening description (build endpoints)."""
         for name in ("idle-timeout", "shutdown-timeout"):
-            self[name] = _checked(limits.parseSeconds, name, str(self[name]))
+            self[name] = _checked(parseSeconds, name, str(self[name]))
         for name in ("max-connections", "max-per-ip"):
-            self[name] = _checked(limits.parseCount, name, str(self[name]))
+            self[name] = _checked(parseCount, name, str(self[name]))
         wanted: list[str] = list(self["listen"])
         if self["port"] is not None:
             wanted.insert(0, self["port"])
@@ -219,7 +219,7 @@ class Options(usage.Options):
         except BadEndpoint as e:
             raise usage.UsageError(str(e)) from None
         try:
-            self["udp-rate"] = parseRate(self["udp-rate"])
+            self["udp-rate"] = parseRate(str(self["udp-rate"]), "--udp-rate")
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self._checkWorkers()
@@ -300,8 +300,7 @@ def _checkPEMDirectory(description: str) -> None:
     this check a missing one would start a server that fails every
     handshake without a word.
     """
-    escaped = _UNESCAPED_COLON.split(description, maxsplit=2)[1]
-    path = Path(escaped.replace("\\:", ":"))
+    path = Path(splitDescription(description).positional[0])
     if not path.is_dir() or not any(path.glob("*.pem")):
         raise BadEndpoint(
             f"{description!r}: {str(path)!r} is not a directory of .pem files"

@@ -54,7 +54,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echotwist.endpoints import checkBacklog
+from echotwist.endpoints import checkBacklog, checkPort
 
 
 def toAddress(address: tuple[Any, ...]) -> IPv4Address | IPv6Address:
@@ -383,5 +383,5 @@ def parseNativeTCP(
     """
     loop = reactorLoop(reactor)
     return NativeTCPEndpoint(
-        loop, int(str(port)), str(interface), checkBacklog(str(backlog))
+        loop, checkPort(str(port)), str(interface), checkBacklog(str(backlog))
     )

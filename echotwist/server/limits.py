@@ -27,34 +27,6 @@ DENIED = "denied"
 EMFILE = "emfile"
 
 
-def parseSeconds(text: str) -> float:
-    """Parse a duration option: a finite number of seconds, 0 or more.
-
-    @raise ValueError: with a one-line message saying what is wrong.
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"invalid number of seconds {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"invalid number of seconds {text!r}: must be 0 or more")
-    return value
-
-
-def parseCount(text: str) -> int:
-    """Parse a count option: a whole number, 0 or more.
-
-    @raise ValueError: with a one-line message saying what is wrong.
-    """
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise ValueError(f"invalid count {text!r}: not a whole number") from None
-    if value < 0:
-        raise ValueError(f"invalid count {text!r}: must be 0 or more")
-    return value
-
-
 def parseNetwork(text: str) -> Network:
     """Parse an IPv4 or IPv6 network (C{10.0.0.0/8}, C{::1}, C{192.0.2.7}).
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -21,7 +20,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from echotwist.endpoints import BadEndpoint, checkPort
+from echotwist.endpoints import BadEndpoint, splitDescription
+from echotwist.parsing import parseListenPort
 from echotwist.server.stats import ServerStats
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
@@ -55,7 +55,6 @@ SEND_FAILED = "send-failed"
 DROP_REASONS = (PRIVILEGED_PORT, BROADCAST, MULTICAST, UNSPECIFIED, RATE, SEND_FAILED)
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-_UDP = re.compile(r"^udp:(?:port=)?(?P<port>[^:]*)(?::interface=(?P<interface>.*))?$")
 
 
 @dataclass(frozen=True)
@@ -79,22 +78,19 @@ def parseUDP(text: str) -> UDPListen:
     if not text:
         raise BadEndpoint("empty UDP description")
     if ":" not in text:
-        if not text.lstrip("-").isdigit():
-            raise BadEndpoint(
-                f"invalid UDP port {text!r}: give a number or udp:PORT:interface=ADDR"
-            )
         return UDPListen(text, _checkUDPPort(text), "")
-    match = _UDP.match(text)
-    if match is None:
+    # The interface comes last: its colons need no escaping.
+    head, _, given = text.partition(":interface=")
+    parts = splitDescription(head)
+    if parts.kind != "udp" or len(parts.positional) + len(parts.keywords) != 1:
         raise BadEndpoint(
             f"invalid UDP description {text!r}: expected PORT or"
             " udp:PORT:interface=ADDR"
         )
-    port = _checkUDPPort(match.group("port"))
-    given = match.group("interface")
-    if given == "":
+    port = _checkUDPPort(parts.argument("port", 0) or "")
+    if head != text and given == "":
         raise BadEndpoint(f"invalid UDP description {text!r}: empty interface")
-    interface = (given or "").replace("\\:", ":")
+    interface = given.replace("\\:", ":")
     if interface.startswith("[") and interface.endswith("]"):
         interface = interface[1:-1]
     if interface:
@@ -108,25 +104,11 @@ def parseUDP(text: str) -> UDPListen:
     return UDPListen(text, port, interface)
 
 
-def parseRate(text: str) -> float:
-    """Parse a C{--udp-rate}: datagrams a second, 0 for no limit.
-
-    Raise L{ValueError} with a one-line reason for anything else.
-    """
-    try:
-        rate = float(text)
-    except ValueError:
-        raise ValueError(f"invalid --udp-rate {text!r}: not a number") from None
-    if not 0 <= rate < float("inf"):
-        raise ValueError(f"invalid --udp-rate {text!r}: must be 0 (no limit) or more")
-    return rate
-
-
 def _checkUDPPort(text: str) -> int:
     try:
-        return checkPort(text)
-    except BadEndpoint as e:
-        raise BadEndpoint(str(e).replace("invalid port", "invalid UDP port")) from None
+        return parseListenPort(text, "UDP port")
+    except ValueError as e:
+        raise BadEndpoint(str(e)) from None
 
 
 def classifySource(host: str, port: int) -> str | None:

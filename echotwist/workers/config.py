@@ -19,10 +19,12 @@ from typing import Any, NamedTuple
 from twisted.internet.address import IPv4Address, IPv6Address
 
 from echotwist.endpoints import (
-    _UNESCAPED_COLON,
     BadEndpoint,
     checkBacklog,
+    checkPort,
+    splitDescription,
 )
+from echotwist.parsing import parseWhole
 
 # Seconds a worker has to exit after SIGTERM, beyond its drain, before it
 # is killed.
@@ -177,29 +179,27 @@ def listenBinding(description: str) -> Binding:
     with its C{backlog=} if given; the others, like C{tcp:} ones without
     it, listen with the system's largest backlog.
     """
-    kind, *args = _UNESCAPED_COLON.split(description)
-    if kind not in _SHARED:
+    parts = splitDescription(description)
+    if parts.kind not in _SHARED:
         raise BadEndpoint(
             "--workers shares only tcp:, tcp6: and aiotcp: endpoints,"
             f" not {description!r}"
         )
-    positional = [a for a in args if "=" not in a]
-    keywords = dict(a.split("=", 1) for a in args if "=" in a)
-    port = keywords.get("port", positional[0] if positional else "")
-    host = keywords.get("interface", "").replace("\\:", ":")
-    family = _SHARED[kind]
+    port = checkPort(parts.argument("port", 0) or "")
+    host = parts.keywords.get("interface", "")
+    family = _SHARED[parts.kind]
     if family is None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        backlog = keywords.get("backlog")
+        backlog = parts.keywords.get("backlog")
         return Binding(
             family,
             host or "0.0.0.0",
-            int(port),
+            port,
             native=True,
             backlog=socket.SOMAXCONN if backlog is None else checkBacklog(backlog),
         )
     default = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    return Binding(family, host or default, int(port))
+    return Binding(family, host or default, port)
 
 
 def tcpBinding(description: str) -> Binding:
@@ -223,14 +223,14 @@ def workerCount(text: str, descriptions: Sequence[str]) -> int:
     Raise L{BadEndpoint} for a count outside 1..L{MAX_WORKERS}, or for more
     than one worker on an endpoint that is not C{tcp:}/C{tcp6:}/C{aiotcp:}.
     """
-    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
-        raise BadEndpoint(
-            f"invalid --workers {text!r}: give a number from 1 to {MAX_WORKERS}"
-        )
-    if int(text) > 1:
+    try:
+        count = parseWhole(text, "--workers", 1, MAX_WORKERS)
+    except ValueError as e:
+        raise BadEndpoint(str(e)) from None
+    if count > 1:
         for description in descriptions:
             listenBinding(description)
-    return int(text)
+    return count
 
 
 def workerOptions(options: Mapping[str, Any]) -> list[str]:
