@@ -34,6 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+if not __package__:
+    # Run as a script: import the source tree's benchmarks package, as the
+    # tests run from the tree's root do.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.procstat import readStatusKiB
 
 # Every wait on the server (start-up, stop) is bounded by this many seconds.

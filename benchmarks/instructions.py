@@ -3,12 +3,12 @@
 CPU time per echo on a shared machine moves by tens of percent from run
 to run; an instruction count does not (valgrind counts the same total for
 the same program and load whatever else the machine is doing).  This runs
-each server of C{benchmarks/run.py} under C{valgrind --tool=callgrind},
-warms it up with the load generator, then counts the instructions the
-server executes while the load generator runs a fixed workload, and
-divides by the echoes done.  Only user space is counted: the kernel's
-work (the same system calls for every server here, one read and one
-write per echo) is not.  Usage::
+each server of C{benchmarks/run.py} (L{benchmarks.catalogue}) under
+C{valgrind --tool=callgrind}, warms it up with the load generator, then
+counts the instructions the server executes while the load generator
+runs a fixed workload, and divides by the echoes done.  Only user space
+is counted: the kernel's work (the same system calls for every server
+here, one read and one write per echo) is not.  Usage::
 
     .venv/bin/python benchmarks/instructions.py --loadgen build/loadgen
         [--servers uvloop,echotwist-uvloop] [--conns 1] [--size 64] [--seconds 4]
@@ -29,9 +29,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 if not __package__:
-    # Run as a script: import run.py as the package module the tests use.
+    # Run as a script: import the source tree's benchmarks package, as the
+    # tests run from the tree's root do.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import run
+from benchmarks.catalogue import Server, Workload, servers
+from benchmarks.control import WAIT, Running
+from benchmarks.loads import pingpongTogether
+from benchmarks.results import ratio
 
 # A callgrind profile's total instruction count.
 _TOTAL = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
@@ -52,20 +56,20 @@ def dump(pid: int) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        timeout=run.WAIT,
+        timeout=WAIT,
     )
 
 
 def measure(
-    server: run.Server,
+    server: Server,
     loadgen: Sequence[str],
-    workload: run.Workload,
+    workload: Workload,
     seconds: float,
     directory: Path,
 ) -> tuple[int, int]:
     """Count one server's instructions over a load; return (echoes, instructions)."""
     profile = directory / f"{server.name}.callgrind"
-    counted = run.Server(
+    counted = Server(
         server.name,
         (
             "valgrind",
@@ -75,13 +79,13 @@ def measure(
         ),
         server.note,
     )
-    running = run.Running(counted, None, directory)
+    running = Running(counted, None, directory)
     try:
         # The warm-up's instructions go into the first dump, the measured
         # load's into the second.
-        run.pingpong(loadgen, running, workload, 1.0, 0.0)
+        pingpongTogether([loadgen], running, workload, 1.0, 0.0)
         dump(running.process.pid)
-        result, _ = run.pingpong(loadgen, running, workload, seconds, 0.0)
+        result, _ = pingpongTogether([loadgen], running, workload, seconds, 0.0)
         dump(running.process.pid)
     finally:
         running.stop()
@@ -112,7 +116,7 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     """Count each chosen server's instructions per echo; print a table."""
     arguments = parseArguments(argv)
-    known = {server.name: server for server in run.servers(sys.executable)}
+    known = {server.name: server for server in servers(sys.executable)}
     names = arguments.servers.split(",")
     unknown = [name for name in names if name not in known]
     if unknown:
@@ -123,7 +127,7 @@ def main(argv: Sequence[str]) -> int:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("instructions.py: valgrind (callgrind) is not installed", file=sys.stderr)
         return 2
-    workload = run.Workload(
+    workload = Workload(
         f"{arguments.conns}x{arguments.size}B", arguments.conns, arguments.size
     )
     loadgen = [str(Path(arguments.loadgen).resolve())]
@@ -142,7 +146,7 @@ def main(argv: Sequence[str]) -> int:
     )
     print("|---|---|---|---|")
     for name, echoes, perEcho in rows:
-        print(f"| {name} | {echoes:,} | {perEcho:,.0f} | {run.ratio(perEcho, first)} |")
+        print(f"| {name} | {echoes:,} | {perEcho:,.0f} | {ratio(perEcho, first)} |")
     return 0
 
 

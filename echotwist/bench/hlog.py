@@ -46,12 +46,17 @@ class IntervalLogWriter:
         self.writer.output_legend()
 
     def interval(self, histogram: HdrHistogram, start: float, end: float) -> None:
-        """Log one interval, C{start} to C{end} seconds from the run's start."""
+        """Log one interval, C{start} to C{end} seconds from the run's start.
+
+        The line is flushed at once, so the log can be followed during the
+        run (and a run that is killed keeps the intervals it measured).
+        """
         # The writer treats a start of 0 as "unset"; a microsecond past
         # zero keeps the first interval's stamp explicit.
         self.writer.output_interval_histogram(
             histogram, max(start, 1e-6), max(end, 2e-6), max_value_unit_ratio=1000.0
         )
+        self.output.flush()
 
     def finish(self, results: Results) -> None:
         """Write the totals line echotwist's merge reads, and flush."""

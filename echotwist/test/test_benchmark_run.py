@@ -1,10 +1,12 @@
 """Tests for the pure parts of the side-by-side benchmark, C{benchmarks/run.py}.
 
 The benchmark is run from the source tree (C{make bench}), as is this
-suite (C{make test} runs trial there), so its module is imported from the
-tree.  Nothing here starts a server: the options, the results files'
-sections and the C{--workers} table are plain code, and running several
-load generators at once is tried with stand-ins that print a result.
+suite (C{make test} runs trial there), so its modules are imported from
+the tree; an installed C{echotwist.test}, with no C{benchmarks} package
+beside it, skips these tests.  Nothing here starts a server: the
+options, the results files' sections and the C{--workers} table are plain
+code, and running several load generators at once is tried with
+stand-ins that print a result.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from benchmarks import run
-from benchmarks.procstat import Spread
+try:
+    from benchmarks import catalogue, control, loads, results, run, workers
+    from benchmarks.control import Pinning
+    from benchmarks.meter import Meter
+    from benchmarks.procstat import Spread
+except ImportError:
+    # An installed echotwist.test: the lab is not shipped with it.
+    skip = "needs the source tree's benchmarks package (run from its root)"
 
 LEGACY = "Machine: x.\n\n| server | ... |\n|---|\n| twisted | 1 |\n"
 
@@ -46,19 +54,23 @@ class ArgumentTests(SynchronousTestCase):
 
     def test_workersPinnings(self) -> None:
         """Layouts become pinnings; without two CPUs only the unpinned one runs."""
-        machine = run.Pinning(0, 1)
-        everywhere = tuple(run.cpusAvailable())
+        machine = Pinning(0, 1)
+        everywhere = tuple(control.cpusAvailable())
         self.assertEqual(
-            run.workersPinnings(machine, ["all", "one", "per-worker"], quick=False),
-            [run.Pinning(None, None), machine, run.Pinning(None, None, everywhere)],
+            workers.workersPinnings(machine, ["all", "one", "per-worker"], quick=False),
+            [
+                Pinning(None, None),
+                machine,
+                Pinning(None, None, everywhere),
+            ],
         )
         self.assertEqual(
-            run.workersPinnings(machine, ["per-worker", "all"], quick=True),
-            [run.Pinning(None, None, everywhere)],
+            workers.workersPinnings(machine, ["per-worker", "all"], quick=True),
+            [Pinning(None, None, everywhere)],
         )
-        unpinned = run.Pinning(None, None)
+        unpinned = Pinning(None, None)
         self.assertEqual(
-            run.workersPinnings(unpinned, ["one", "per-worker"], quick=False),
+            workers.workersPinnings(unpinned, ["one", "per-worker"], quick=False),
             [unpinned],
         )
 
@@ -103,22 +115,22 @@ class SectionTests(SynchronousTestCase):
 
     def test_legacyFileIsServers(self) -> None:
         """A results.md without marks is the servers section."""
-        self.assertEqual(run.splitSections(LEGACY), {"servers": LEGACY})
-        self.assertEqual(run.splitSections(""), {})
+        self.assertEqual(results.splitSections(LEGACY), {"servers": LEGACY})
+        self.assertEqual(results.splitSections(""), {})
 
     def test_addSection(self) -> None:
         """A new section goes after the servers section, which is kept."""
-        merged = run.mergeSections(LEGACY, {"workers": "## W\n\nw table\n"})
+        merged = results.mergeSections(LEGACY, {"workers": "## W\n\nw table\n"})
         self.assertEqual(
-            run.splitSections(merged),
+            results.splitSections(merged),
             {"servers": LEGACY.strip() + "\n\n", "workers": "## W\n\nw table\n"},
         )
         self.assertTrue(merged.startswith("<!-- section: servers -->\nMachine"))
 
     def test_replaceSection(self) -> None:
         """Rerunning the servers keeps the workers section as it was."""
-        both = run.mergeSections("", {"workers": "old w", "servers": "old s"})
-        merged = run.mergeSections(both, {"servers": "new s"})
+        both = results.mergeSections("", {"workers": "old w", "servers": "old s"})
+        merged = results.mergeSections(both, {"servers": "new s"})
         self.assertEqual(
             merged,
             "<!-- section: servers -->\nnew s\n\n<!-- section: workers -->\nold w\n",
@@ -128,30 +140,30 @@ class SectionTests(SynchronousTestCase):
         """results.json keeps the samples of the sections not run."""
         output = Path(self.mktemp())
         output.mkdir()
-        run.writeResults(
+        results.writeResults(
             output, {"servers": "s", "workers": "w"}, {"a 1x": [1], "workers": {"n": 1}}
         )
-        run.writeResults(output, {"workers": "w2"}, {"workers": {"n": 2}})
+        results.writeResults(output, {"workers": "w2"}, {"workers": {"n": 2}})
         self.assertEqual(
             json.loads((output / "results.json").read_text()),
             {"a 1x": [1], "workers": {"n": 2}},
         )
-        run.writeResults(output, {"servers": "s2"}, {"b 1x": [2]})
+        results.writeResults(output, {"servers": "s2"}, {"b 1x": [2]})
         self.assertEqual(
             json.loads((output / "results.json").read_text()),
             {"b 1x": [2], "workers": {"n": 2}},
         )
         self.assertEqual(
-            run.splitSections((output / "results.md").read_text()),
+            results.splitSections((output / "results.md").read_text()),
             {"servers": "s2\n\n", "workers": "w2\n"},
         )
 
 
 def samples(
     cpu: list[float], spreads: list[list[int]], rate: float = 1000.0
-) -> run.WorkersSamples:
+) -> workers.WorkersSamples:
     """Samples of rounds with these CPU µs per echo and spreads."""
-    return run.WorkersSamples(
+    return workers.WorkersSamples(
         echoesPerSecond=[rate] * len(cpu),
         cpuMicrosPerEcho=cpu,
         systemMicrosPerEcho=[c / 2 for c in cpu],
@@ -164,9 +176,9 @@ class WorkersTableTests(SynchronousTestCase):
     """The --workers table: medians, ratios to one worker, spread range."""
 
     def test_table(self) -> None:
-        """Ratios compare echoes per CPU-second within reactor and pinning."""
-        pinning = run.Pinning(0, 1)
-        configs = run.workersConfigs(
+        """Ratios compare echoes/s per busy core within reactor and pinning."""
+        pinning = Pinning(0, 1)
+        configs = workers.workersConfigs(
             "/venv/bin/python", [1, 2], [pinning], ("default", "fastepoll")
         )
         data = {
@@ -177,7 +189,7 @@ class WorkersTableTests(SynchronousTestCase):
             "workers-fastepoll-cpus-1-n1": samples([10.0], [[50]]),
             "workers-fastepoll-cpus-1-n2": samples([8.0], [[25, 25]]),
         }
-        lines = run.workersTable(configs, data)
+        lines = workers.workersTable(configs, data)
         cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
         self.assertEqual(
             [" ".join(row) for row in cells],
@@ -193,11 +205,14 @@ class WorkersTableTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(len(lines[0].split("|")), len(lines[2].split("|")))
+        self.assertIn("| echoes/s per busy core | vs N=1 |", lines[0])
 
     def test_commands(self) -> None:
         """Each configuration runs the installed twistd with its workers."""
-        configs = run.workersConfigs(
-            "/venv/bin/python", [4], [run.Pinning(0, 1), run.Pinning(None, None)]
+        configs = workers.workersConfigs(
+            "/venv/bin/python",
+            [4],
+            [Pinning(0, 1), Pinning(None, None)],
         )
         twistd = ["/venv/bin/twistd", "-n", "--pidfile="]
         echo = ["echo", "--workers", "4", "--listen", "tcp:0:interface=127.0.0.1"]
@@ -220,10 +235,10 @@ class WorkersTableTests(SynchronousTestCase):
 
     def test_perWorkerCores(self) -> None:
         """One worker per core runs only the counts there are cores for."""
-        configs = run.workersConfigs(
+        configs = workers.workersConfigs(
             "/venv/bin/python",
             [1, 2, 4],
-            [run.Pinning(None, None, (0, 1))],
+            [Pinning(None, None, (0, 1))],
             ["default"],
         )
         self.assertEqual([c.count for c in configs], [1, 2])
@@ -253,8 +268,11 @@ class WorkersTableTests(SynchronousTestCase):
 
     def test_perWorkerPinning(self) -> None:
         """The I-th load generator goes to the I-th core, one worker to the first."""
-        one, two = run.workersConfigs(
-            "/venv/bin/python", [1, 2], [run.Pinning(None, None, (3, 5))], ["default"]
+        one, two = workers.workersConfigs(
+            "/venv/bin/python",
+            [1, 2],
+            [Pinning(None, None, (3, 5))],
+            ["default"],
         )
         # One worker is the server process itself.
         self.assertEqual(one.processCpus(100, [100]), [(100, 3)])
@@ -265,35 +283,38 @@ class WorkersTableTests(SynchronousTestCase):
 
     def test_twin(self) -> None:
         """Only one worker alone on its core gets a twin on the next core."""
-        one, two = run.workersConfigs(
-            "/venv/bin/python", [1, 2], [run.Pinning(None, None, (3, 5))], ["default"]
+        one, two = workers.workersConfigs(
+            "/venv/bin/python",
+            [1, 2],
+            [Pinning(None, None, (3, 5))],
+            ["default"],
         )
         self.assertEqual((one.twinCpu(), two.twinCpu()), (5, None))
-        (alone,) = run.workersConfigs(
-            "/venv/bin/python", [1], [run.Pinning(None, None, (3,))], ["default"]
+        (alone,) = workers.workersConfigs(
+            "/venv/bin/python", [1], [Pinning(None, None, (3,))], ["default"]
         )
         self.assertIsNone(alone.twinCpu())
-        for pinning in run.Pinning(0, 1), run.Pinning(None, None):
-            (shared,) = run.workersConfigs(
+        for pinning in Pinning(0, 1), Pinning(None, None):
+            (shared,) = workers.workersConfigs(
                 "/venv/bin/python", [1], [pinning], ["default"]
             )
             self.assertIsNone(shared.twinCpu())
 
     def test_sharedCoreNotPinnedLater(self) -> None:
         """Configurations pinned by taskset at start pin nothing afterwards."""
-        for pinning in run.Pinning(0, 1), run.Pinning(None, None):
-            (config,) = run.workersConfigs(
+        for pinning in Pinning(0, 1), Pinning(None, None):
+            (config,) = workers.workersConfigs(
                 "/venv/bin/python", [2], [pinning], ["default"]
             )
             self.assertEqual(config.processCpus(100, [101, 102]), [])
 
     def test_addRound(self) -> None:
         """A round's meter becomes CPU and switches per echo and a spread."""
-        meter = run.Meter([1, 2])
+        meter = Meter([1, 2])
         ticksPerSecond = os.sysconf("SC_CLK_TCK")
         meter.user, meter.system = 2 * ticksPerSecond, ticksPerSecond
         meter.switches, meter.spread = 500, Spread((4, 6))
-        sample = run.WorkersSamples()
+        sample = workers.WorkersSamples()
         sample.add({"echoes_per_s": 5000.0, "echoes": 100_000}, meter)
         self.assertEqual(sample.cpuMicrosPerEcho, [30.0])
         self.assertEqual(sample.systemMicrosPerEcho, [10.0])
@@ -302,7 +323,7 @@ class WorkersTableTests(SynchronousTestCase):
 
     def test_idleSpreadTable(self) -> None:
         """Idle spreads are tabled by worker count with the imbalance."""
-        lines = run.idleSpreadTable(
+        lines = workers.idleSpreadTable(
             {4: Spread((2400, 2600, 2500, 2500)), 2: Spread((4996, 5004))}
         )
         self.assertEqual(
@@ -330,7 +351,7 @@ class FakeRunning:
     """What pingpongTogether reads of a running server: name, pid and port."""
 
     def __init__(self) -> None:
-        self.server = run.Server("fake", (), "")
+        self.server = catalogue.Server("fake", (), "")
         self.process = FakeProcess()
         self.port = 1
 
@@ -344,14 +365,12 @@ class FakeProcess:
 class PingpongTogetherTests(SynchronousTestCase):
     """Several load generators at once make one result over one window."""
 
-    def together(
-        self, loadgens: list[list[str]]
-    ) -> tuple[dict[str, object], run.Meter]:
+    def together(self, loadgens: list[list[str]]) -> tuple[dict[str, object], Meter]:
         """Run C{loadgens} against the fake server, 1 s of 64 B echoes."""
-        return run.pingpongTogether(
+        return loads.pingpongTogether(
             loadgens,
-            cast(run.Running, FakeRunning()),
-            run.Workload("x", 1, 64),
+            cast(control.Running, FakeRunning()),
+            catalogue.Workload("x", 1, 64),
             1.0,
             0.0,
         )
@@ -374,7 +393,7 @@ class PingpongTogetherTests(SynchronousTestCase):
     def test_arguments(self) -> None:
         """Every load generator gets the port, the workload and the timings."""
         self.assertEqual(
-            run.pingpongArguments(4000, run.Workload("x", 50, 512), 3.0, 1.0),
+            loads.pingpongArguments(4000, catalogue.Workload("x", 50, 512), 3.0, 1.0),
             ["-p", "4000", "-c", "50", "-s", "512", "-d", "3.0", "-w", "1.0"],
         )
 

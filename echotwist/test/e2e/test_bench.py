@@ -31,6 +31,7 @@ from echotwist.test.doubles import (
 from echotwist.test.e2e.harness import (
     PROJECT_ROOT,
     WAIT,
+    OutputReader,
     childEnvironment,
     runModule,
     startServer,
@@ -436,10 +437,10 @@ class InterruptTests(SynchronousTestCase):
         """One server; the runs asked for outlast every wait of the test."""
         self.server = startServer(self)
 
-    def startBench(self, *arguments: str) -> subprocess.Popen[str]:
+    def startBench(self, *arguments: str, warmup: str = "0") -> subprocess.Popen[str]:
         """Start a 120-second bench run (never allowed to finish), killed at cleanup."""
         process = subprocess.Popen(
-            [sys.executable, "-m", "echotwist.bench", *arguments, "-w", "0",
+            [sys.executable, "-m", "echotwist.bench", *arguments, "-w", warmup,
              "-d", "120", "127.0.0.1", str(self.server.port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -459,6 +460,34 @@ class InterruptTests(SynchronousTestCase):
         self.addCleanup(kill)
         return process
 
+    def followLog(self) -> tuple[str, OutputReader]:
+        """A FIFO to give the bench as C{--hlog}, and its lines as they come.
+
+        The bench flushes each interval's line as it is measured, so a line
+        in the log means the run has measured something.  This test keeps
+        a write end of its own open, so the reader sees no end of file
+        before the bench has opened the FIFO (nor blocks opening it).
+        """
+        # Absolute: the bench runs in the project's root.
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        path = directory / "run.hlog"
+        os.mkfifo(path)
+        readEnd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        ownWriteEnd = os.open(path, os.O_WRONLY)
+        os.set_blocking(readEnd, True)
+        stream = os.fdopen(readEnd, encoding="utf-8")
+        reader = OutputReader(stream)
+
+        def close() -> None:
+            # Runs after the bench is killed (cleanups run last first).
+            os.close(ownWriteEnd)
+            reader.waitClosed()
+            stream.close()
+
+        self.addCleanup(close)
+        return str(path), reader
+
     def assertInterrupted(self, process: subprocess.Popen[str], code: int) -> str:
         """The bench ended with C{code} and an error line, no traceback."""
         out, err = process.communicate(timeout=WAIT)
@@ -468,13 +497,37 @@ class InterruptTests(SynchronousTestCase):
         return out
 
     def test_sigint(self) -> None:
-        """SIGINT mid-run: exit 130 with one error line, not 0 and silence."""
-        process = self.startBench("--json", "-c", "2")
+        """SIGINT after an interval was measured: its report, exit 130, one line."""
+        path, log = self.followLog()
+        process = self.startBench("--json", "-c", "2", "--hlog", path)
+        log.waitFor(r"^[0-9.]+,[0-9.]+,")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=WAIT)
+        self.assertEqual(process.returncode, 130, err)
+        report = json.loads(out)
+        self.assertEqual(report["mode"], "pingpong")
+        self.assertGreater(report["seconds"], 0)
+        self.assertRegex(
+            err,
+            r"^echotwist\.bench: error: interrupted by SIGINT: report of"
+            r" [0-9]+\.[0-9] s\n$",
+        )
+
+    def test_sigintBeforeMeasuring(self) -> None:
+        """SIGINT during the warm-up: no report, exit 130, one line saying so."""
+        process = self.startBench("--json", "-c", "2", warmup="120")
         self.server.output.waitForAll(r"Handling client", count=2)
         process.send_signal(signal.SIGINT)
-        out = self.assertInterrupted(process, 130)
-        if out:
-            self.assertEqual(json.loads(out)["mode"], "pingpong")
+        out, err = process.communicate(timeout=WAIT)
+        self.assertEqual(
+            (process.returncode, out, err),
+            (
+                130,
+                "",
+                "echotwist.bench: error: interrupted by SIGINT before anything"
+                " was measured\n",
+            ),
+        )
 
     def test_sigtermStopsChildren(self) -> None:
         """SIGTERM to a --processes parent: exit 143, and its children stop."""
