@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from echotwist.endpoints import BadEndpoint, splitDescription
 from echotwist.parsing import parseListenPort
+from echotwist.server.limits import parseAddress
 from echotwist.server.stats import ServerStats
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
@@ -121,14 +122,11 @@ def classifySource(host: str, port: int) -> str | None:
     """
     if port < FIRST_UNPRIVILEGED_PORT:
         return PRIVILEGED_PORT
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    address = parseAddress(host)
+    if address is None:
         # Sockets report addresses as literals; anything else is not an
         # address we can safely answer.
         return UNSPECIFIED
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
     if address.is_unspecified:
         return UNSPECIFIED
     if address == _LIMITED_BROADCAST:
