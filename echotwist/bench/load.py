@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from echotwist.bench.content import Payload, classifyMismatch
 from echotwist.bench.results import LatencyRecorder, Results
 from echotwist.bench.schedule import OpenLoopSchedule
-from echotwist.internals.fastpath import sendNow
+from echotwist.internals.writepath import sendNow
 
 # How long a dropped connection waits before it is replaced.
 RECONNECT_DELAY = 0.02
@@ -273,7 +273,7 @@ class LoadConnection(Protocol):
         next turn, after every other ready connection has been read, at the
         cost of two C{epoll_ctl} calls and a write event per message.  For
         a load generator that delay and work is most of its own cost per
-        echo, so L{echotwist.internals.fastpath.sendNow} sends at once when the
+        echo, so L{echotwist.internals.writepath.sendNow} sends at once when the
         transport has nothing queued (ordering is kept); anything else
         goes through C{transport.write} as usual.
         """
