@@ -8,15 +8,18 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from types import FrameType
+from typing import cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.base import ReactorBase
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import ITransport
+from twisted.internet.interfaces import ITransport, _ISupportsExitSignalCapturing
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from echotwist.protocol import Echo, EchoFactory, Rejected
 from echotwist.server.filelimit import FileLimitService
@@ -287,14 +290,31 @@ class DrainTests(SynchronousTestCase):
         self.successResultOf(echoFactory().drain(10))
 
 
+@implementer(_ISupportsExitSignalCapturing)
 class FakeReactor(MemoryReactorClock):
-    """A memory reactor that runs calls from 'other threads' at once."""
+    """A memory reactor that queues calls from 'other threads' and counts stops.
 
-    stopRequests = 0
+    Like Twisted's reactors it captures exit signals: twistd kills itself
+    with whatever signal a SIGTERM handler records in C{_exitSignal}, which
+    starts as C{None}.
+    """
+
+    def __init__(self) -> None:
+        # Twisted's memory reactors are not annotated.
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.stopRequests = 0
+        self.fromThreads: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+        self._exitSignal: int | None = None
 
     def callFromThread(self, f: Callable[..., object], *args: object) -> None:
-        """Run C{f} now (signal handlers use this to reach the reactor)."""
-        f(*args)
+        """Queue C{f} for the reactor's loop (signal handlers reach it this way)."""
+        self.fromThreads.append((f, args))
+
+    def runFromThreads(self) -> None:
+        """Run the queued calls, as the reactor's loop would."""
+        queued, self.fromThreads = self.fromThreads, []
+        for f, args in queued:
+            f(*args)
 
     def stop(self) -> None:
         """Count requests to stop."""
@@ -320,8 +340,22 @@ class DrainServiceTests(SynchronousTestCase):
         # The handler the reactor will install when it runs is ours too.
         self.assertEqual(getattr(reactor, "sigTerm", None), service.sigTerm)
         installed[0][1](signal.SIGTERM, None)
+        # From the signal handler only a request, through the reactor's
+        # thread-safe queue: the stop itself happens in the reactor's loop.
+        self.assertEqual(reactor.fromThreads, [(reactor.stop, ())])
+        self.assertEqual(reactor.stopRequests, 0)
+        reactor.runFromThreads()
         self.assertEqual(reactor.stopRequests, 1)
-        self.assertIsNone(getattr(reactor, "_exitSignal", None))
+        self.assertIsNone(reactor._exitSignal)
+
+    def test_reactorHandlerRecordsExitSignal(self) -> None:
+        """Twisted's own SIGTERM handler, on the same fake, records the signal."""
+        # The control for the test above: the fake captures what makes
+        # twistd exit with -SIGTERM, so a handler that recorded it would fail.
+        reactor = FakeReactor()
+        ReactorBase.sigTerm(cast(ReactorBase, reactor), signal.SIGTERM)
+        self.assertEqual(reactor.fromThreads, [(reactor.stop, ())])
+        self.assertEqual(reactor._exitSignal, signal.SIGTERM)
 
     def test_stopDrains(self) -> None:
         """Stopping the service waits for open connections, up to the timeout."""

@@ -1,8 +1,9 @@
 """Tests for L{echotwist.internals.aiotcp}: Echo over the asyncio loop's own transports.
 
 Unit tests drive L{NativeConnection} with a fake asyncio transport (no
-sockets, no loop); one end-to-end test runs the real C{twistd -r uvloop}
-with an C{aiotcp:} listener and the real client.
+sockets, no loop).  The end-to-end test (the real C{twistd -r uvloop} with
+an C{aiotcp:} listener and the real client) is in
+L{echotwist.test.e2e.test_aiotcp}.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import io
 import os
-import signal
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -48,7 +48,6 @@ from echotwist.internals.aiotcp import (
 )
 from echotwist.protocol import Echo, EchoFactory
 from echotwist.tap import Options
-from echotwist.test.e2e.harness import runClient, startServer
 
 
 class FakeSocket:
@@ -472,22 +471,3 @@ class AdoptedNativeEndpointTests(SynchronousTestCase):
         self.assertIn("descriptor", failure.getErrorMessage())
         self.assertEqual((loop.tasks, loop.servers), ([], []))
         os.fstat(readEnd)
-
-
-class EndToEndTests(SynchronousTestCase):
-    """The real C{twistd -r uvloop echo --listen aiotcp:...} and client."""
-
-    def test_clientGetsEcho(self) -> None:
-        """The client gets its echo from the uvloop-native listener."""
-        server = startServer(
-            self,
-            listen=("aiotcp:0:interface=127.0.0.1",),
-            twistdOptions=("-r", "uvloop"),
-        )
-        server.output.waitFor("AsyncioSelectorReactor")
-        result = runClient("127.0.0.1", "hello native", str(server.port))
-        self.assertEqual(
-            (result.returncode, result.stdout), (0, "Received: hello native\n")
-        )
-        server.output.waitFor(r"Closed client 127\.0\.0\.1/\d+: 12 bytes echoed")
-        self.assertIn(server.stop(), (0, -signal.SIGTERM))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import MemoryReactor, StringTransportWithDisconnection
 from twisted.logger import capturedLogs
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +18,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from echotwist.protocol import Echo, EchoFactory, describeAddress
+from echotwist.test.transports import FakeSocket, flush, server
 
 
 @implementer(ITCPTransport)
@@ -58,6 +61,44 @@ def connect(
     return factory, protocol, transport
 
 
+class OrderRecordingTransport(TCPStringTransport):
+    """A TCP string transport that records unregistering and closing, in order."""
+
+    # Twisted's string transports are not annotated: their methods are
+    # untyped calls to mypy.
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.calls: list[str] = []
+
+    def unregisterProducer(self) -> None:
+        """Record, then unregister."""
+        self.calls.append("unregisterProducer")
+        super().unregisterProducer()  # type: ignore[no-untyped-call]
+
+    def loseConnection(self) -> None:
+        """Record, then close."""
+        self.calls.append("loseConnection")
+        super().loseConnection()  # type: ignore[no-untyped-call]
+
+
+def connectOverTCP(
+    room: int | None = None,
+) -> tuple[EchoFactory, Echo, tcp.Server, FakeSocket, MemoryReactor]:
+    """Connect a new L{Echo} to Twisted's own C{tcp.Server} over a fake socket.
+
+    The socket takes at most C{room} bytes until told otherwise, so the
+    transport's real buffering and producer handling run; no system calls.
+    """
+    factory = EchoFactory(clock=Clock())
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    assert isinstance(protocol, Echo)
+    socket = FakeSocket(room=room)
+    transport, reactor = server(socket, protocol)
+    protocol.makeConnection(transport)
+    return factory, protocol, transport, socket, reactor
+
+
 class EchoTests(SynchronousTestCase):
     """L{Echo} returns every byte it receives."""
 
@@ -88,14 +129,21 @@ class EchoTests(SynchronousTestCase):
         self.assertIs(transport.producer, transport)
         self.assertTrue(transport.streaming)
 
-    def test_pausesWhenTransportPauses(self) -> None:
-        """Flow control: pausing the producer pauses the transport's reading."""
-        _, _, transport = connect()
-        assert transport.producer is not None
-        transport.producer.pauseProducing()
-        self.assertEqual(transport.producerState, "paused")
-        transport.producer.resumeProducing()
-        self.assertEqual(transport.producerState, "producing")
+    def test_pausesReadingWhileEchoIsUnsent(self) -> None:
+        """Flow control: a backed-up echo pauses the transport's reading until sent."""
+        _, protocol, transport, socket, reactor = connectOverTCP(room=1000)
+        self.assertIn(transport, reactor.getReaders())
+        payload = b"x" * (transport.bufferSize + 1)
+        protocol.dataReceived(payload)
+        self.assertNotIn(transport, reactor.getReaders())
+        # Partly sent: still more buffered than the client has taken.
+        flush(transport)
+        self.assertEqual(socket.sent, payload[:1000])
+        self.assertNotIn(transport, reactor.getReaders())
+        socket.room = None
+        flush(transport)
+        self.assertEqual(socket.sent, payload)
+        self.assertIn(transport, reactor.getReaders())
 
     def test_halfClose(self) -> None:
         """When the client shuts its side, buffered data is flushed, then we close."""
@@ -106,6 +154,33 @@ class EchoTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"last words")
         self.assertIsNone(transport.producer)
         self.assertFalse(transport.connected)
+
+    def test_unregistersBeforeClosing(self) -> None:
+        """On half-close either way, the producer is unregistered before closing."""
+        for lose in (Echo.readConnectionLost, Echo.writeConnectionLost):
+            protocol = EchoFactory(clock=Clock()).buildProtocol(None)
+            assert isinstance(protocol, Echo)
+            transport = OrderRecordingTransport()
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+            lose(protocol)
+            self.assertEqual(
+                transport.calls, ["unregisterProducer", "loseConnection"], lose
+            )
+
+    def test_halfCloseWhilePausedCloses(self) -> None:
+        """Half-closed while reading is paused: the echo goes out, then the close."""
+        # A streaming producer still registered when the buffer empties is
+        # resumed instead of the connection being closed: Twisted's TCP
+        # transport would then hold the connection open for ever.
+        _, protocol, transport, socket, reactor = connectOverTCP()
+        payload = b"y" * (transport.bufferSize + 1)
+        protocol.dataReceived(payload)
+        self.assertNotIn(transport, reactor.getReaders())
+        protocol.readConnectionLost()
+        self.assertIsInstance(transport.doWrite(), ConnectionDone)
+        self.assertEqual(socket.sent, payload)
+        self.assertNotIn(transport, reactor.getReaders())
 
     def test_writeConnectionLost(self) -> None:
         """A peer that can no longer receive gets the connection closed."""

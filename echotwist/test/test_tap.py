@@ -7,17 +7,18 @@ from typing import cast
 
 from twisted.application.service import IService, IServiceMaker, ServiceMaker
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
     UNIXServerEndpoint,
 )
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from echotwist.endpoints import (
@@ -154,7 +155,7 @@ class EndpointTextTests(SynchronousTestCase):
         for bad, why in (
             ("99999999999", "must be 0 to 65535"),
             ("-1", "must be 0 to 65535"),
-            ("x", "not a number"),
+            ("x", "not a whole number"),
         ):
             error = self.assertRaises(BadEndpoint, checkBacklog, bad)
             self.assertEqual(str(error), f"invalid backlog {bad!r}: {why}")
@@ -208,6 +209,41 @@ class FailingEndpoint:
         )
 
 
+@implementer(IListeningPort)
+class RecordingPort:
+    """A listening port that records whether it was stopped."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.stopped = 0
+
+    def startListening(self) -> None:
+        """Already listening."""
+
+    def stopListening(self) -> None:
+        """Record the stop."""
+        self.stopped += 1
+
+    def getHost(self) -> IPv4Address:
+        """The address it listens on."""
+        return IPv4Address("TCP", "127.0.0.1", self.number)
+
+
+@implementer(IStreamServerEndpoint)
+class OpeningEndpoint:
+    """An endpoint whose listen succeeds, keeping the ports it opened."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.ports: list[RecordingPort] = []
+
+    def listen(self, factory: object) -> Deferred[IListeningPort]:
+        """Listen at once on a L{RecordingPort}."""
+        port = RecordingPort(self.number)
+        self.ports.append(port)
+        return succeed(port)
+
+
 class ListeningServiceTests(SynchronousTestCase):
     """L{ListeningService} is all or nothing, and says why in one line."""
 
@@ -215,7 +251,7 @@ class ListeningServiceTests(SynchronousTestCase):
         """A port in use prints one line on the error stream and exits 1."""
         reactor = MemoryReactorClock()
         stream = io.StringIO()
-        good = TCP4ServerEndpoint(reactor, 6000)
+        good = OpeningEndpoint(6000)
         bad = cast(IStreamServerEndpoint, FailingEndpoint())
         service = ListeningService(
             [("tcp:6000", good), ("tcp:5000", bad)],
@@ -229,6 +265,8 @@ class ListeningServiceTests(SynchronousTestCase):
         self.assertIn("twistd echo: cannot listen on tcp:5000:", stream.getvalue())
         self.assertIn("Address already in use", stream.getvalue())
         # The port that did open was closed again: all or nothing.
+        [opened] = good.ports
+        self.assertEqual(opened.stopped, 1)
         self.assertEqual(service.ports, [])
 
     def test_startWithoutPrivilegedStart(self) -> None:
