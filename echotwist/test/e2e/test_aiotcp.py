@@ -1,7 +1,7 @@
 """End-to-end: C{twistd -r uvloop echo --listen aiotcp:...} and the real client.
 
 Unit tests of L{echotwist.internals.aiotcp} are in
-L{echotwist.test.test_native}.
+L{echotwist.test.test_aiotcp}.
 """
 
 from __future__ import annotations
