@@ -10,9 +10,10 @@ supervisor and its workers) before and while holding, per connection,
 and the spread over the workers.  The server is stopped (SIGTERM) at the
 end, and every process started is gone when the script returns.
 
-The 100,000-connection recipe of docs/performance.md::
+The 100,000-connection recipe of docs/performance.md, from the
+repository root (run nothing else heavy meanwhile)::
 
-    flock -x /work/bench.lock .venv/bin/python benchmarks/capacity.py \\
+    .venv/bin/python benchmarks/capacity.py \\
         --connections 100000 --workers 8 --max-connections 15000 --processes 6
 
 Loopback only; every wait is bounded.

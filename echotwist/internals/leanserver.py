@@ -128,8 +128,11 @@ def useLeanServer(port: IListeningPort) -> bool:
     class of their own and other listeners are left as they are.  Returns
     whether C{port} was changed.
     """
-    theirs, ours = _OURS.get(type(port), (None, None))
-    if theirs is None or getattr(port, "transport", None) is not theirs:
-        return False
-    port.transport = ours  # type: ignore[attr-defined]
-    return True
+    # UNIX ports first: unix.Port is a tcp.Port too.
+    for portClass, (theirs, ours) in _OURS.items():
+        if isinstance(port, portClass):
+            if getattr(port, "transport", None) is not theirs:
+                return False
+            port.transport = ours  # type: ignore[attr-defined]
+            return True
+    return False
