@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 TRIAL_ARGS ?= echotwist
 
-.PHONY: run test lint typecheck trial bench bench-quick clean
+.PHONY: run test lint typecheck trial bench bench-quick faults clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -59,6 +59,16 @@ bench: bench-install $(LOADGEN)
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
+
+# Fault injection under load (docs/faults.md): kill -9 and SIGHUP of
+# --workers, a memory soak, and packet loss, a blackout and a bandwidth
+# limit between network namespaces.  Linux and root only; about 14
+# minutes, or `make faults FAULTS_ARGS=--quick` for a short run.
+FAULTS_ARGS ?=
+
+faults: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[bench]"
+	$(BIN)/python benchmarks/faults.py $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*
