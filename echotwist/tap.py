@@ -20,6 +20,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.python import usage
+from twisted.python.reflect import fullyQualifiedName
 
 from echotwist.endpoints import (
     DEFAULT_PORT,
@@ -42,6 +43,7 @@ from echotwist.server.udp import (
     ReflectionGuard,
     parseUDP,
 )
+from echotwist.workers.restarts import DEFAULT_LIMIT, DEFAULT_WINDOW
 
 T = TypeVar("T")
 
@@ -61,7 +63,8 @@ class Options(usage.Options):
         "[--port PORT_OR_ENDPOINT] [--listen ENDPOINT ...] [--idle-timeout SECONDS]"
         " [--max-connections N] [--max-per-ip N] [--allow CIDR ...]"
         " [--deny CIDR ...] [--shutdown-timeout SECONDS] [--metrics ENDPOINT]"
-        " [--udp PORT_OR_UDP ...] [--udp-rate N] [--workers N [--pin-workers]]"
+        " [--udp PORT_OR_UDP ...] [--udp-rate N] [--workers N|auto [--pin-workers]"
+        " [--max-restarts N] [--restart-window SECONDS]]"
     )
     longdesc = (
         "An RFC 862 echo server: every byte a client sends comes back. "
@@ -77,7 +80,14 @@ class Options(usage.Options):
         "and each source host is limited to --udp-rate datagrams a second. "
         "Limits apply to all listeners together; --allow/--deny only to IP "
         "clients. On SIGTERM it stops accepting, lets open connections finish "
-        "for up to --shutdown-timeout seconds, aborts the rest and exits 0. "
+        "for up to --shutdown-timeout seconds, aborts the rest and exits 0; "
+        "so does SIGINT (Ctrl-C). SIGHUP never stops it: with --workers it "
+        "reloads (new workers, running the code installed now, take over the "
+        "listening sockets, then the old ones drain), and a single process "
+        "logs it and serves on. With --workers, a worker that exits is "
+        "replaced at once (after a growing delay if it keeps dying soon after "
+        "starting), and more than --max-restarts unexpected exits within "
+        "--restart-window seconds stop the server with exit status 1. "
         "See docs/hardening.md."
     )
     optFlags = [
@@ -142,11 +152,25 @@ class Options(usage.Options):
             "workers",
             None,
             "1",
-            "Run N worker processes sharing the tcp:/tcp6:/aiotcp: ports"
-            " (SO_REUSEPORT), on twistd's reactor if it is uvloop, asyncio or"
-            " fastepoll (else the default one), each applying"
-            " the limits (per worker), idle timeout, drain and metrics (one"
-            " port each); not with --udp.",
+            "Run N worker processes (auto: one per usable CPU) sharing the"
+            " tcp:/tcp6:/aiotcp: ports (SO_REUSEPORT), on twistd's reactor if"
+            " it is uvloop, asyncio or fastepoll (else the default one), each"
+            " applying the limits (per worker), idle timeout, drain and metrics"
+            " (one port each); not with --udp.",
+        ],
+        [
+            "max-restarts",
+            None,
+            str(DEFAULT_LIMIT),
+            "With --workers: give up (stop, exit 1) after more than N"
+            " unexpected worker exits within --restart-window seconds."
+            " 0: never give up.",
+        ],
+        [
+            "restart-window",
+            None,
+            f"{DEFAULT_WINDOW:g}",
+            "With --workers: the seconds over which --max-restarts counts exits.",
         ],
     ]
 
@@ -194,9 +218,11 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Check the numbers and every listening description (build endpoints)."""
-        for name in ("idle-timeout", "shutdown-timeout"):
+        for name in ("idle-timeout", "shutdown-timeout", "restart-window"):
             self[name] = _checked(parseSeconds, name, str(self[name]))
-        for name in ("max-connections", "max-per-ip"):
+        if self["restart-window"] <= 0:
+            raise usage.UsageError("--restart-window: must be more than 0 seconds")
+        for name in ("max-connections", "max-per-ip", "max-restarts"):
             self[name] = _checked(parseCount, name, str(self[name]))
         wanted: list[str] = list(self["listen"])
         if self["port"] is not None:
@@ -229,13 +255,14 @@ class Options(usage.Options):
         from echotwist.workers.config import (
             CAN_PIN,
             UNSHARED,
+            usableCpus,
             workerCount,
             workerMetrics,
         )
 
         try:
             self["workers"] = workerCount(
-                self["workers"], [d for d, _ in self["endpoints"]]
+                self["workers"], [d for d, _ in self["endpoints"]], usableCpus
             )
         except BadEndpoint as e:
             raise usage.UsageError(str(e)) from None
@@ -328,6 +355,18 @@ def _endpointError(text: str, error: Exception) -> str:
     return f"invalid endpoint {text!r}: {detail}"
 
 
+def twistdLogger(options: Options) -> str | None:
+    """The name of the C{twistd --logger} factory these options run under.
+
+    twistd parses its own options, C{--logger} among them, and then ours
+    as a sub-command: its options are ours' C{parent}.  None when none was
+    given, or outside twistd.
+    """
+    parent = getattr(options, "parent", None)
+    logger = None if parent is None else parent.get("logger")
+    return None if logger is None else fullyQualifiedName(logger)
+
+
 def makeService(options: Options) -> MultiService:
     """Build the echo service that C{twistd echo} runs.
 
@@ -347,13 +386,10 @@ def makeService(options: Options) -> MultiService:
             workerMetrics,
             workerOptions,
         )
+        from echotwist.workers.restarts import RestartPolicy
         from echotwist.workers.supervisor import WorkerPool
 
-        supervisor = MultiService()
-        CleanExitService(cast(IReactorCore, options.reactor)).setServiceParent(
-            supervisor
-        )
-        WorkerPool(
+        pool = WorkerPool(
             [description for description, _ in options["endpoints"]],
             options["workers"],
             cast(IReactorProcess, options.reactor),
@@ -370,10 +406,22 @@ def makeService(options: Options) -> MultiService:
                 if options["pin-workers"]
                 else None
             ),
+            policy=RestartPolicy(options["max-restarts"], options["restart-window"]),
+            logger=twistdLogger(options),
+        )
+        supervisor = MultiService()
+        # First: the signals are ours before any worker starts.
+        CleanExitService(
+            cast(IReactorCore, options.reactor), reload=pool.reload
         ).setServiceParent(supervisor)
+        pool.setServiceParent(supervisor)
         return supervisor
     reactor = options.reactor
     stats = ServerStats()
+    worker = options.get("worker")
+    if worker is not None:
+        # A worker of --workers: its metrics say which, and its restarts.
+        stats.worker, stats.workerRestarts = worker
     connectionLimits = limits.ConnectionLimits(
         maxConnections=options["max-connections"],
         maxPerIp=options["max-per-ip"],

@@ -1,16 +1,18 @@
-"""Taking SIGTERM over from the reactor, so a drained server exits 0.
+"""Taking SIGTERM and SIGINT over from the reactor, so a drained server exits 0.
 
-Twisted's reactor installs its own SIGTERM handler when it starts running,
-records the signal, and twistd then kills itself with it after a clean
-shutdown (exit status -15).  The reactor looks its C{sigTerm} method up
-when C{run()} builds its signal handling, so replacing that method (as
-well as the handler installed now, before the reactor runs) is the one
-way to keep the handler ours without a moment in which a SIGTERM reaches
-the reactor's own.
+Twisted's reactor installs its own SIGTERM and SIGINT handlers when it
+starts running, records the signal, and twistd then kills itself with it
+after a clean shutdown (exit status -15, or 130 after Ctrl-C).  The
+reactor looks its C{sigTerm} and C{sigInt} methods up when C{run()}
+builds its signal handling, so replacing those methods (as well as the
+handlers installed now, before the reactor runs) is the one way to keep
+the handlers ours without a moment in which a signal reaches the
+reactor's own.
 
-Twisted internal relied on (pinned end to end by
-C{echotwist.test.e2e.test_hardening}): C{ReactorBase.sigTerm} is the
-method C{run()} installs as the SIGTERM handler.
+Twisted internals relied on (pinned end to end by
+C{echotwist.test.e2e.test_hardening}): C{ReactorBase.sigTerm} and
+C{ReactorBase.sigInt} are the methods C{run()} installs as the SIGTERM and
+SIGINT handlers.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from twisted.internet.interfaces import IReactorCore
 
 Handler = Callable[[int, FrameType | None], None]
 
+# The signals that stop a server, by the reactor method that handles each.
+STOP_SIGNALS = {"sigTerm": signal.SIGTERM, "sigInt": signal.SIGINT}
 
-def takeOverSigTerm(
+
+def takeOverStopSignals(
     reactor: IReactorCore,
     handler: Handler,
     installHandler: Callable[[int, Handler], object] = signal.signal,
 ) -> None:
-    """Make C{handler} the SIGTERM handler, now and once C{reactor} runs."""
-    installHandler(signal.SIGTERM, handler)
-    reactor.sigTerm = handler  # type: ignore[attr-defined]
+    """Make C{handler} the SIGTERM and SIGINT handler, now and once C{reactor} runs."""
+    for method, number in STOP_SIGNALS.items():
+        installHandler(number, handler)
+        setattr(reactor, method, handler)

@@ -74,6 +74,15 @@ class StatsCollector:
         for reason in sorted({*DROP_REASONS, *stats.udpDropped}):
             dropped.add_metric([reason], stats.udpDropped[reason])
         yield dropped
+        if stats.worker is not None:
+            restarts = CounterMetricFamily(
+                "echotwist_worker_restarts",
+                "Times the supervisor replaced this worker after it exited"
+                " unexpectedly (a reload is no restart).",
+                labels=["worker"],
+            )
+            restarts.add_metric([str(stats.worker)], stats.workerRestarts)
+            yield restarts
         histogram = stats.durations
         yield HistogramMetricFamily(
             "echotwist_connection_duration_seconds",

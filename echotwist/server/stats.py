@@ -59,6 +59,10 @@ class ServerStats:
         self.rejected: Counter[str] = Counter()
         self.udpDropped: Counter[str] = Counter()
         self.durations = DurationHistogram()
+        # In a worker of --workers: its number (from 1), and how many times
+        # the supervisor has replaced it; None in a single process.
+        self.worker: int | None = None
+        self.workerRestarts = 0
         self._liveSources: list[Callable[[], Iterable[tuple[str, int]]]] = []
 
     def connectionOpened(self) -> None:

@@ -12,7 +12,7 @@ from typing import cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.base import ReactorBase
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionLost, ReactorNotRunning
 from twisted.internet.interfaces import ITransport, _ISupportsExitSignalCapturing
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -24,7 +24,7 @@ from zope.interface import implementer
 from echotwist.protocol import Echo, EchoFactory, Rejected
 from echotwist.server.filelimit import FileLimitService
 from echotwist.server.limits import AddressPolicy, ConnectionLimits, parseNetwork
-from echotwist.server.shutdown import DrainService
+from echotwist.server.shutdown import CleanExitService, DrainService, exitAtEnd
 from echotwist.server.sockets import unsentBytes
 from echotwist.test.test_protocol import TCPStringTransport
 
@@ -317,36 +317,122 @@ class FakeReactor(MemoryReactorClock):
             f(*args)
 
     def stop(self) -> None:
-        """Count requests to stop."""
+        """Count requests to stop; like a reactor's, a second one raises."""
         self.stopRequests += 1
+        if self.stopRequests > 1:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
 
 
 class DrainServiceTests(SynchronousTestCase):
     """L{DrainService} handles SIGTERM itself and drains on stop."""
 
-    def test_sigtermStopsReactorWithoutExitSignal(self) -> None:
-        """SIGTERM is ours from the start: it stops the reactor, records no signal."""
-        reactor = FakeReactor()
-        installed: list[tuple[int, Callable[[int, FrameType | None], None]]] = []
+    def startDrain(
+        self, reactor: FakeReactor
+    ) -> tuple[DrainService, dict[int, Callable[[int, FrameType | None], None]]]:
+        """A started L{DrainService} and the signal handlers it installed."""
+        installed: dict[int, Callable[[int, FrameType | None], None]] = {}
 
         def install(
             number: int, handler: Callable[[int, FrameType | None], None]
         ) -> None:
-            installed.append((number, handler))
+            installed[number] = handler
 
         service = DrainService(reactor, echoFactory(reactor), 10, install)
         service.privilegedStartService()
-        self.assertEqual(installed, [(signal.SIGTERM, service.sigTerm)])
-        # The handler the reactor will install when it runs is ours too.
-        self.assertEqual(getattr(reactor, "sigTerm", None), service.sigTerm)
-        installed[0][1](signal.SIGTERM, None)
-        # From the signal handler only a request, through the reactor's
-        # thread-safe queue: the stop itself happens in the reactor's loop.
-        self.assertEqual(reactor.fromThreads, [(reactor.stop, ())])
-        self.assertEqual(reactor.stopRequests, 0)
+        return service, installed
+
+    def test_sigtermStopsReactorWithoutExitSignal(self) -> None:
+        """SIGTERM is ours from the start: it stops the reactor, records no signal."""
+        reactor = FakeReactor()
+        service, installed = self.startDrain(reactor)
+        self.assertEqual(
+            installed,
+            {
+                signal.SIGTERM: service.stopSignal,
+                signal.SIGINT: service.stopSignal,
+                signal.SIGHUP: service.hangUpSignal,
+            },
+        )
+        # The handlers the reactor will install when it runs are ours too.
+        self.assertEqual(getattr(reactor, "sigTerm", None), service.stopSignal)
+        self.assertEqual(getattr(reactor, "sigInt", None), service.stopSignal)
+        with capturedLogs() as events:
+            installed[signal.SIGTERM](signal.SIGTERM, None)
+            # From the signal handler only a request, through the reactor's
+            # thread-safe queue: the stop itself happens in the reactor's loop.
+            self.assertEqual(events, [])
+            self.assertEqual(reactor.stopRequests, 0)
+            reactor.runFromThreads()
+        self.assertEqual(reactor.stopRequests, 1)
+        self.assertIsNone(reactor._exitSignal)
+        self.assertEqual(
+            [e["log_format"].format(**e) for e in events],
+            ["Received SIGTERM, draining and shutting down."],
+        )
+
+    def test_sigintStopsLikeSigterm(self) -> None:
+        """Ctrl-C drains and exits 0 too: no exit signal is recorded."""
+        reactor = FakeReactor()
+        _, installed = self.startDrain(reactor)
+        installed[signal.SIGINT](signal.SIGINT, None)
         reactor.runFromThreads()
         self.assertEqual(reactor.stopRequests, 1)
         self.assertIsNone(reactor._exitSignal)
+
+    def test_secondSignalStopsNothing(self) -> None:
+        """A signal to the whole group, then the supervisor's: one stop, no error."""
+        reactor = FakeReactor()
+        _, installed = self.startDrain(reactor)
+        installed[signal.SIGINT](signal.SIGINT, None)
+        installed[signal.SIGTERM](signal.SIGTERM, None)
+        with capturedLogs() as events:
+            reactor.runFromThreads()
+        self.assertEqual(reactor.stopRequests, 1)
+        self.assertEqual(
+            [e["log_format"].format(**e) for e in events],
+            [
+                "Received SIGINT, draining and shutting down.",
+                "Received SIGTERM again; already shutting down",
+            ],
+        )
+
+    def test_stopWhileStopping(self) -> None:
+        """A stop signal while the reactor is already stopping is no error."""
+        reactor = FakeReactor()
+        _, installed = self.startDrain(reactor)
+        reactor.stop()
+        installed[signal.SIGTERM](signal.SIGTERM, None)
+        reactor.runFromThreads()
+        self.assertEqual(reactor.stopRequests, 2)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_hangUpServesOn(self) -> None:
+        """SIGHUP in one process is logged, and the server serves on."""
+        reactor = FakeReactor()
+        _, installed = self.startDrain(reactor)
+        with capturedLogs() as events:
+            installed[signal.SIGHUP](signal.SIGHUP, None)
+            reactor.runFromThreads()
+        self.assertEqual(reactor.stopRequests, 0)
+        self.assertEqual(len(events), 1)
+        self.assertIn("Received SIGHUP", events[0]["log_format"])
+
+    def test_hangUpReloads(self) -> None:
+        """With a reload function, SIGHUP calls it from the reactor's loop."""
+        reactor = FakeReactor()
+        reloads: list[None] = []
+        installed: dict[int, Callable[[int, FrameType | None], None]] = {}
+        service = CleanExitService(
+            reactor,
+            installed.__setitem__,
+            reload=lambda: reloads.append(None),
+        )
+        service.privilegedStartService()
+        installed[signal.SIGHUP](signal.SIGHUP, None)
+        self.assertEqual(reloads, [])
+        reactor.runFromThreads()
+        self.assertEqual(reloads, [None])
+        self.assertEqual(reactor.stopRequests, 0)
 
     def test_reactorHandlerRecordsExitSignal(self) -> None:
         """Twisted's own SIGTERM handler, on the same fake, records the signal."""
@@ -370,6 +456,17 @@ class DrainServiceTests(SynchronousTestCase):
         reactor.advance(5)
         self.assertTrue(transport.disconnected)
         self.successResultOf(stopping)
+
+
+class ExitAtEndTests(SynchronousTestCase):
+    """L{exitAtEnd} leaves the exit status for the end of the process."""
+
+    def test_registersOnly(self) -> None:
+        """Nothing exits now: one function is registered to run at exit."""
+        registered: list[Callable[[], object]] = []
+        exitAtEnd(1, registered.append)
+        self.assertEqual(len(registered), 1)
+        self.assertTrue(callable(registered[0]))
 
 
 class FileLimitServiceTests(SynchronousTestCase):

@@ -74,6 +74,18 @@ class CollectorTests(SynchronousTestCase):
                 found[("echotwist_udp_dropped_total", (("reason", reason),))], 0
             )
 
+    def test_workerRestarts(self) -> None:
+        """A worker exports how many times it was replaced; one process does not."""
+        stats = ServerStats()
+        self.assertNotIn(
+            "echotwist_worker_restarts_total", {name for name, _ in samples(stats)}
+        )
+        stats.worker = 2
+        stats.workerRestarts = 3
+        self.assertEqual(
+            samples(stats)[("echotwist_worker_restarts_total", (("worker", "2"),))], 3
+        )
+
     def test_readsAtScrapeTime(self) -> None:
         """Counting after the registry is built shows in the next scrape."""
         stats = ServerStats()
@@ -129,8 +141,9 @@ class PageTests(SynchronousTestCase):
             [c.logFormat for c in listeners],
             ["Listening on {address}", "Metrics on {address}"],
         )
-        # Starting takes over this process's SIGTERM; give it back after.
-        self.addCleanup(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+        # Starting takes over this process's signals; give them back after.
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.privilegedStartService()
         self.assertEqual(
             [(port, interface) for port, _, _, interface in reactor.tcpServers],

@@ -1,8 +1,9 @@
-"""Tests for L{echotwist.internals.signals}: taking SIGTERM over from the reactor.
+"""Tests for L{echotwist.internals.signals}: taking stop signals over from the reactor.
 
 The Twisted internal it relies on (a running reactor installs its
-C{sigTerm} attribute as the SIGTERM handler) is pinned end to end by
-C{echotwist.test.e2e.test_hardening.test_reactorSigTerm}.
+C{sigTerm} and C{sigInt} attributes as the SIGTERM and SIGINT handlers)
+is pinned end to end by
+C{echotwist.test.e2e.test_hardening.test_reactorStopSignals}.
 """
 
 from __future__ import annotations
@@ -14,26 +15,32 @@ from twisted.internet.base import ReactorBase
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.internals.signals import Handler, takeOverSigTerm
+from echotwist.internals.signals import Handler, takeOverStopSignals
 
 
 def ours(number: int, frame: FrameType | None) -> None:
-    """A SIGTERM handler that does nothing."""
+    """A signal handler that does nothing."""
 
 
-class TakeOverSigTermTests(SynchronousTestCase):
-    """L{takeOverSigTerm} installs the handler now and for when the reactor runs."""
+class TakeOverStopSignalsTests(SynchronousTestCase):
+    """L{takeOverStopSignals} installs the handler now and for when the reactor runs."""
 
     def test_installsNowAndLater(self) -> None:
-        """The handler is installed at once and becomes the reactor's C{sigTerm}."""
+        """The handler is installed at once and becomes the reactor's
+        C{sigTerm} and C{sigInt}.
+        """
         installed: list[tuple[int, Handler]] = []
         reactor = MemoryReactorClock()
-        takeOverSigTerm(
+        takeOverStopSignals(
             reactor, ours, lambda number, handler: installed.append((number, handler))
         )
-        self.assertEqual(installed, [(signal.SIGTERM, ours)])
+        self.assertEqual(
+            sorted(installed), sorted([(signal.SIGTERM, ours), (signal.SIGINT, ours)])
+        )
         self.assertIs(reactor.sigTerm, ours)  # type: ignore[attr-defined]
+        self.assertIs(reactor.sigInt, ours)  # type: ignore[attr-defined]
 
-    def test_reactorHasSigTerm(self) -> None:
-        """Twisted's reactors still have the C{sigTerm} method being replaced."""
+    def test_reactorHasSignalMethods(self) -> None:
+        """Twisted's reactors still have the methods being replaced."""
         self.assertTrue(callable(ReactorBase.sigTerm))
+        self.assertTrue(callable(ReactorBase.sigInt))

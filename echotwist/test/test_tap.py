@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 from typing import cast
 
 from twisted.application.service import IService, IServiceMaker, ServiceMaker
@@ -189,6 +190,9 @@ class MakeServiceTests(SynchronousTestCase):
             ["--port", "5000", "--listen", "tcp:5001:interface=127.0.0.1"]
         )
         service = makeService(options)
+        # Starting takes over this process's signals; give them back after.
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.privilegedStartService()
         service.startService()
         self.assertEqual(

@@ -133,10 +133,13 @@ class MakeServiceTests(SynchronousTestCase):
         assert factory.limits is not None
         self.assertEqual(factory.limits.maxConnections, 7)
         self.assertEqual(factory.idleTimeout, 300.0)
-        # Starting takes over this process's SIGTERM; give it back after.
-        self.addCleanup(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+        # Starting takes over this process's signals; give them back after.
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.privilegedStartService()
-        self.assertEqual(signal.getsignal(signal.SIGTERM), draining[0].sigTerm)
+        self.assertEqual(signal.getsignal(signal.SIGTERM), draining[0].stopSignal)
+        self.assertEqual(signal.getsignal(signal.SIGINT), draining[0].stopSignal)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), draining[0].hangUpSignal)
         self.assertEqual(len(reactor.tcpServers), 1)
         self.assertIs(reactor.tcpServers[0][1], factory)
 

@@ -13,7 +13,7 @@ import io
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
@@ -41,6 +41,7 @@ from echotwist.workers.config import (
     parseListeningArgument,
     parseWorkerArguments,
     tcpBinding,
+    usableCpus,
     workerCount,
     workerCpus,
     workerMetrics,
@@ -218,6 +219,27 @@ class BindingTests(SynchronousTestCase):
         )
         self.assertIsNone(parseWorkerArguments(["1", "default", "tcp:4"]).cpu)
 
+    def test_workerRestartsAndLoggerArguments(self) -> None:
+        """C{restarts=N} and C{logger=NAME} come before the options."""
+        arguments = parseWorkerArguments(
+            [
+                "2",
+                "default",
+                "tcp:4",
+                "restarts=3",
+                "logger=echotwist.logging.jsonLogger",
+                "--",
+                "--max-per-ip=3",
+            ]
+        )
+        self.assertEqual(
+            (arguments.listening, arguments.restarts, arguments.logger),
+            ([Inherited(socket.AF_INET, 4)], 3, "echotwist.logging.jsonLogger"),
+        )
+        self.assertEqual(arguments.options, ["--max-per-ip=3"])
+        plain = parseWorkerArguments(["1", "default", "tcp:4"])
+        self.assertEqual((plain.restarts, plain.logger), (0, None))
+
     def test_pinWorker(self) -> None:
         """A worker pins itself to its CPU and says so."""
         calls: list[tuple[int, set[int]]] = []
@@ -301,6 +323,11 @@ class BindingTests(SynchronousTestCase):
         self.assertEqual(
             tcpBinding(description), Binding(socket.AF_INET, "127.0.0.1", 5)
         )
+
+
+def eightCpus() -> int:
+    """Eight usable CPUs (a given count does not ask)."""
+    return 8
 
 
 class OptionsTests(SynchronousTestCase):
@@ -468,6 +495,17 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(len(error.splitlines()), 1)
             self.assertIn("--workers", error)
 
+    def test_auto(self) -> None:
+        """C{auto} is one worker per CPU the process may use."""
+        self.assertEqual(workerCount("auto", ["tcp:0"], lambda: 3), 3)
+        self.assertEqual(workerCount("auto", ["tcp:0"], lambda: 1), 1)
+        # One CPU: no supervisor, so any endpoint will do.
+        self.assertEqual(workerCount("auto", ["unix:/x"], lambda: 1), 1)
+        self.assertRaises(BadEndpoint, workerCount, "auto", ["unix:/x"], lambda: 2)
+        options, error = self.parse("--workers", "auto")
+        assert options is not None, error
+        self.assertEqual(options["workers"], usableCpus())
+
     def test_onlyTCP(self) -> None:
         """Sharing a UNIX socket among workers is refused, naming what is shared."""
         options, error = self.parse("--workers", "2", "--listen", "unix:/tmp/e.sock")
@@ -482,11 +520,17 @@ class OptionsTests(SynchronousTestCase):
 
     def test_countWithNative(self) -> None:
         """C{aiotcp:} endpoints, alone or with C{tcp:} ones, take many workers."""
-        self.assertEqual(workerCount("2", ["aiotcp:0:interface=127.0.0.1"]), 2)
-        self.assertEqual(workerCount("3", ["tcp:0", "aiotcp:5000", "tcp6:0"]), 3)
-        self.assertRaises(BadEndpoint, workerCount, "2", ["aiotcp:0", "unix:/x"])
+        self.assertEqual(
+            workerCount("2", ["aiotcp:0:interface=127.0.0.1"], lambda: 8), 2
+        )
+        self.assertEqual(
+            workerCount("3", ["tcp:0", "aiotcp:5000", "tcp6:0"], lambda: 8), 3
+        )
+        self.assertRaises(
+            BadEndpoint, workerCount, "2", ["aiotcp:0", "unix:/x"], eightCpus
+        )
         # One worker is the single process: anything goes.
-        self.assertEqual(workerCount("1", ["unix:/x"]), 1)
+        self.assertEqual(workerCount("1", ["unix:/x"], eightCpus), 1)
 
 
 class UvloopLoop:
@@ -545,7 +589,8 @@ class AdoptedEndpointTests(SynchronousTestCase):
 class FakeProcess:
     """A spawned process: records the signals sent to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
         self.signals: list[str] = []
         # Set once the process has exited: signals then raise, as Twisted's do.
         self.exited = False
@@ -574,7 +619,7 @@ class FakeProcessReactor(Clock):
     ) -> FakeProcess:
         """Record the call; return a fake process."""
         self.childFDs.append(cast(Mapping[int, int | str], kwargs["childFDs"]))
-        process = FakeProcess()
+        process = FakeProcess(1000 + len(self.spawned))
         self.spawned.append((processProtocol, args, process))
         return process
 
@@ -599,11 +644,13 @@ def pool(
     count: int = 2,
     descriptions: Sequence[str] = ("tcp:5000:interface=127.0.0.1",),
     cpus: Sequence[int] | None = None,
+    **kwargs: Any,  # noqa: ANN401 (WorkerPool's own keyword arguments)
 ) -> tuple[WorkerPool, FakeProcessReactor, list[ListeningSocket]]:
     """A started pool over a fake reactor, its sockets already listening.
 
     Each worker has one socket per description (numbered from 100 up,
-    in order) and its metrics socket (from 200).
+    in order) and its metrics socket (from 200).  C{kwargs} go to
+    L{WorkerPool}.
     """
     reactor = FakeProcessReactor()
     workers = WorkerPool(
@@ -616,6 +663,7 @@ def pool(
         stopTimeout=12.0,
         executable="python",
         cpus=cpus,
+        **kwargs,
     )
     sockets = [ListeningSocket(100 + i) for i in range(count * len(descriptions))]
     metrics = [ListeningSocket(200 + i) for i in range(count)]
@@ -672,7 +720,8 @@ class WorkerPoolTests(SynchronousTestCase):
         )
         self.assertEqual([fds[5] for fds in reactor.childFDs], [200, 201, 202])
         self.assertEqual({fds[3] for fds in reactor.childFDs}, {"r"})
-        self.assertTrue(all(s.closed for s in sockets))
+        # The supervisor keeps its copies, for replacements, until it stops.
+        self.assertFalse(any(s.closed for s in sockets))
 
     def test_pinnedWorkers(self) -> None:
         """With CPUs given, worker I is told its CPU before the options."""
@@ -684,7 +733,7 @@ class WorkerPoolTests(SynchronousTestCase):
 
     def test_nativeSockets(self) -> None:
         """C{aiotcp:} sockets are handed over as C{aiotcp:FD}/C{aiotcp6:FD}."""
-        _, reactor, sockets = pool(
+        _, reactor, _ = pool(
             2,
             [
                 "aiotcp:5000:interface=127.0.0.1",
@@ -700,7 +749,6 @@ class WorkerPoolTests(SynchronousTestCase):
             [[fds[n] for n in (4, 5, 6)] for fds in reactor.childFDs],
             [[100, 102, 104], [101, 103, 105]],
         )
-        self.assertTrue(all(s.closed for s in sockets))
 
     def test_workerReactor(self) -> None:
         """Workers follow a fast epoll supervisor; otherwise the default."""
@@ -734,9 +782,12 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(events[0]["address"], "tcp:127.0.0.1:5000")
 
     def test_stopSignalsAndWaits(self) -> None:
-        """Stopping sends SIGTERM to each worker and waits for every exit."""
-        workers, reactor, _ = pool(2)
+        """Stopping closes the sockets, sends SIGTERM to each worker and waits
+        for every exit.
+        """
+        workers, reactor, sockets = pool(2)
         stopped = workers.stopService()
+        self.assertTrue(all(s.closed for s in sockets))
         self.assertEqual([p.signals for _, _, p in reactor.spawned], [["TERM"]] * 2)
         end(reactor, 0)
         self.assertNoResult(stopped)

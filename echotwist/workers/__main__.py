@@ -13,6 +13,7 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorSocket, IReactorTime
 
 from echotwist.tap import Options, makeService
+from echotwist.workers.config import WorkerIdentity
 from echotwist.workers.worker import Endpoint, run
 
 
@@ -21,6 +22,7 @@ def buildService(
     arguments: Sequence[str],
     endpoints: list[Endpoint],
     metricsEndpoint: Endpoint | None,
+    identity: WorkerIdentity,
 ) -> IService:
     """The service C{twistd echo ARGUMENTS} runs, on the given endpoints."""
     # The worker's reactor is twistd's kind of reactor: it provides every
@@ -30,6 +32,7 @@ def buildService(
     options["endpoints"] = endpoints
     if metricsEndpoint is not None:
         options["metricsEndpoint"] = metricsEndpoint
+    options["worker"] = identity
     return makeService(options)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -217,20 +217,33 @@ def tcpBinding(description: str) -> Binding:
     return listenBinding(description)
 
 
-def workerCount(text: str, descriptions: Sequence[str]) -> int:
+def workerCount(
+    text: str, descriptions: Sequence[str], usableCpus: Callable[[], int]
+) -> int:
     """Check a C{--workers} value against the endpoints it would share.
 
+    C{auto} means one worker per CPU this process may use (C{usableCpus}).
     Raise L{BadEndpoint} for a count outside 1..L{MAX_WORKERS}, or for more
     than one worker on an endpoint that is not C{tcp:}/C{tcp6:}/C{aiotcp:}.
     """
-    try:
-        count = parseWhole(text, "--workers", 1, MAX_WORKERS)
-    except ValueError as e:
-        raise BadEndpoint(str(e)) from None
+    if text == "auto":
+        count = min(max(usableCpus(), 1), MAX_WORKERS)
+    else:
+        try:
+            count = parseWhole(text, "--workers", 1, MAX_WORKERS)
+        except ValueError as e:
+            raise BadEndpoint(f"{e} (or auto)") from None
     if count > 1:
         for description in descriptions:
             listenBinding(description)
     return count
+
+
+def usableCpus() -> int:
+    """How many CPUs this process may run on (its affinity mask, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def workerOptions(options: Mapping[str, Any]) -> list[str]:
@@ -280,6 +293,15 @@ class Inherited(NamedTuple):
     native: bool = False
 
 
+class WorkerIdentity(NamedTuple):
+    """Which worker a process is (C{number}, from 1), and how many times the
+    supervisor has replaced that worker so far (C{restarts}).
+    """
+
+    number: int
+    restarts: int
+
+
 class WorkerArguments:
     """What a worker's command line says: index, reactor, sockets, options."""
 
@@ -292,6 +314,8 @@ class WorkerArguments:
         metrics: Inherited | None = None,
         *,
         cpu: int | None = None,
+        restarts: int = 0,
+        logger: str | None = None,
     ) -> None:
         self.index = index
         self.reactorName = reactorName
@@ -300,26 +324,38 @@ class WorkerArguments:
         self.metrics = metrics
         # The CPU to run on (--pin-workers), or None.
         self.cpu = cpu
+        # How many times the supervisor has replaced this worker so far.
+        self.restarts = restarts
+        # The supervisor's twistd --logger factory, by name, or None.
+        self.logger = logger
 
 
 def parseWorkerArguments(argv: Sequence[str]) -> WorkerArguments:
-    """Read C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] [cpu=N] -- ECHO_OPTIONS ...}.
+    """Read a worker's command line.
 
-    Each listening C{FD} is named C{tcp:}, C{tcp6:}, C{aiotcp:} or
-    C{aiotcp6:} (L{parseListeningArgument}).
+    C{INDEX REACTOR tcp:FD ... [metrics=tcp:FD] [cpu=N] [restarts=N]
+    [logger=NAME] -- ECHO_OPTIONS ...}; each listening C{FD} is named
+    C{tcp:}, C{tcp6:}, C{aiotcp:} or C{aiotcp6:} (L{parseListeningArgument}).
     """
     separator = list(argv).index("--") if "--" in argv else len(argv)
     index, reactorName, *descriptors = argv[:separator]
-    listening = [a for a in descriptors if not a.startswith(("metrics=", "cpu="))]
-    metrics = [a.split("=", 1)[1] for a in descriptors if a.startswith("metrics=")]
-    cpus = [int(a.split("=", 1)[1]) for a in descriptors if a.startswith("cpu=")]
+    named: dict[str, str] = {}
+    listening = []
+    for argument in descriptors:
+        name, equals, value = argument.partition("=")
+        if equals:
+            named[name] = value
+        else:
+            listening.append(argument)
     return WorkerArguments(
         int(index),
         reactorName,
         [parseListeningArgument(a) for a in listening],
         argv[separator + 1 :],
-        parseListeningArgument(metrics[0]) if metrics else None,
-        cpu=cpus[0] if cpus else None,
+        parseListeningArgument(named["metrics"]) if "metrics" in named else None,
+        cpu=int(named["cpu"]) if "cpu" in named else None,
+        restarts=int(named.get("restarts", "0")),
+        logger=named.get("logger"),
     )
 
 

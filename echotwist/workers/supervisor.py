@@ -1,9 +1,13 @@
-"""The supervisor of C{twistd echo --workers N}: start, watch and stop workers.
+"""The supervisor of C{twistd echo --workers N}: start, watch, replace,
+reload and stop workers.
 
-L{WorkerPool} opens every worker's listening sockets, starts the worker
-processes (C{python -m echotwist.workers}, L{echotwist.workers.worker})
-on the supervisor's kind of reactor (L{workerReactor}), and stops them
-on shutdown.
+L{WorkerPool} opens every worker's listening sockets and keeps them open
+for as long as it runs, starts the worker processes (C{python -m
+echotwist.workers}, L{echotwist.workers.worker}) on the supervisor's kind
+of reactor (L{workerReactor}), replaces a worker that exits unexpectedly
+with one serving the same sockets (L{RestartPolicy} says when, and when to
+give up), starts a new set of workers on SIGHUP before the old ones drain
+(L{WorkerPool.reload}), and stops them all on shutdown.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
 from twisted.application.service import Service
@@ -21,22 +25,21 @@ from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IProcessTransport,
+    IReactorCore,
     IReactorProcess,
     IReactorTime,
 )
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import (
-    Logger,
-)
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from echotwist.endpoints import (
-    formatAddress,
-)
+from echotwist.endpoints import formatAddress
 from echotwist.internals.aiotcp import reactorLoop
 from echotwist.internals.fastepoll import FastEPollReactor
 from echotwist.server.listening import StartsEarly, cannotListen, startupErrors
+from echotwist.server.shutdown import exitAtEnd
 from echotwist.workers.config import (
     READY_FD,
     STOP_GRACE,
@@ -44,17 +47,40 @@ from echotwist.workers.config import (
     listenBinding,
     tcpBinding,
 )
+from echotwist.workers.restarts import GiveUp, RestartPolicy
+
+# Seconds the new workers of a reload have to say they serve.
+RELOAD_TIMEOUT = 30.0
 
 
 class WorkerProtocol(ProcessProtocol):
-    """The supervisor's side of one worker: readiness and exit."""
+    """The supervisor's side of one worker process: readiness and exit.
 
-    def __init__(self, pool: WorkerPool, index: int) -> None:
+    C{slot}: which worker (from 0) this process is; a replacement or a
+    reloaded worker takes the same slot and its sockets.
+    """
+
+    def __init__(self, pool: WorkerPool, slot: int, startedAt: float) -> None:
         self.pool = pool
-        self.index = index
+        self.slot = slot
+        self.startedAt = startedAt
         self.ready = False
+        # Told to stop (shutdown, or replaced by a reload): its exit is expected.
+        self.retired = False
+        self.exited = False
         self.ended: Deferred[None] = Deferred()
         self.buffer = b""
+        self.transport: IProcessTransport | None = None
+
+    @property
+    def index(self) -> int:
+        """The worker's number in logs and on its command line (from 1)."""
+        return self.slot + 1
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, while it runs."""
+        return None if self.transport is None else self.transport.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """A line C{ready} on descriptor 3 means the worker listens."""
@@ -63,16 +89,28 @@ class WorkerProtocol(ProcessProtocol):
         self.buffer += data
         if not self.ready and b"ready\n" in self.buffer:
             self.ready = True
-            self.pool.workerReady(self.index)
+            self.pool.workerReady(self)
 
     def processEnded(self, reason: Failure) -> None:
         """Tell the pool, and whoever waits for this worker to stop."""
-        self.pool.workerEnded(self.index, reason)
+        self.exited = True
+        self.pool.workerEnded(self, reason)
         self.ended.callback(None)
+
+    def stop(self, name: str = "TERM") -> None:
+        """Send signal C{name} (SIGTERM: drain and exit) unless it has exited."""
+        self.retired = True
+        if self.transport is not None and not self.exited:
+            _signal(self.transport, name)
 
 
 class WorkerPool(StartsEarly):
-    """Listen on the TCP ports, start N workers on them, stop them on exit."""
+    """Listen on the TCP ports, keep N workers serving them, stop them on exit.
+
+    The pool holds every listening socket itself, so a worker's death never
+    closes one: connections that arrive meanwhile wait in its accept queue
+    for the replacement, which is handed the same socket.
+    """
 
     log = Logger()
 
@@ -89,6 +127,9 @@ class WorkerPool(StartsEarly):
         errorStream: TextIO | None = None,
         executable: str = sys.executable,
         cpus: Sequence[int] | None = None,
+        policy: RestartPolicy | None = None,
+        logger: str | None = None,
+        giveUp: Callable[[], None] | None = None,
     ) -> None:
         self.bindings = [listenBinding(d) for d in descriptions]
         self.count = count
@@ -107,52 +148,73 @@ class WorkerPool(StartsEarly):
         self.clock = clock
         self.errorStream = errorStream if errorStream is not None else startupErrors()
         self.executable = executable
+        self.policy = policy if policy is not None else RestartPolicy()
+        # The twistd --logger factory's name, which workers log with too.
+        self.logger = logger
+        self._giveUp = giveUp if giveUp is not None else self._stopAndFail
         # sockets[i][j]: worker i's listening socket for binding j, then
-        # its metrics socket, if any.
+        # its metrics socket, if any; open until the pool stops.
         self.sockets: list[list[socket.socket]] = []
-        self.workers: list[tuple[WorkerProtocol, IProcessTransport]] = []
+        # current[i]: the process serving as worker i (None while it is
+        # being replaced); incoming[i]: its successor during a reload.
+        self.current: list[WorkerProtocol | None] = []
+        self.incoming: list[WorkerProtocol] = []
+        # Every process started and not yet ended.
+        self.alive: set[WorkerProtocol] = set()
+        # restarts[i]: how many times worker i was replaced after an exit.
+        self.restarts = [0] * count
+        self.replacements: dict[int, IDelayedCall] = {}
+        # exitedAt[i]: when worker i last exited unexpectedly.
+        self.exitedAt: dict[int, float] = {}
+        self.reloadTimeout: IDelayedCall | None = None
+        self.announced = False
         self.stopping = False
 
     def startService(self) -> None:
         """Start the workers, each with its own listening sockets."""
         StartsEarly.startService(self)
-        sockets, self.sockets = self.sockets, []
-        reactorName = workerReactor(self.reactor, runningLoop(self.reactor))
-        for index, own in enumerate(sockets, 1):
-            protocol = WorkerProtocol(self, index)
-            childFDs: dict[int, int | str] = {0: 0, 1: 1, 2: 2, READY_FD: "r"}
-            arguments = [
-                self.executable,
-                "-m",
-                "echotwist.workers",
-                str(index),
-                reactorName,
-            ]
-            for number, sock in enumerate(own):
-                descriptor = READY_FD + 1 + number
-                childFDs[descriptor] = sock.fileno()
-                if number < len(self.bindings):
-                    arguments.append(f"{self.bindings[number].kind()}:{descriptor}")
-                else:
-                    assert self.metricsBindings is not None
-                    kind = self.metricsBindings[index - 1].kind()
-                    arguments.append(f"metrics={kind}:{descriptor}")
-            if self.cpus is not None:
-                arguments.append(f"cpu={self.cpus[index - 1]}")
-            arguments += ["--", *self.options]
-            if self.metrics is not None:
-                arguments.append(f"--metrics={self.metrics[index - 1]}")
-            transport = self.reactor.spawnProcess(
-                protocol,
-                self.executable,
-                arguments,
-                env=os.environ,
-                childFDs=childFDs,
-            )
-            # The worker has its copies now.
-            for sock in own:
-                sock.close()
-            self.workers.append((protocol, transport))
+        self.reactorName = workerReactor(self.reactor, runningLoop(self.reactor))
+        self.current = [self._spawn(slot) for slot in range(self.count)]
+
+    def _spawn(self, slot: int) -> WorkerProtocol:
+        """Start a process to serve as worker C{slot} on its sockets."""
+        protocol = WorkerProtocol(self, slot, self.clock.seconds())
+        index = slot + 1
+        childFDs: dict[int, int | str] = {0: 0, 1: 1, 2: 2, READY_FD: "r"}
+        arguments = [
+            self.executable,
+            "-m",
+            "echotwist.workers",
+            str(index),
+            self.reactorName,
+        ]
+        for number, sock in enumerate(self.sockets[slot]):
+            descriptor = READY_FD + 1 + number
+            childFDs[descriptor] = sock.fileno()
+            if number < len(self.bindings):
+                arguments.append(f"{self.bindings[number].kind()}:{descriptor}")
+            else:
+                assert self.metricsBindings is not None
+                kind = self.metricsBindings[slot].kind()
+                arguments.append(f"metrics={kind}:{descriptor}")
+        if self.cpus is not None:
+            arguments.append(f"cpu={self.cpus[slot]}")
+        if self.restarts[slot]:
+            arguments.append(f"restarts={self.restarts[slot]}")
+        if self.logger is not None:
+            arguments.append(f"logger={self.logger}")
+        arguments += ["--", *self.options]
+        if self.metrics is not None:
+            arguments.append(f"--metrics={self.metrics[slot]}")
+        protocol.transport = self.reactor.spawnProcess(
+            protocol,
+            self.executable,
+            arguments,
+            env=os.environ,
+            childFDs=childFDs,
+        )
+        self.alive.add(protocol)
+        return protocol
 
     def startEarly(self) -> None:
         """Open every worker's listening sockets, before privileges drop."""
@@ -192,39 +254,157 @@ class WorkerPool(StartsEarly):
                 sock.close()
         self.sockets = []
 
-    def workerReady(self, index: int) -> None:
-        """Once every worker serves, announce the addresses."""
-        if not all(protocol.ready for protocol, _ in self.workers):
+    def workerReady(self, worker: WorkerProtocol) -> None:
+        """A worker serves: announce, finish a reload or a replacement."""
+        if worker in self.incoming:
+            if all(w.ready for w in self.incoming):
+                self._takeOver()
             return
-        for binding in self.bindings:
-            self.log.info(
-                "Listening on {address} with {count} workers",
-                address=formatAddress(binding.address()),
-                count=self.count,
-            )
-
-    def workerEnded(self, index: int, reason: Failure) -> None:
-        """Log a worker's exit; an unexpected one is an error."""
-        if self.stopping and reason.check(ProcessDone) is not None:
+        if not self.announced:
+            if all(w is not None and w.ready for w in self.current):
+                self.announced = True
+                for binding in self.bindings:
+                    self.log.info(
+                        "Listening on {address} with {count} workers",
+                        address=formatAddress(binding.address()),
+                        count=self.count,
+                    )
             return
-        level = self.log.info if self.stopping else self.log.error
-        level(
-            "Worker {index} exited: {why}",
-            index=index,
-            why=reason.getErrorMessage(),
+        # Log how long the worker was missing: from its predecessor's exit.
+        self.log.info(
+            "Worker {index} serves again after {seconds:.2f} s (pid {pid})",
+            index=worker.index,
+            seconds=self.clock.seconds() - self.exitedAt.get(worker.slot, 0.0),
+            pid=worker.pid,
         )
+
+    def workerEnded(self, worker: WorkerProtocol, reason: Failure) -> None:
+        """A worker exited: expected, a failed reload, or one to replace."""
+        self.alive.discard(worker)
+        why = reason.getErrorMessage()
+        if worker.retired or self.stopping:
+            if reason.check(ProcessDone) is None:
+                self.log.info(
+                    "Worker {index} (pid {pid}) exited: {why}",
+                    index=worker.index,
+                    pid=worker.pid,
+                    why=why,
+                )
+            return
+        if worker in self.incoming:
+            self._reloadFailed(f"new worker {worker.index} exited: {why}")
+            return
+        if self.current[worker.slot] is not worker:
+            return
+        self.current[worker.slot] = None
+        self.exitedAt[worker.slot] = self.clock.seconds()
+        try:
+            delay = self.policy.exited(
+                worker.slot, worker.startedAt, self.clock.seconds()
+            )
+        except GiveUp as e:
+            self.log.error(
+                "Worker {index} (pid {pid}) exited: {why}",
+                index=worker.index,
+                pid=worker.pid,
+                why=why,
+            )
+            self.giveUp(str(e))
+            return
+        self.log.error(
+            "Worker {index} (pid {pid}) exited: {why}; replacing it in {delay:g} s"
+            " (restart {restarts})",
+            index=worker.index,
+            pid=worker.pid,
+            why=why,
+            delay=delay,
+            restarts=self.restarts[worker.slot] + 1,
+        )
+        self.replacements[worker.slot] = self.clock.callLater(
+            delay, self._replace, worker.slot
+        )
+
+    def _replace(self, slot: int) -> None:
+        del self.replacements[slot]
+        self.restarts[slot] += 1
+        self.current[slot] = self._spawn(slot)
+
+    def giveUp(self, why: str) -> None:
+        """Workers keep dying: say why in one line, stop the rest, exit 1."""
+        self.log.critical("Giving up: {why}", why=why)
+        if self.errorStream is not None:
+            self.errorStream.write(f"twistd echo: giving up: {why}\n")
+            self.errorStream.flush()
+        self._giveUp()
+
+    def _stopAndFail(self) -> None:
+        exitAtEnd(1)
+        IReactorCore(self.reactor).stop()
+
+    def reload(self) -> None:
+        """SIGHUP: start new workers; once all serve, the old ones drain.
+
+        The new ones run the code installed now and are handed the same
+        listening sockets, so no connection is refused and none in flight
+        is cut.  If one of them exits before serving, or they are not all
+        serving after L{RELOAD_TIMEOUT} seconds, the reload is abandoned
+        and the old workers serve on.
+        """
+        if self.stopping:
+            return
+        if self.incoming:
+            self.log.info("Received SIGHUP while reloading; the reload goes on")
+            return
+        self.log.info(
+            "Received SIGHUP, reloading: starting {count} new workers",
+            count=self.count,
+        )
+        self.incoming = [self._spawn(slot) for slot in range(self.count)]
+        self.reloadTimeout = self.clock.callLater(
+            RELOAD_TIMEOUT,
+            self._reloadFailed,
+            f"new workers not serving after {RELOAD_TIMEOUT:g} s",
+        )
+
+    def _takeOver(self) -> None:
+        """The new workers all serve: retire the old ones, which drain."""
+        self._cancelReloadTimeout()
+        old = [w for w in self.current if w is not None]
+        self.current, self.incoming = list(self.incoming), []
+        for worker in old:
+            worker.stop()
+        self.log.info(
+            "Reloaded: {count} new workers serve (pids {pids}); the old ones drain",
+            count=self.count,
+            pids=" ".join(str(w.pid) for w in self.current if w is not None),
+        )
+
+    def _reloadFailed(self, why: str) -> None:
+        self.reloadTimeout = None
+        self._cancelReloadTimeout()
+        for worker in self.incoming:
+            worker.stop()
+        self.incoming = []
+        self.log.error("Reload failed: {why}; the old workers serve on", why=why)
+
+    def _cancelReloadTimeout(self) -> None:
+        if self.reloadTimeout is not None and self.reloadTimeout.active():
+            self.reloadTimeout.cancel()
+        self.reloadTimeout = None
 
     def stopService(self) -> Deferred[object]:
         """SIGTERM every worker; wait for them (SIGKILL after a timeout)."""
         Service.stopService(self)
         self.stopping = True
+        self._cancelReloadTimeout()
+        for call in self.replacements.values():
+            call.cancel()
+        self.replacements.clear()
         self._closeSockets()
-        waits: list[Deferred[None]] = []
-        for protocol, transport in self.workers:
-            if protocol.ended.called:
-                continue
-            _signal(transport, "TERM")
-            waits.append(protocol.ended)
+        running = list(self.alive)
+        for worker in running:
+            worker.stop()
+        waits = [worker.ended for worker in running]
         killer = self.clock.callLater(self.stopTimeout, self._kill) if waits else None
 
         def stopped(result: object) -> None:
@@ -234,9 +414,8 @@ class WorkerPool(StartsEarly):
         return DeferredList(waits, consumeErrors=True).addCallback(stopped)
 
     def _kill(self) -> None:
-        for protocol, transport in self.workers:
-            if not protocol.ended.called:
-                _signal(transport, "KILL")
+        for worker in list(self.alive):
+            worker.stop("KILL")
 
 
 def _signal(transport: IProcessTransport, name: str) -> None:

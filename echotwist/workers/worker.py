@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TextIO, cast
 
 from twisted.application.reactors import installReactor
 from twisted.application.service import IService
@@ -25,29 +25,53 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import (
     FileLogObserver,
+    ILogObserver,
     LogEvent,
     Logger,
     formatEventAsClassicLogText,
     globalLogBeginner,
 )
+from twisted.python.reflect import namedAny
 
 from echotwist.internals.aiotcp import AdoptedNativeEndpoint, reactorLoop
-from echotwist.workers.config import READY_FD, Inherited, parseWorkerArguments
+from echotwist.workers.config import (
+    READY_FD,
+    Inherited,
+    WorkerIdentity,
+    parseWorkerArguments,
+)
 
 # How a worker builds its service: from the reactor, the echo options,
-# the (description, endpoint) pairs to listen on and the metrics one.
+# the (description, endpoint) pairs to listen on, the metrics one, and
+# which worker it is.
 Endpoint = tuple[str, IStreamServerEndpoint]
 ServiceBuilder = Callable[
-    [IReactorSocket, Sequence[str], list[Endpoint], Endpoint | None], IService
+    [IReactorSocket, Sequence[str], list[Endpoint], Endpoint | None, WorkerIdentity],
+    IService,
 ]
 
 
-def _prefixedObserver(index: int, stream: TextIO) -> FileLogObserver:
-    def format(event: LogEvent) -> str | None:
-        event = dict(event, log_system=f"worker{index}")
-        return formatEventAsClassicLogText(event)
+def workerObserver(index: int, logger: str | None, stream: TextIO) -> ILogObserver:
+    """The observer of worker C{index}: its supervisor's format, marked as its own.
 
-    return FileLogObserver(stream, format)
+    C{logger} names the supervisor's C{twistd --logger} factory (such as
+    C{echotwist.logging.jsonLogger}), which the worker logs with too, so
+    that every line of the output has one format; its events carry
+    C{worker} (C{INDEX}) and the system C{workerINDEX}.  Without one, lines
+    are twistd's classic text on C{stream}, marked C{[workerINDEX]}.
+    """
+    if logger is None:
+        observer: Callable[[LogEvent], None] = FileLogObserver(
+            stream, formatEventAsClassicLogText
+        )
+    else:
+        observer = namedAny(logger)()
+
+    def observe(event: LogEvent) -> None:
+        observer(dict(event, log_system=f"worker{index}", worker=index))
+
+    # An observer is any callable taking an event (ILogObserver's one method).
+    return cast(ILogObserver, observe)
 
 
 def tellReady(descriptor: int) -> None:
@@ -90,6 +114,7 @@ def serveWorker(  # noqa: PLR0917 (the worker's command line, in its order)
     arguments: Sequence[str],
     metrics: Inherited | None,
     buildService: ServiceBuilder,
+    restarts: int = 0,
 ) -> Deferred[None]:
     """Serve echoes on the listening descriptors the supervisor passed.
 
@@ -97,7 +122,8 @@ def serveWorker(  # noqa: PLR0917 (the worker's command line, in its order)
     would run in a single process, listening on the adopted descriptors
     instead of C{--port} (and serving metrics on the adopted C{metrics}
     descriptor, if given).  It is stopped (drained) when the reactor
-    shuts down, on SIGTERM.
+    shuts down, on SIGTERM or SIGINT.  SIGHUP is ignored: the supervisor
+    reloads (a terminal hang-up signals the whole group).
     """
     endpoints = [
         (f"descriptor {inherited.descriptor}", adoptedEndpoint(reactor, inherited))
@@ -108,8 +134,16 @@ def serveWorker(  # noqa: PLR0917 (the worker's command line, in its order)
         if metrics is None
         else (f"descriptor {metrics.descriptor}", adoptedEndpoint(reactor, metrics))
     )
-    service = buildService(reactor, arguments, endpoints, metricsEndpoint)
+    service = buildService(
+        reactor,
+        arguments,
+        endpoints,
+        metricsEndpoint,
+        WorkerIdentity(index, restarts),
+    )
     service.privilegedStartService()
+    # After the service took its signals: SIGHUP is the supervisor's.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     service.startService()
     IReactorCore(reactor).addSystemEventTrigger(
         "before", "shutdown", service.stopService
@@ -153,7 +187,8 @@ def main(
     """Worker entry point: C{python -m echotwist.workers INDEX REACTOR ...}."""
     arguments = parseWorkerArguments(argv)
     globalLogBeginner.beginLoggingTo(
-        [_prefixedObserver(arguments.index, sys.stdout)], redirectStandardIO=False
+        [workerObserver(arguments.index, arguments.logger, sys.stdout)],
+        redirectStandardIO=False,
     )
     if arguments.cpu is not None:
         pinWorker(arguments.index, arguments.cpu)
@@ -164,6 +199,7 @@ def main(
         arguments.options,
         arguments.metrics,
         buildService,
+        arguments.restarts,
     )
 
 

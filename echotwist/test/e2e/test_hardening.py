@@ -106,19 +106,21 @@ class HardeningTests(SynchronousTestCase):
         for line in server.output.lines:
             self.assertIsInstance(json.loads(line), dict, line)
 
-    def test_reactorSigTerm(self) -> None:
-        """Pin: a running reactor's SIGTERM handler is its sigTerm attribute.
+    def test_reactorStopSignals(self) -> None:
+        """Pin: a running reactor's SIGTERM and SIGINT handlers are its
+        sigTerm and sigInt attributes.
 
         L{DrainService} relies on this to have the reactor install its
-        handler instead of its own.
+        handlers instead of its own (L{echotwist.internals.signals}).
         """
         script = (
             "import signal, sys\n"
             "from twisted.internet import reactor\n"
             "def ours(number, frame): pass\n"
-            "reactor.sigTerm = ours\n"
+            "reactor.sigTerm = reactor.sigInt = ours\n"
             "def check():\n"
-            "    sys.stdout.write(str(signal.getsignal(signal.SIGTERM) is ours))\n"
+            "    sys.stdout.write(str(signal.getsignal(signal.SIGTERM) is ours\n"
+            "        and signal.getsignal(signal.SIGINT) is ours))\n"
             "    reactor.stop()\n"
             "reactor.callWhenRunning(check)\n"
             "reactor.run()\n"
