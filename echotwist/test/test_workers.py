@@ -109,11 +109,10 @@ class BindingTests(SynchronousTestCase):
             self.assertIn("metrics only on tcp: and tcp6:", str(error))
 
     def test_tcpIsNotNative(self) -> None:
-        """C{tcp:} bindings are Twisted's, with the largest backlog, as before."""
+        """C{tcp:} bindings are Twisted's, with the backlog they are given."""
         binding = listenBinding("tcp:5000:interface=127.0.0.1:backlog=7")
         self.assertEqual(
-            (binding.native, binding.backlog, binding.kind()),
-            (False, socket.SOMAXCONN, "tcp"),
+            (binding.native, binding.backlog, binding.kind()), (False, 7, "tcp")
         )
 
     def test_aiotcp(self) -> None:
@@ -140,13 +139,18 @@ class BindingTests(SynchronousTestCase):
         self.assertEqual(binding.text(), r"aiotcp:7:interface=\:\:1")
         self.assertEqual(listenBinding(binding.text()), binding)
 
-    def test_aiotcpBacklog(self) -> None:
-        """C{backlog=N} of an C{aiotcp:} description is the listen backlog."""
-        self.assertEqual(
-            listenBinding("aiotcp:0:backlog=12:interface=127.0.0.1").backlog, 12
-        )
-        self.assertEqual(listenBinding("aiotcp:0").backlog, socket.SOMAXCONN)
-        self.assertRaises(BadEndpoint, listenBinding, "aiotcp:0:backlog=99999999999")
+    def test_backlog(self) -> None:
+        """C{backlog=N} of any shared description is the listen backlog;
+        without it, C{SOMAXCONN}.
+        """
+        for kind in ("aiotcp", "tcp", "tcp6"):
+            self.assertEqual(
+                listenBinding(f"{kind}:0:backlog=12:interface=127.0.0.1").backlog, 12
+            )
+            self.assertEqual(listenBinding(f"{kind}:0").backlog, socket.SOMAXCONN)
+            self.assertRaises(
+                BadEndpoint, listenBinding, f"{kind}:0:backlog=99999999999"
+            )
 
     def test_workerArguments(self) -> None:
         """A worker's command line: index, reactor, descriptors, then options."""

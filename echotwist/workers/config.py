@@ -175,9 +175,9 @@ def listenBinding(description: str) -> Binding:
 
     Only these can be shared with C{SO_REUSEPORT}; anything else raises
     L{BadEndpoint}.  An C{aiotcp:} binding is IPv6 when its interface has
-    a colon (as L{echotwist.internals.aiotcp.NativeTCPEndpoint} decides) and listens
-    with its C{backlog=} if given; the others, like C{tcp:} ones without
-    it, listen with the system's largest backlog.
+    a colon (as L{echotwist.internals.aiotcp.NativeTCPEndpoint} decides).
+    Every binding listens with its description's C{backlog=}, else with
+    the system's largest backlog (C{SOMAXCONN}), as one process does.
     """
     parts = splitDescription(description)
     if parts.kind not in _SHARED:
@@ -187,19 +187,14 @@ def listenBinding(description: str) -> Binding:
         )
     port = checkPort(parts.argument("port", 0) or "")
     host = parts.keywords.get("interface", "")
+    given = parts.keywords.get("backlog")
+    backlog = socket.SOMAXCONN if given is None else checkBacklog(given)
     family = _SHARED[parts.kind]
     if family is None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        backlog = parts.keywords.get("backlog")
-        return Binding(
-            family,
-            host or "0.0.0.0",
-            port,
-            native=True,
-            backlog=socket.SOMAXCONN if backlog is None else checkBacklog(backlog),
-        )
+        return Binding(family, host or "0.0.0.0", port, True, backlog)
     default = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    return Binding(family, host or default, port)
+    return Binding(family, host or default, port, backlog=backlog)
 
 
 def tcpBinding(description: str) -> Binding:
