@@ -1,20 +1,31 @@
-"""Parsing and checking of listening-endpoint descriptions (no I/O).
+"""Parsing and checking of listening-endpoint descriptions and hosts (no I/O).
 
 L{splitDescription} is the one place a description such as
 C{tcp:5000:interface=127.0.0.1} is taken apart; every other reader of
-descriptions (the options, the workers, UDP) asks it.
+descriptions (the options, the workers, UDP) asks it.  L{parseHost} and
+L{formatHostPort} are how the client and the load generator read a host
+and show it with a port.
 """
 
 from __future__ import annotations
 
-import re
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.interfaces import IAddress
 
 from echotwist import parsing
 
+T = TypeVar("T")
+
 DEFAULT_PORT = 5000
+# Every listener without a backlog= gets the system's largest, as the
+# workers' sockets do: Twisted's default of 50 made a burst of 500
+# connects wait for SYN retransmissions (7 to 9 s).
+DEFAULT_BACKLOG = socket.SOMAXCONN
 
 # Where each endpoint type takes its TCP port: the index of the positional
 # argument that is the port (it may also be given as port=).  Twisted's
@@ -22,7 +33,17 @@ DEFAULT_PORT = 5000
 # defaults to 443.
 _PORT_ARGUMENT = {"tcp": 0, "tcp6": 0, "ssl": 0, "tls": 1, "aiotcp": 0}
 _PORT_DEFAULTED = frozenset({"tls"})
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+# Where each listening type takes its backlog, by position as its parser
+# declares it: Twisted's _parseTCP(port, interface, backlog),
+# tcp6 (port, backlog, interface), _parseSSL(port, privateKey, certKey,
+# sslmethod, interface, backlog), tls (path, port, backlog, interface),
+# _parseUNIX(address, mode, backlog, lockfile) and
+# echotwist.internals.aiotcp's (port, interface, backlog).  systemd:
+# sockets are listening already when they are passed.
+_BACKLOG_ARGUMENT = {"tcp": 2, "tcp6": 1, "ssl": 5, "tls": 2, "unix": 2, "aiotcp": 2}
+# The types Twisted knows in any case (plugins are matched case-blind);
+# their descriptions are checked and given in lower case.
+_KNOWN_KINDS = frozenset(_BACKLOG_ARGUMENT) | {"systemd"}
 
 
 class BadEndpoint(ValueError):
@@ -49,33 +70,75 @@ class Description:
 
 
 def splitDescription(text: str) -> Description:
-    """Take C{KIND:ARG:NAME=VALUE...} apart at its unescaped colons."""
-    kind, *arguments = _UNESCAPED_COLON.split(text)
-    positional = []
-    keywords = {}
-    for argument in arguments:
-        name, equals, value = argument.partition("=")
-        if equals:
-            keywords[name] = value.replace("\\:", ":")
+    r"""Take C{KIND:ARG:NAME=VALUE...} apart as Twisted's parser does.
+
+    Arguments are separated by colons, and the first C{=} in one names it;
+    a backslash makes the character after it plain (C{\:} is a colon
+    inside an argument, C{\\} a backslash).
+
+    @raise BadEndpoint: C{text} ends in a lone backslash, which escapes
+        nothing (Twisted's own parser fails on it with a bare
+        C{generator raised StopIteration}).
+    """
+    fields: list[tuple[str | None, str]] = []
+    name: str | None = None
+    current: list[str] = []
+    characters = iter(text)
+    for character in characters:
+        if character == "\\":
+            escaped = next(characters, None)
+            if escaped is None:
+                raise BadEndpoint(
+                    f"invalid endpoint {text!r}: it ends in a lone backslash"
+                    " (a backslash escapes the next character; \\\\ is one"
+                    " backslash)"
+                )
+            current.append(escaped)
+        elif character == ":":
+            fields.append((name, "".join(current)))
+            name, current = None, []
+        elif character == "=" and name is None:
+            name, current = "".join(current), []
         else:
-            positional.append(argument.replace("\\:", ":"))
+            current.append(character)
+    fields.append((name, "".join(current)))
+    (kindName, kind), *arguments = fields
+    if kindName is not None:
+        kind = f"{kindName}={kind}"
+    positional = [value for key, value in arguments if key is None]
+    keywords = {key: value for key, value in arguments if key is not None}
     return Description(kind, positional, keywords)
+
+
+def _checked(parse: Callable[[str], T], text: str) -> T:
+    """C{parse(text)}, its C{ValueError} raised as L{BadEndpoint}."""
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise BadEndpoint(str(e)) from None
 
 
 def checkPort(text: str) -> int:
     """Return C{text} as a TCP/UDP port to listen on, or raise L{BadEndpoint}."""
-    try:
-        return parsing.parseListenPort(text)
-    except ValueError as e:
-        raise BadEndpoint(str(e)) from None
+    return _checked(parsing.parseListenPort, text)
 
 
 def checkBacklog(text: str) -> int:
-    """Return C{text} as a listen backlog, or raise L{BadEndpoint}."""
-    try:
-        return parsing.parseBacklog(text)
-    except ValueError as e:
-        raise BadEndpoint(str(e)) from None
+    """Return C{text} as a listen backlog (1 to 65535), or raise L{BadEndpoint}."""
+    return _checked(parsing.parseBacklog, text)
+
+
+# The other numbers Twisted's parsers read with int(), which would take
+# other scripts' digits: by type, each one's name, position and parser.
+_NUMBER_ARGUMENTS: dict[str, list[tuple[str, int, Callable[[str], int]]]] = {
+    "unix": [
+        ("mode", 1, parsing.parseFileMode),
+        ("lockfile", 3, lambda text: parsing.parseWhole(text, "lockfile", 0, 1)),
+    ],
+    "systemd": [
+        ("index", 1, lambda text: parsing.parseCount(text, "systemd index")),
+    ],
+}
 
 
 def normalizeListen(text: str) -> str:
@@ -83,32 +146,50 @@ def normalizeListen(text: str) -> str:
 
     A bare number is a TCP port on every IPv4 address (C{"5000"} becomes
     C{"tcp:5000"}; bare numbers stopped being endpoint descriptions in
-    Twisted 17.1), and C{tls:} is another name for the C{ssl:} server.
-    Anything else must be an endpoint description; for the types that
-    take a port, the port is range-checked here because Twisted only
-    notices a bad one when it binds.
+    Twisted 17.1).  Anything else must be an endpoint description; the
+    type is given in lower case if it is one echotwist knows.  Every
+    number Twisted would read with C{int()} is checked here with
+    L{echotwist.parsing}: ports (Twisted only notices a bad one when it
+    binds), backlogs (1 to 65535), a C{unix:} socket's C{mode=} and
+    C{lockfile=}, a C{systemd:} C{index=}.  A listener of a type that
+    takes a backlog (C{tcp:}, C{tcp6:}, C{ssl:}, C{tls:}, C{unix:},
+    C{aiotcp:}) and is given none gets C{:backlog=}L{DEFAULT_BACKLOG}
+    appended.
+
+    @raise BadEndpoint: saying what is wrong, in one line.
     """
     text = text.strip()
     if not text:
         raise BadEndpoint("empty endpoint description")
     if ":" not in text:
         if text.lstrip("-").isdigit():
-            return f"tcp:{checkPort(text)}"
+            return f"tcp:{checkPort(text)}:backlog={DEFAULT_BACKLOG}"
         raise BadEndpoint(
             f"invalid port {text!r}: give a number or an endpoint description"
             " such as tcp:5000, tcp6:5000 or unix:/path"
         )
     description = splitDescription(text)
-    index = _PORT_ARGUMENT.get(description.kind)
+    kind = description.kind.lower()
+    head, colon, rest = text.partition(":")
+    if head.lower() in _KNOWN_KINDS:
+        text = head.lower() + colon + rest
+    index = _PORT_ARGUMENT.get(kind)
     if index is not None:
         port = description.argument("port", index)
         if port is not None:
             checkPort(port)
-        elif description.kind not in _PORT_DEFAULTED:
+        elif kind not in _PORT_DEFAULTED:
             raise BadEndpoint(f"{text!r}: no port given")
-        backlog = description.keywords.get("backlog")
-        if backlog is not None:
-            checkBacklog(backlog)
+    for name, position, parse in _NUMBER_ARGUMENTS.get(kind, []):
+        value = description.argument(name, position)
+        if value is not None:
+            _checked(parse, value)
+    index = _BACKLOG_ARGUMENT.get(kind)
+    if index is not None:
+        backlog = description.argument("backlog", index)
+        if backlog is None:
+            return f"{text}:backlog={DEFAULT_BACKLOG}"
+        checkBacklog(backlog)
     return text
 
 
@@ -135,3 +216,25 @@ def formatAddress(address: IAddress) -> str:
     if name is not None:
         return f"unix:{name}"
     return repr(address)
+
+
+def parseHost(text: str) -> str:
+    """A host as typed on a command line: a name or an address.
+
+    An IPv6 address may be given in brackets, as in a URL (C{[::1]}); the
+    brackets are taken off.
+
+    @raise ValueError: C{invalid host 'TEXT': ...} for a bracket without
+        its pair, or brackets around anything but an IPv6 address.
+    """
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if "[" in inner or "]" in inner or (inner is not text and not isIPv6Address(inner)):
+        raise ValueError(
+            f"invalid host {text!r}: brackets enclose an IPv6 address only"
+        )
+    return inner
+
+
+def formatHostPort(host: str, port: int) -> str:
+    """C{HOST:PORT}, with an IPv6 address in brackets (C{[::1]:7})."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

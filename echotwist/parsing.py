@@ -19,11 +19,17 @@ from typing import TypeVar
 T = TypeVar("T")
 
 HIGHEST_PORT = 65535
+LOWEST_BACKLOG = 1
+HIGHEST_BACKLOG = 65535
 
 # What int() and float() may see: ASCII digits, an optional sign, and for
 # real numbers a decimal point and exponent (no "inf", "nan" or "_").
 _WHOLE = re.compile(r"[+-]?[0-9]+")
 _REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# A file mode as chmod takes it (Twisted's unix: parser reads it with
+# int(mode, 8), which also takes a 0o prefix).
+_OCTAL = re.compile(r"(0[oO])?[0-7]+")
+HIGHEST_FILE_MODE = 0o777
 
 
 def parseWhole(
@@ -72,12 +78,29 @@ def parseListenPort(text: str, what: str = "port") -> int:
 
 
 def parseBacklog(text: str) -> int:
-    """A listen backlog: 0 to 65535.
+    """A listen backlog: 1 to 65535.
 
-    The kernel caps the backlog at C{net.core.somaxconn} anyway; beyond
-    65535 C{listen()} would overflow rather than cap.
+    Python turns a negative backlog into 0, which leaves room for a single
+    waiting connection; Linux caps any backlog at C{net.core.somaxconn}
+    (4096 by default since 5.4), and older kernels kept it in 16 bits, so
+    more than 65535 is no larger queue; beyond 2**31 - 1 C{listen()} fails
+    with C{OverflowError}.
     """
-    return parseWhole(text, "backlog", 0, HIGHEST_PORT)
+    return parseWhole(text, "backlog", LOWEST_BACKLOG, HIGHEST_BACKLOG)
+
+
+def parseFileMode(text: str, what: str = "mode") -> int:
+    """A file's permission bits in octal (C{666}, C{0o600}): 0 to 777.
+
+    @raise ValueError: C{invalid WHAT 'TEXT': ...}, saying what is wrong.
+    """
+    stripped = text.strip()
+    if not _OCTAL.fullmatch(stripped):
+        raise ValueError(f"invalid {what} {text!r}: not an octal number")
+    value = int(stripped, 8)
+    if value > HIGHEST_FILE_MODE:
+        raise ValueError(f"invalid {what} {text!r}: must be 0 to 777 (octal)")
+    return value
 
 
 def parseCount(text: str, what: str = "count", lowest: int = 0) -> int:

@@ -10,6 +10,7 @@ from echotwist.parsing import (
     argumentType,
     parseBacklog,
     parseCount,
+    parseFileMode,
     parseListenPort,
     parsePort,
     parseRate,
@@ -61,10 +62,34 @@ class KindsTests(SynchronousTestCase):
         self.assertRaises(ValueError, parseListenPort, "-1")
 
     def test_backlog(self) -> None:
-        """A backlog is 0 to 65535."""
+        """A backlog is 1 to 65535, and a bad one says that range."""
         self.assertEqual(parseBacklog("1024"), 1024)
-        for text in ("-1", "65536", "99999999999999999999"):
-            self.assertRaises(ValueError, parseBacklog, text)
+        self.assertEqual(parseBacklog("1"), 1)
+        self.assertEqual(parseBacklog("65535"), 65535)
+        for text in ("0", "-1", "65536", "99999999999999999999"):
+            with self.assertRaises(ValueError) as caught:
+                parseBacklog(text)
+            self.assertEqual(
+                str(caught.exception), f"invalid backlog {text!r}: must be 1 to 65535"
+            )
+        self.assertRaises(ValueError, parseBacklog, "١٢")
+
+    def test_fileMode(self) -> None:
+        """A file mode is octal, 0 to 777, in ASCII digits only."""
+        self.assertEqual(parseFileMode("666"), 0o666)
+        self.assertEqual(parseFileMode("0o600"), 0o600)
+        self.assertEqual(parseFileMode("0"), 0)
+        for text in ("٦٦٦", "8", "1_0", "", "-1", "rw"):
+            with self.assertRaises(ValueError) as caught:
+                parseFileMode(text)
+            self.assertEqual(
+                str(caught.exception), f"invalid mode {text!r}: not an octal number"
+            )
+        with self.assertRaises(ValueError) as caught:
+            parseFileMode("1000")
+        self.assertEqual(
+            str(caught.exception), "invalid mode '1000': must be 0 to 777 (octal)"
+        )
 
     def test_counts(self) -> None:
         """Counts are whole numbers, 0 or more unless said otherwise."""

@@ -23,6 +23,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from echotwist.endpoints import (
+    DEFAULT_BACKLOG,
     BadEndpoint,
     checkBacklog,
     checkPort,
@@ -78,21 +79,32 @@ class OptionsTests(SynchronousTestCase):
 
     def test_default(self) -> None:
         """With neither option the server listens on tcp:5000."""
-        self.assertEqual(self.descriptions(), ["tcp:5000"])
+        self.assertEqual(self.descriptions(), [f"tcp:5000:backlog={DEFAULT_BACKLOG}"])
 
     def test_barePort(self) -> None:
         """A bare number is a TCP port, with -p or --port."""
-        self.assertEqual(self.descriptions("--port", "5000"), ["tcp:5000"])
-        self.assertEqual(self.descriptions("-p", "7"), ["tcp:7"])
+        self.assertEqual(
+            self.descriptions("--port", "5000"), [f"tcp:5000:backlog={DEFAULT_BACKLOG}"]
+        )
+        self.assertEqual(
+            self.descriptions("-p", "7"), [f"tcp:7:backlog={DEFAULT_BACKLOG}"]
+        )
 
     def test_endpointDescriptions(self) -> None:
-        """Endpoint descriptions are accepted as they are."""
+        """Endpoint descriptions are accepted, the default backlog added if none."""
         for description in (
             "tcp6:5000",
             "tcp:5000:interface=127.0.0.1",
             "unix:/tmp/echo.sock",
         ):
-            self.assertEqual(self.descriptions("--port", description), [description])
+            self.assertEqual(
+                self.descriptions("--port", description),
+                [f"{description}:backlog={DEFAULT_BACKLOG}"],
+            )
+        self.assertEqual(
+            self.descriptions("--port", "tcp:5000:backlog=100"),
+            ["tcp:5000:backlog=100"],
+        )
 
     def test_listenRepeatableWithPort(self) -> None:
         """--listen repeats and combines with --port, --port first."""
@@ -100,7 +112,11 @@ class OptionsTests(SynchronousTestCase):
             self.descriptions(
                 "--listen", "tcp6:7001", "--port", "7000", "--listen", "7002"
             ),
-            ["tcp:7000", "tcp6:7001", "tcp:7002"],
+            [
+                f"tcp:7000:backlog={DEFAULT_BACKLOG}",
+                f"tcp6:7001:backlog={DEFAULT_BACKLOG}",
+                f"tcp:7002:backlog={DEFAULT_BACKLOG}",
+            ],
         )
 
     def test_endpointKinds(self) -> None:
@@ -124,6 +140,15 @@ class OptionsTests(SynchronousTestCase):
             ("--port", "tcp:70000"): "invalid port '70000'",
             ("--listen", "foo:12"): "unknown endpoint type 'foo'",
             ("--listen", "tcp:"): "invalid port ''",
+            ("--port", "tcp:0:interface=127.0.0.1:backlog=99999999999999999999"): (
+                "invalid backlog '99999999999999999999': must be 1 to 65535"
+            ),
+            ("--port", "tcp:0:backlog=-1"): "invalid backlog '-1': must be 1 to 65535",
+            ("--port", "tcp:0:backlog=0"): "invalid backlog '0': must be 1 to 65535",
+            ("--port", "unix:/x:backlog=0"): "invalid backlog '0': must be 1 to 65535",
+            ("--port", "tcp:0:interface=\\"): "ends in a lone backslash",
+            # Arabic-Indic 12, which int() would take.
+            ("--max-per-ip", "\u0661\u0662"): "--max-per-ip: invalid count",
             ("--listen", ""): "empty endpoint description",
             ("--bogus",): "option --bogus not recognized",
         }
@@ -150,12 +175,13 @@ class EndpointTextTests(SynchronousTestCase):
             self.assertRaises(BadEndpoint, checkPort, bad)
 
     def test_checkBacklog(self) -> None:
-        """Backlogs 0 to 65535 pass; others raise L{BadEndpoint} saying why."""
-        self.assertEqual(checkBacklog("0"), 0)
+        """Backlogs 1 to 65535 pass; others raise L{BadEndpoint} saying why."""
+        self.assertEqual(checkBacklog("1"), 1)
         self.assertEqual(checkBacklog("65535"), 65535)
         for bad, why in (
-            ("99999999999", "must be 0 to 65535"),
-            ("-1", "must be 0 to 65535"),
+            ("99999999999", "must be 1 to 65535"),
+            ("-1", "must be 1 to 65535"),
+            ("0", "must be 1 to 65535"),
             ("x", "not a whole number"),
         ):
             error = self.assertRaises(BadEndpoint, checkBacklog, bad)
@@ -163,8 +189,10 @@ class EndpointTextTests(SynchronousTestCase):
 
     def test_normalize(self) -> None:
         """Bare numbers become tcp:N; keyword ports are checked too."""
-        self.assertEqual(normalizeListen(" 80 "), "tcp:80")
-        self.assertEqual(normalizeListen("tcp:port=80"), "tcp:port=80")
+        self.assertEqual(normalizeListen(" 80 "), f"tcp:80:backlog={DEFAULT_BACKLOG}")
+        self.assertEqual(
+            normalizeListen("tcp:port=80"), f"tcp:port=80:backlog={DEFAULT_BACKLOG}"
+        )
         self.assertRaises(BadEndpoint, normalizeListen, "tcp:port=99999")
         self.assertRaises(BadEndpoint, normalizeListen, "tcp:interface=::1")
 

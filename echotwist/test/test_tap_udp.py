@@ -9,6 +9,7 @@ from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from echotwist.endpoints import DEFAULT_BACKLOG
 from echotwist.protocol import EchoFactory
 from echotwist.server.filelimit import FileLimitService
 from echotwist.server.listening import DatagramListeningService, ListeningService
@@ -72,7 +73,8 @@ class UDPOptionsTests(SynchronousTestCase):
         (directory / "localhost.pem").write_text("read when a client connects\n")
         options, _ = parse("--listen", f"tls:{directory}:5000")
         self.assertEqual(
-            [d for d, _ in options["endpoints"]], [f"tls:{directory}:5000"]
+            [d for d, _ in options["endpoints"]],
+            [f"tls:{directory}:5000:backlog={DEFAULT_BACKLOG}"],
         )
 
     def test_tlsWithoutPEMs(self) -> None:
