@@ -148,7 +148,8 @@ class GroupSignalTests(SynchronousTestCase):
 
     def groupSignal(self, number: int, *twistdOptions: str) -> str:
         """Start C{--workers 2} in a group of its own with a client
-        connected, signal the group, check the exit; return the output.
+        connected, signal the group twice (as the supervisor's own SIGTERM
+        or a second Ctrl-C would follow), check the exit; return the output.
         """
         command = twistdCommand(
             "-n",
@@ -168,7 +169,16 @@ class GroupSignalTests(SynchronousTestCase):
         self.addCleanup(client.close)
         client.sendall(b"hi")
         self.assertEqual(client.recv(2), b"hi")
+        name = signal.Signals(number).name
         os.killpg(server.pid, number)
+        # The worker holding the client drains (up to 10 s): signal again.
+        server.output.waitFor(r"Draining 1 connections")
+        os.killpg(server.pid, number)
+        # Handled: said so (or, before this was fixed, a traceback).
+        server.output.waitFor(
+            rf"Received {name} again; already shutting down|ReactorNotRunning"
+        )
+        client.close()
         self.assertEqual(server.wait(), 0)
         output = server.output.waitClosed()
         self.assertNotIn("Traceback", output)
