@@ -63,8 +63,22 @@ class UnitTests(SynchronousTestCase):
         self.assertEqual(service["CapabilityBoundingSet"], "")
         self.assertEqual(service["ProtectSystem"], "strict")
 
+    def test_workersServiceReloads(self) -> None:
+        """The workers' service runs --workers auto and reloads with SIGHUP."""
+        service = readUnit("echotwist-workers.service")["Service"]
+        command = shlex.split(service["ExecStart"])
+        echo = command.index("echo")
+        self.assertIn("-n", command[1:echo])
+        self.assertIn("--pidfile=", command[1:echo])
+        self.assertEqual(command[echo + 1 : echo + 3], ["--workers", "auto"])
+        self.assertEqual(shlex.split(service["ExecReload"])[1:], ["-HUP", "$MAINPID"])
+        self.assertEqual(service["Restart"], "on-failure")
+        # The one capability: binding a port below 1024.
+        self.assertEqual(service["CapabilityBoundingSet"], "CAP_NET_BIND_SERVICE")
+        self.assertEqual(service["ProtectSystem"], "strict")
+
     def test_systemdAcceptsTheUnits(self) -> None:
-        """C{systemd-analyze verify} reports nothing about either unit."""
+        """C{systemd-analyze verify} reports nothing about any unit."""
         analyze = shutil.which("systemd-analyze")
         if analyze is None:
             raise SkipTest("systemd-analyze not found (Debian package systemd)")
@@ -74,13 +88,15 @@ class UnitTests(SynchronousTestCase):
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
         # verify checks that ExecStart's program exists: point it at ours.
-        service = (UNITS / "echotwist.service").read_text()
-        (directory / "echotwist.service").write_text(
-            service.replace("/usr/local/bin/twistd", str(twistd))
-        )
+        services = ("echotwist.service", "echotwist-workers.service")
+        for name in services:
+            service = (UNITS / name).read_text()
+            (directory / name).write_text(
+                service.replace("/usr/local/bin/twistd", str(twistd))
+            )
         shutil.copy(UNITS / "echotwist.socket", directory)
         result = subprocess.run(
-            [analyze, "verify", "echotwist.socket", "echotwist.service"],
+            [analyze, "verify", "echotwist.socket", *services],
             cwd=directory,
             capture_output=True,
             text=True,
