@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from functools import partial
 
+from echotwist.endpoints import parseHost
 from echotwist.parsing import (
     argumentType,
     parseCount,
@@ -76,7 +77,11 @@ def buildParser() -> argparse.ArgumentParser:
             " for merging interval logs."
         ),
     )
-    parser.add_argument("host", help="server name or address")
+    parser.add_argument(
+        "host",
+        type=argumentType(parseHost, "host"),
+        help="server name or address (an IPv6 one with or without brackets)",
+    )
     parser.add_argument(
         "port", nargs="?", type=_port, default=ECHO_PORT, help="default 7"
     )

@@ -49,6 +49,7 @@ from twisted.python.failure import Failure
 from echotwist.bench.content import Payload, classifyMismatch
 from echotwist.bench.results import LatencyRecorder, Results
 from echotwist.bench.schedule import OpenLoopSchedule
+from echotwist.endpoints import formatHostPort
 from echotwist.internals.writepath import sendNow
 
 # How long a dropped connection waits before it is replaced.
@@ -299,21 +300,29 @@ class LoadConnection(Protocol):
         self.verifyPieces(data, now)
 
     def verifyPieces(self, data: bytes, now: float) -> None:
-        """Verify echoes that arrive in pieces, several at once, or wrong."""
+        """Verify echoes that arrive in pieces, several at once, or wrong.
+
+        C{data} can only echo the messages in flight when it arrived: each
+        verified echo sends the next message at once, but bytes read
+        before that message left are no echo of it.  Bytes beyond those
+        messages are C{excess}.
+        """
         buffer = self.pending + data
+        due = len(self.inflight)
         while buffer:
-            if not self.inflight:
+            if not due:
                 self.fail("excess")
                 return
             message, intended, sent = self.inflight[0]
             head = buffer[: len(message)]
             if not message.startswith(head):
-                later = [m for m, _, _ in list(self.inflight)[1:]]
+                later = [m for m, _, _ in list(self.inflight)[1:due]]
                 self.fail(classifyMismatch(head, later, self.previous))
                 return
             if len(head) < len(message):
                 break
             self.inflight.popleft()
+            due -= 1
             buffer = buffer[len(message) :]
             self.echoed(message, intended, sent, now)
             if self.failed:
@@ -412,7 +421,7 @@ def _firstFailure(results: list[tuple[bool, object]]) -> Failure | None:
 
 def describeConnectFailure(failure: Failure, host: str, port: int) -> str:
     """One line saying why no connection to C{host}:C{port} could be made."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = formatHostPort(host, port)
     if failure.check(ConnectionRefusedError):
         return f"connection refused by {where}"
     return f"cannot connect to {where}: {failure.getErrorMessage()}"
@@ -675,7 +684,7 @@ async def runConnect(
     if run.errors:
         run.finish()
         raise SetupError(
-            f"cannot echo with {config.host}:{config.port}"
+            f"cannot echo with {formatHostPort(config.host, config.port)}"
             f" ({', '.join(sorted(run.errors))})"
         )
     for _ in range(config.connections):
@@ -756,7 +765,8 @@ async def runHold(
             if factory.connection is not None:
                 factory.connection.end(None)
         raise SetupError(
-            f"cannot hold connections to {config.host}:{config.port}"
+            "cannot hold connections to"
+            f" {formatHostPort(config.host, config.port)}"
             f" ({', '.join(sorted(run.errors)) or 'no echo'})"
         )
     run.recorder.flush()

@@ -35,6 +35,7 @@ from echotwist.client.connect import describeFailure, streamEndpoint
 from echotwist.client.oneshot import echoOver, udpEcho
 from echotwist.client.ping import DatagramProber, StreamProber, runPing
 from echotwist.client.pingstats import PingStats, summaryLines
+from echotwist.endpoints import parseHost
 from echotwist.parsing import argumentType, parseCount, parsePort, parseSeconds
 
 ECHO_PORT = 7
@@ -53,7 +54,11 @@ def buildParser() -> argparse.ArgumentParser:
             " like ping."
         ),
     )
-    parser.add_argument("host", help="server name or address (IPv4 or IPv6)")
+    parser.add_argument(
+        "host",
+        type=argumentType(parseHost, "host"),
+        help="server name or address (IPv4, or IPv6 with or without brackets)",
+    )
     parser.add_argument("word", help="the text to send (UTF-8)")
     parser.add_argument(
         "port",

@@ -25,6 +25,8 @@ from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
+from echotwist.endpoints import formatHostPort
+
 
 class EchoError(Exception):
     """The echo failed; the message is the one line shown to the user."""
@@ -121,7 +123,7 @@ def echoDiffers(echoed: bytes, sent: bytes) -> str:
 
 def describeFailure(failure: Failure, host: str, port: int, timeout: float) -> str:
     """Turn why an echo (or ping's first connection) failed into one line."""
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    where = formatHostPort(host, port)
     if failure.check(EchoError):
         return str(failure.value)
     if failure.check(ConnectionRefusedError):

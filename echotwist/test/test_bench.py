@@ -43,8 +43,10 @@ from echotwist.bench.load import (
     LoadConfig,
     LoadConnection,
     LoadRun,
+    SetupError,
     TransactionConnection,
     measure,
+    runConnect,
     runHold,
 )
 from echotwist.bench.plot import curve
@@ -374,8 +376,34 @@ class LoadConnectionTests(SynchronousTestCase):
 
     def test_excess(self) -> None:
         """Bytes beyond everything sent are excess."""
-        run = self.corrupt(b"{sent}" * 3)
-        self.assertEqual(run.errors["duplicated"] + run.errors["excess"], 1)
+        self.assertEqual(self.corrupt(b"{sent}" * 3).errors, Counter(excess=1))
+
+    def test_excessInTheSameRead(self) -> None:
+        """Extra bytes arriving with an echo are excess, not a corrupt next echo.
+
+        They came before the next message was sent, so they cannot be its
+        echo, in closed loop and open loop alike, pipelined or not.
+        """
+        for rate, pipeline in ((None, 1), (None, 3), (1000.0, 1)):
+            reactor, run = startRun(rate=rate, pipeline=pipeline)
+            connection, written = attach(run)
+            run.begin()
+            reactor.advance(0.002)
+            sent = written.getvalue()
+            self.assertTrue(sent)
+            connection.dataReceived(sent + b"\x00\x01\x02")
+            self.assertEqual(run.errors, Counter(excess=1), (rate, pipeline))
+            self.assertTrue(connection.failed)
+
+    def test_excessAfterPieces(self) -> None:
+        """An echo completed by a read carrying extra bytes counts them as excess."""
+        _reactor, run = startRun()
+        connection, written = attach(run)
+        run.begin()
+        sent = written.getvalue()
+        connection.dataReceived(sent[:3])
+        connection.dataReceived(sent[3:] + b"\xff")
+        self.assertEqual(run.errors, Counter(excess=1))
 
     def test_truncated(self) -> None:
         """The server closing mid-echo is a truncated echo; before any, closed."""
@@ -474,6 +502,26 @@ def holdConfig(connections: int) -> LoadConfig:
         duration=1.0,
         connectTimeout=1.0,
     )
+
+
+class SetupErrorTests(SynchronousTestCase):
+    """A run that cannot start names the server as C{HOST:PORT}."""
+
+    def test_ipv6Bracketed(self) -> None:
+        """An IPv6 server is named C{[HOST]:PORT} when connect or hold fails."""
+        for run, words in ((runConnect, "cannot echo with"),
+                           (runHold, "cannot hold connections to")):  # fmt: skip
+            reactor = MemoryReactorClock()
+            config = dataclasses.replace(holdConfig(1), host="::1")
+            d = Deferred.fromCoroutine(run(reactor, reactor.seconds, config, "::1"))
+            protocol = reactor.tcpClients[0][2].buildProtocol(None)
+            assert isinstance(protocol, TransactionConnection)
+            transport = StringTransportWithDisconnection()
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+            transport.loseConnection()
+            error = self.failureResultOf(d, SetupError).value
+            self.assertEqual(str(error), f"{words} [::1]:7 (closed)")
 
 
 class HoldTests(SynchronousTestCase):
@@ -579,6 +627,20 @@ class HoldTests(SynchronousTestCase):
 
 class CommandLineTests(SynchronousTestCase):
     """The bench's option handling, without running anything."""
+
+    def test_bracketedHost(self) -> None:
+        """An IPv6 address may be given in brackets; they are taken off."""
+        for host in ("[::1]", "::1"):
+            self.assertEqual(buildParser().parse_args([host]).host, "::1")
+        output = OutputCapture(self)
+        with self.assertRaises(SystemExit) as raised:
+            buildParser().parse_args(["[::1"])
+        self.assertEqual(raised.exception.code, 2)
+        self.assertEqual(
+            output.err.getvalue().splitlines()[-1],
+            "python -m echotwist.bench: error: argument host: invalid host '[::1':"
+            " brackets enclose an IPv6 address only",
+        )
 
     def test_holdSources(self) -> None:
         """Load processes in hold mode bind to source addresses of their own."""

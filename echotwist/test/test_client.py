@@ -22,6 +22,7 @@ from twisted.internet.error import (
     NoRouteError,
     TCPTimedOutError,
 )
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -411,6 +412,22 @@ class ParserTests(SynchronousTestCase):
                 stderr.splitlines()[-1], f"python -m echotwist.client: error: {message}"
             )
 
+    def test_bracketedHost(self) -> None:
+        """An IPv6 address may be given in brackets; they are taken off."""
+        for host in ("[::1]", "::1"):
+            self.assertEqual(buildParser().parse_args([host, "w"]).host, "::1")
+
+    def test_badBrackets(self) -> None:
+        """A lone bracket, or brackets around no IPv6 address, is a usage error."""
+        for host in ("[::1", "[127.0.0.1]"):
+            code, stderr = self.parseError(host, "w")
+            self.assertEqual(code, 2)
+            self.assertEqual(
+                stderr.splitlines()[-1],
+                f"python -m echotwist.client: error: argument host: invalid host"
+                f" {host!r}: brackets enclose an IPv6 address only",
+            )
+
     def test_numberRanges(self) -> None:
         """The ends of each number's range are accepted."""
         args = buildParser().parse_args(
@@ -446,6 +463,37 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(
             stderr.getvalue(), "echotwist.client: error: connection refused by h:7\n"
         )
+
+    def refused(self, host: str) -> tuple[list[str], str]:
+        """Run C{main} for C{host} port 7 against a refusing server.
+
+        Return the hosts it connected to and what it wrote on stderr.
+        """
+        network = Network()
+        hosts: list[str] = []
+
+        def connect(
+            reactor: object, host: str, *args: object, **kwargs: object
+        ) -> IStreamClientEndpoint:
+            hosts.append(host)
+            return network.endpoint
+
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            d = Deferred.fromCoroutine(
+                main(network.reactor, [host, "x", "7"], connect=connect)
+            )
+            network.completer.failOnce(Failure(ConnectionRefusedError()))
+            self.failureResultOf(d, SystemExit)
+        return hosts, stderr.getvalue()
+
+    def test_bracketedHostShownOnce(self) -> None:
+        """C{[::1]} connects to ::1 and is named C{[::1]:PORT}, bracketed once."""
+        for given in ("[::1]", "::1"):
+            self.assertEqual(
+                self.refused(given),
+                (["::1"], "echotwist.client: error: connection refused by [::1]:7\n"),
+            )
 
     def test_intervalNeedsCount(self) -> None:
         """--interval without --count is a usage error (exit 2)."""
