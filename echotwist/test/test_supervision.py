@@ -9,13 +9,16 @@ connections) are in L{echotwist.test.e2e.test_supervision}.
 from __future__ import annotations
 
 import io
+import signal
 
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.test.test_workers import end, pool, ready
 from echotwist.workers.restarts import GiveUp, RestartPolicy
-from echotwist.workers.supervisor import RELOAD_TIMEOUT
+from echotwist.workers.supervisor import RELOAD_TIMEOUT, exitReason
 
 
 class RestartPolicyTests(SynchronousTestCase):
@@ -73,6 +76,19 @@ class RestartPolicyTests(SynchronousTestCase):
             policy.exited(0, startedAt=-100.0, now=0.0)
 
 
+class ExitReasonTests(SynchronousTestCase):
+    """How a worker's end is worded."""
+
+    def test_words(self) -> None:
+        """A signal by name, else the exit status."""
+        self.assertEqual(
+            exitReason(Failure(ProcessTerminated(signal=signal.SIGKILL))),
+            "killed by SIGKILL",
+        )
+        self.assertEqual(exitReason(Failure(ProcessTerminated(3))), "exit status 3")
+        self.assertEqual(exitReason(Failure(ProcessDone(0))), "exit status 0")
+
+
 class ReplacementTests(SynchronousTestCase):
     """A worker that exits unexpectedly is replaced on the same sockets."""
 
@@ -97,9 +113,8 @@ class ReplacementTests(SynchronousTestCase):
         self.assertEqual(events[0]["log_level"].name, "error")
         self.assertEqual(
             formatEvent(events[0]),
-            "Worker 2 (pid 1001) exited: A process has ended with a probable"
-            " error condition: process ended with exit code 9.;"
-            " replacing it in 0 s (restart 1)",
+            "Worker 2 (pid 1001) exited: exit status 9; replacing it in 0 s"
+            " (restart 1)",
         )
 
     def test_replacementServes(self) -> None:
@@ -119,7 +134,7 @@ class ReplacementTests(SynchronousTestCase):
 
     def test_earlyDeathDelayed(self) -> None:
         """A worker dying soon after it started is replaced after a delay."""
-        _, reactor, _ = pool(1)
+        _, reactor, _ = pool(1, policy=RestartPolicy(firstDelay=0.5))
         reactor.advance(1)
         end(reactor, 0, status=1)
         reactor.advance(0.49)

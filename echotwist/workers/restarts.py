@@ -18,13 +18,14 @@ from collections import deque
 DEFAULT_LIMIT = 5
 DEFAULT_WINDOW = 60.0
 
-# A worker that served this many seconds before exiting had started fine:
-# its replacement starts at once.
-STABLE_AFTER = 10.0
+# A worker that ran this many seconds before exiting had started fine (a
+# worker takes about 0.35 s to start here): its replacement starts at once.
+STABLE_AFTER = 2.0
 
 # The delay before replacing a worker that died soon after starting,
-# doubled for each such death of the same worker in a row, up to MAX_DELAY.
-FIRST_DELAY = 0.5
+# doubled for each such death of the same worker in a row, up to MAX_DELAY:
+# with the default limit, 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s before giving up.
+FIRST_DELAY = 0.1
 MAX_DELAY = 8.0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from typing import NoReturn, TextIO
 from twisted.application.service import Service
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
     IDelayedCall,
     IProcessTransport,
@@ -71,16 +72,13 @@ class WorkerProtocol(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self.buffer = b""
         self.transport: IProcessTransport | None = None
+        # Kept: Twisted forgets a process's pid once it has exited.
+        self.pid: int | None = None
 
     @property
     def index(self) -> int:
         """The worker's number in logs and on its command line (from 1)."""
         return self.slot + 1
-
-    @property
-    def pid(self) -> int | None:
-        """The process id, while it runs."""
-        return None if self.transport is None else self.transport.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """A line C{ready} on descriptor 3 means the worker listens."""
@@ -213,6 +211,7 @@ class WorkerPool(StartsEarly):
             env=os.environ,
             childFDs=childFDs,
         )
+        protocol.pid = protocol.transport.pid
         self.alive.add(protocol)
         return protocol
 
@@ -281,7 +280,7 @@ class WorkerPool(StartsEarly):
     def workerEnded(self, worker: WorkerProtocol, reason: Failure) -> None:
         """A worker exited: expected, a failed reload, or one to replace."""
         self.alive.discard(worker)
-        why = reason.getErrorMessage()
+        why = exitReason(reason)
         if worker.retired or self.stopping:
             if reason.check(ProcessDone) is None:
                 self.log.info(
@@ -416,6 +415,20 @@ class WorkerPool(StartsEarly):
     def _kill(self) -> None:
         for worker in list(self.alive):
             worker.stop("KILL")
+
+
+def exitReason(reason: Failure) -> str:
+    """How a process ended, in a few words: C{killed by SIGKILL}, C{exit status 1}."""
+    error = reason.value
+    if isinstance(error, ProcessDone | ProcessTerminated):
+        if error.signal is not None:
+            try:
+                name = signal.Signals(error.signal).name
+            except ValueError:
+                name = f"signal {error.signal}"
+            return f"killed by {name}"
+        return f"exit status {error.exitCode}"
+    return reason.getErrorMessage()
 
 
 def _signal(transport: IProcessTransport, name: str) -> None:
