@@ -5,7 +5,8 @@ claims to be, so a forged source turns it into a reflector: two echo
 services aimed at each other loop forever (CVE-1999-0103, the echo/chargen
 loop), and a flood with a victim's address as its source is bounced at the
 victim.  L{ReflectionGuard} decides, with no I/O, which datagrams may be
-answered; L{DatagramEcho} is the small protocol that asks it.
+answered; L{DatagramEcho} is the small protocol that asks it, and tells it
+where it listens and what it echoed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from twisted.logger import Logger
 
 from echotwist.endpoints import BadEndpoint, splitDescription
 from echotwist.parsing import parseListenPort
-from echotwist.server.limits import parseAddress
+from echotwist.server.limits import Address, parseAddress
 from echotwist.server.stats import ServerStats
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
@@ -46,14 +47,41 @@ DEFAULT_RATE = 1000.0
 # measured about 6 MiB of resident memory on CPython 3.11.
 DEFAULT_MAX_SOURCES = 16384
 
+# How long (seconds) what was echoed to a peer is remembered: the same
+# datagram coming back from that peer sooner is taken for our own echo,
+# reflected by another echo service.  It must be longer than a round trip
+# between two reflectors (a slower loop is not caught, but goes round less
+# than once a window) and shorter than the interval of a client that
+# repeats one datagram: echotwist's ping sends the same bytes every
+# --interval, 1 s by default, and its probes must still be answered with
+# half a second of jitter to spare.
+DEFAULT_ECHO_WINDOW = 0.5
+
+# How many echoes are remembered.  Only echoes younger than the window
+# matter, so this covers a whole window up to 32768 echoes a second; at
+# higher rates the oldest are forgotten sooner, and a loop is still caught
+# if it comes round before then (16384 echoes after ours).
+DEFAULT_MAX_ECHOES = 16384
+
 # Drop reasons, as counted in ServerStats.udpDropped.
 PRIVILEGED_PORT = "privileged-port"
 BROADCAST = "broadcast"
 MULTICAST = "multicast"
 UNSPECIFIED = "unspecified"
+OWN_ADDRESS = "own-address"
+REFLECTED_ECHO = "reflected-echo"
 RATE = "rate"
 SEND_FAILED = "send-failed"
-DROP_REASONS = (PRIVILEGED_PORT, BROADCAST, MULTICAST, UNSPECIFIED, RATE, SEND_FAILED)
+DROP_REASONS = (
+    PRIVILEGED_PORT,
+    BROADCAST,
+    MULTICAST,
+    UNSPECIFIED,
+    OWN_ADDRESS,
+    REFLECTED_ECHO,
+    RATE,
+    SEND_FAILED,
+)
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
@@ -199,15 +227,96 @@ class TokenBuckets:
         return False
 
 
+class RecentEchoes:
+    """The datagrams echoed in the last C{window} seconds, and to whom.
+
+    Each echo is kept as its peer (host, port), a digest of its bytes and
+    when it was sent; L{isReturning} says whether a datagram from a peer is
+    one that was echoed to that same peer within the window.  Every echo is
+    kept, not only a peer's last one: a peer's last echo alone is defeated
+    by two forged datagrams, whose echoes overwrite each other's memory as
+    they go round.  The table holds at most C{maxEchoes} echoes: those
+    older than the window are forgotten as new ones come, and when it is
+    still full the oldest is forgotten.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        window: float = DEFAULT_ECHO_WINDOW,
+        maxEchoes: int = DEFAULT_MAX_ECHOES,
+    ) -> None:
+        if window <= 0:
+            raise ValueError("window must be positive")
+        if maxEchoes < 1:
+            raise ValueError("maxEchoes must be at least 1")
+        self.clock = clock
+        self.window = window
+        self.maxEchoes = maxEchoes
+        # (host, port, digest) -> when, oldest first: the echoes to forget
+        # are always at the front.
+        self._echoes: OrderedDict[tuple[str, int, int], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._echoes)
+
+    def remember(self, host: str, port: int, datagram: bytes) -> None:
+        """Note that C{datagram} was echoed to C{host}/C{port} now."""
+        now = self.clock.seconds()
+        key = (host, port, _digest(datagram))
+        self._echoes.pop(key, None)
+        while self._echoes:
+            when = next(iter(self._echoes.values()))
+            if len(self._echoes) < self.maxEchoes and not self._expired(now, when):
+                break
+            self._echoes.popitem(last=False)
+        self._echoes[key] = now
+
+    def isReturning(self, host: str, port: int, datagram: bytes) -> bool:
+        """Say whether C{datagram} was echoed to C{host}/C{port} within the window."""
+        when = self._echoes.get((host, port, _digest(datagram)))
+        return when is not None and not self._expired(self.clock.seconds(), when)
+
+    def _expired(self, now: float, when: float) -> bool:
+        # abs(): after the clock steps back by more than a window, an echo
+        # "from the future" is forgotten too, rather than kept for as long
+        # as the step was.
+        return abs(now - when) >= self.window
+
+
+def _digest(datagram: bytes) -> int:
+    """A short digest of C{datagram}'s bytes.
+
+    Python's own hash: cached on the bytes object, so checking and then
+    remembering one datagram reads its bytes once.  A collision can only
+    drop a datagram, never answer one that should have been dropped.
+    """
+    return hash(datagram)
+
+
+def _boundAddress(host: str) -> Address | None:
+    """The address a socket is bound to; L{None} for every address."""
+    address = parseAddress(host)
+    if address is None or address.is_unspecified:
+        return None
+    return address
+
+
 class ReflectionGuard:
     """Decide, without I/O, whether a datagram may be echoed.
 
     A datagram is dropped when its source port is privileged, when its
-    source address is broadcast, multicast or unspecified, or when its
-    source host has used up its share of C{rate} datagrams a second
-    (0 turns the rate limit off).  Rates are per source host, not per
-    host and port: a reflection attack forges the victim's address with
-    any port.
+    source address is broadcast, multicast or unspecified, when it comes
+    "from" one of this server's own listening addresses, when it is a
+    datagram this server echoed to that same source (host and port) less
+    than C{echoWindow} seconds ago (another reflector sending our echo
+    back), or when its source host has used up its share of C{rate}
+    datagrams a second (0 turns the rate limit off).  Rates are per source
+    host, not per host and port: a reflection attack forges the victim's
+    address with any port.
+
+    L{DatagramEcho} tells the guard where it listens (L{listeningOn}) and
+    what it echoed (L{echoed}).
     """
 
     def __init__(
@@ -215,19 +324,60 @@ class ReflectionGuard:
         clock: IReactorTime,
         rate: float = DEFAULT_RATE,
         maxSources: int = DEFAULT_MAX_SOURCES,
+        echoWindow: float = DEFAULT_ECHO_WINDOW,
+        maxEchoes: int = DEFAULT_MAX_ECHOES,
     ) -> None:
         self.buckets = (
             TokenBuckets(clock, rate, maxKeys=maxSources) if rate > 0 else None
         )
+        self.echoes = RecentEchoes(clock, echoWindow, maxEchoes)
+        # Port -> the addresses bound on it (None: every address).
+        self._own: dict[int, list[Address | None]] = {}
 
-    def check(self, host: str, port: int) -> str | None:
-        """Return the reason to drop a datagram from C{host}/C{port}, or L{None}."""
+    def listeningOn(self, host: str, port: int) -> None:
+        """Drop datagrams "from" C{host}/C{port}, where a socket of ours is bound.
+
+        An unspecified C{host} (C{0.0.0.0}, C{::}) stands for every address:
+        a datagram from C{port} on any host is then dropped, since it is
+        either forged with our address or from another echo service on the
+        same port, each of which would answer the other forever.
+        """
+        self._own.setdefault(port, []).append(_boundAddress(host))
+
+    def stoppedListeningOn(self, host: str, port: int) -> None:
+        """Forget one L{listeningOn} of C{host}/C{port}."""
+        bound = self._own.get(port, [])
+        address = _boundAddress(host)
+        if address in bound:
+            bound.remove(address)
+        if not bound:
+            self._own.pop(port, None)
+
+    def isOwnAddress(self, host: str, port: int) -> bool:
+        """Say whether C{host}/C{port} is where a socket of ours listens."""
+        bound = self._own.get(port)
+        if not bound:
+            return False
+        address = parseAddress(host)
+        return any(each is None or each == address for each in bound)
+
+    def check(self, host: str, port: int, datagram: bytes) -> str | None:
+        """Return the reason to drop C{datagram} from C{host}/C{port}, or L{None}."""
         reason = classifySource(host, port)
         if reason is not None:
             return reason
+        if self.isOwnAddress(host, port):
+            return OWN_ADDRESS
+        # Before the rate: a reflected echo must not spend the host's tokens.
+        if self.echoes.isReturning(host, port, datagram):
+            return REFLECTED_ECHO
         if self.buckets is not None and not self.buckets.allow(host):
             return RATE
         return None
+
+    def echoed(self, host: str, port: int, datagram: bytes) -> None:
+        """Note that C{datagram} was sent back to C{host}/C{port} now."""
+        self.echoes.remember(host, port, datagram)
 
 
 def shouldLogDrop(count: int) -> bool:
@@ -245,7 +395,9 @@ class DatagramEcho(DatagramProtocol):
     """Send each datagram, whole, back to its sender if the guard allows.
 
     The reply is the request itself, so it is never larger than the
-    request: the service cannot amplify.
+    request: the service cannot amplify.  While listening, the socket's
+    address is one of the guard's own addresses, and every echo sent is
+    reported to the guard.
     """
 
     log = Logger()
@@ -254,11 +406,25 @@ class DatagramEcho(DatagramProtocol):
     def __init__(self, guard: ReflectionGuard, stats: ServerStats) -> None:
         self.guard = guard
         self.stats = stats
+        self.bound: tuple[str, int] | None = None
+
+    def startProtocol(self) -> None:
+        """Tell the guard the address the socket is bound to."""
+        assert self.transport is not None
+        address = self.transport.getHost()
+        self.bound = (address.host, address.port)
+        self.guard.listeningOn(*self.bound)
+
+    def stopProtocol(self) -> None:
+        """Tell the guard the socket's address is no longer ours."""
+        if self.bound is not None:
+            self.guard.stoppedListeningOn(*self.bound)
+            self.bound = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         """Echo C{datagram} to C{addr}, or count (and sometimes log) a drop."""
         host, port = addr[0], addr[1]
-        reason = self.guard.check(host, port)
+        reason = self.guard.check(host, port, datagram)
         if reason is None:
             assert self.transport is not None
             try:
@@ -272,6 +438,7 @@ class DatagramEcho(DatagramProtocol):
                     raise
                 reason = SEND_FAILED
             else:
+                self.guard.echoed(host, port, datagram)
                 self.stats.echoed("udp", len(datagram))
                 return
         self.stats.dropDatagram(reason)

@@ -209,21 +209,21 @@ class ReflectionGuardTests(SynchronousTestCase):
     def test_addressChecksFirst(self) -> None:
         """A privileged source port is dropped for that reason, not the rate."""
         guard = ReflectionGuard(Clock(), rate=1)
-        self.assertEqual(guard.check("127.0.0.1", 19), "privileged-port")
-        self.assertIsNone(guard.check("127.0.0.1", 4000))
+        self.assertEqual(guard.check("127.0.0.1", 19, b"x"), "privileged-port")
+        self.assertIsNone(guard.check("127.0.0.1", 4000, b"x"))
 
     def test_ratePerHostNotPerPort(self) -> None:
         """Changing the source port does not earn a source more datagrams."""
         guard = ReflectionGuard(Clock(), rate=3)
-        results = [guard.check("192.0.2.1", 2000 + i) for i in range(5)]
+        results = [guard.check("192.0.2.1", 2000 + i, b"x") for i in range(5)]
         self.assertEqual(results, [None, None, None, "rate", "rate"])
-        self.assertIsNone(guard.check("192.0.2.2", 2000))
+        self.assertIsNone(guard.check("192.0.2.2", 2000, b"x"))
 
     def test_zeroRateIsNoLimit(self) -> None:
         """With rate 0, no datagram is dropped for its rate."""
         guard = ReflectionGuard(Clock(), rate=0)
         self.assertEqual(
-            {guard.check("192.0.2.1", 5000) for _ in range(10_000)}, {None}
+            {guard.check("192.0.2.1", 5000, b"%d" % i) for i in range(10_000)}, {None}
         )
 
 
@@ -319,11 +319,11 @@ class DatagramEchoTests(SynchronousTestCase):
     def test_rateRecovers(self) -> None:
         """A rate-limited source is answered again once time has passed."""
         protocol, transport, stats, clock = echoWith(rate=2)
-        for _ in range(4):
-            protocol.datagramReceived(b"x", ("192.0.2.1", 5000))
+        for datagram in (b"1", b"2", b"3", b"4"):
+            protocol.datagramReceived(datagram, ("192.0.2.1", 5000))
         clock.advance(0.5)
-        protocol.datagramReceived(b"y", ("192.0.2.1", 5000))
-        self.assertEqual([d for d, _ in transport.written], [b"x", b"x", b"y"])
+        protocol.datagramReceived(b"5", ("192.0.2.1", 5000))
+        self.assertEqual([d for d, _ in transport.written], [b"1", b"2", b"5"])
         self.assertEqual(stats.udpDropped["rate"], 2)
 
     def test_dropsLoggedSparingly(self) -> None:
