@@ -23,27 +23,30 @@ T = TypeVar("T")
 
 DEFAULT_PORT = 5000
 # Every listener without a backlog= gets the system's largest, as the
-# workers' sockets do: Twisted's default of 50 made a burst of 500
-# connects wait for SYN retransmissions (7 to 9 s).
+# workers' sockets do: with Twisted's default of 50, a burst of 500
+# connects took 7 to 9 s.
 DEFAULT_BACKLOG = socket.SOMAXCONN
 
-# Where each endpoint type takes its TCP port: the index of the positional
-# argument that is the port (it may also be given as port=).  Twisted's
-# tls:PATH[:PORT] names a directory of PEM files first, and its port
-# defaults to 443.
-_PORT_ARGUMENT = {"tcp": 0, "tcp6": 0, "ssl": 0, "tls": 1, "aiotcp": 0}
+# Where each listening type takes the arguments echotwist reads, by
+# position as its parser declares them (each may also be given as
+# NAME=VALUE): Twisted's _parseTCP(port, interface, backlog), tcp6's
+# (port, backlog, interface), _parseSSL(port, privateKey, certKey,
+# sslmethod, interface, backlog), tls's (path, port, backlog, interface),
+# _parseUNIX(address, mode, backlog, lockfile) and systemd's (domain,
+# index), and echotwist.internals.aiotcp's (port, interface, backlog).
+# These are the types whose descriptions are checked; Twisted finds
+# plugin types in any case, so they are given in lower case.
+_POSITIONS: dict[str, dict[str, int]] = {
+    "tcp": {"port": 0, "interface": 1, "backlog": 2},
+    "tcp6": {"port": 0, "backlog": 1, "interface": 2},
+    "ssl": {"port": 0, "interface": 4, "backlog": 5},
+    "tls": {"port": 1, "backlog": 2, "interface": 3},
+    "unix": {"mode": 1, "backlog": 2, "lockfile": 3},
+    "aiotcp": {"port": 0, "interface": 1, "backlog": 2},
+    "systemd": {"index": 1},
+}
+# Twisted's tls:PATH[:PORT] listens on port 443 when given none.
 _PORT_DEFAULTED = frozenset({"tls"})
-# Where each listening type takes its backlog, by position as its parser
-# declares it: Twisted's _parseTCP(port, interface, backlog),
-# tcp6 (port, backlog, interface), _parseSSL(port, privateKey, certKey,
-# sslmethod, interface, backlog), tls (path, port, backlog, interface),
-# _parseUNIX(address, mode, backlog, lockfile) and
-# echotwist.internals.aiotcp's (port, interface, backlog).  systemd:
-# sockets are listening already when they are passed.
-_BACKLOG_ARGUMENT = {"tcp": 2, "tcp6": 1, "ssl": 5, "tls": 2, "unix": 2, "aiotcp": 2}
-# The types Twisted knows in any case (plugins are matched case-blind);
-# their descriptions are checked and given in lower case.
-_KNOWN_KINDS = frozenset(_BACKLOG_ARGUMENT) | {"systemd"}
 
 
 class BadEndpoint(ValueError):
@@ -128,17 +131,27 @@ def checkBacklog(text: str) -> int:
     return _checked(parsing.parseBacklog, text)
 
 
-# The other numbers Twisted's parsers read with int(), which would take
-# other scripts' digits: by type, each one's name, position and parser.
-_NUMBER_ARGUMENTS: dict[str, list[tuple[str, int, Callable[[str], int]]]] = {
-    "unix": [
-        ("mode", 1, parsing.parseFileMode),
-        ("lockfile", 3, lambda text: parsing.parseWhole(text, "lockfile", 0, 1)),
-    ],
-    "systemd": [
-        ("index", 1, lambda text: parsing.parseCount(text, "systemd index")),
-    ],
+# The numbers Twisted's parsers read with int(), which would take other
+# scripts' digits and underscores, and ports and backlogs that Twisted
+# would only find bad when it listens (or never: a negative backlog).
+_NUMBERS: dict[str, Callable[[str], int]] = {
+    "port": parsing.parseListenPort,
+    "backlog": parsing.parseBacklog,
+    "mode": parsing.parseFileMode,
+    "lockfile": lambda text: parsing.parseWhole(text, "lockfile", 0, 1),
+    "index": lambda text: parsing.parseCount(text, "systemd index"),
 }
+
+
+def listenArgument(description: Description, name: str) -> str | None:
+    """The argument C{name} (such as C{interface} or C{backlog}) of a
+    listening description, given as C{name=} or at the position its
+    type's parser takes it in; C{None} if not given.
+    """
+    position = _POSITIONS.get(description.kind.lower(), {}).get(name)
+    if position is None:
+        return description.keywords.get(name)
+    return description.argument(name, position)
 
 
 def normalizeListen(text: str) -> str:
@@ -170,26 +183,22 @@ def normalizeListen(text: str) -> str:
         )
     description = splitDescription(text)
     kind = description.kind.lower()
-    head, colon, rest = text.partition(":")
-    if head.lower() in _KNOWN_KINDS:
-        text = head.lower() + colon + rest
-    index = _PORT_ARGUMENT.get(kind)
-    if index is not None:
-        port = description.argument("port", index)
-        if port is not None:
-            checkPort(port)
-        elif kind not in _PORT_DEFAULTED:
-            raise BadEndpoint(f"{text!r}: no port given")
-    for name, position, parse in _NUMBER_ARGUMENTS.get(kind, []):
-        value = description.argument(name, position)
+    if kind not in _POSITIONS:
+        return text
+    text = kind + text[text.index(":") :]
+    positions = _POSITIONS[kind]
+    if (
+        "port" in positions
+        and kind not in _PORT_DEFAULTED
+        and listenArgument(description, "port") is None
+    ):
+        raise BadEndpoint(f"{text!r}: no port given")
+    for name, parse in _NUMBERS.items():
+        value = listenArgument(description, name) if name in positions else None
         if value is not None:
             _checked(parse, value)
-    index = _BACKLOG_ARGUMENT.get(kind)
-    if index is not None:
-        backlog = description.argument("backlog", index)
-        if backlog is None:
-            return f"{text}:backlog={DEFAULT_BACKLOG}"
-        checkBacklog(backlog)
+    if "backlog" in positions and listenArgument(description, "backlog") is None:
+        return f"{text}:backlog={DEFAULT_BACKLOG}"
     return text
 
 

@@ -15,6 +15,7 @@ from echotwist.endpoints import (
     BadEndpoint,
     Description,
     formatHostPort,
+    listenArgument,
     normalizeListen,
     parseHost,
     splitDescription,
@@ -173,6 +174,38 @@ class NormalizeListenTests(SynchronousTestCase):
         tls = serverFromString(reactor, normalizeListen(f"tls:{directory}:5003"))
         tls.listen(factory)
         self.assertEqual(reactor.tcpServers[-1][2], socket.SOMAXCONN)
+
+
+class ListenArgumentTests(SynchronousTestCase):
+    """L{listenArgument} finds an argument by name or at its type's position."""
+
+    def test_byNameOrPosition(self) -> None:
+        """Interface and backlog are found where each type's parser takes them."""
+        for text, interface, backlog in (
+            ("tcp:5000:127.0.0.1:100", "127.0.0.1", "100"),
+            ("tcp:5000:interface=127.0.0.1:backlog=100", "127.0.0.1", "100"),
+            ("tcp6:5000:100:\\:\\:1", "::1", "100"),
+            ("aiotcp:5000:127.0.0.1:100", "127.0.0.1", "100"),
+            ("ssl:5443:k.pem:c.pem:SSLv23_METHOD:127.0.0.1:100", "127.0.0.1", "100"),
+            ("tls:/pems:5443:100:127.0.0.1", "127.0.0.1", "100"),
+            ("TCP6:5000:backlog=100", None, "100"),
+            ("tcp:5000", None, None),
+        ):
+            description = splitDescription(text)
+            self.assertEqual(
+                (
+                    listenArgument(description, "interface"),
+                    listenArgument(description, "backlog"),
+                ),
+                (interface, backlog),
+                text,
+            )
+
+    def test_otherTypes(self) -> None:
+        """A type without positions of its own has its arguments by name only."""
+        description = splitDescription("onion:80:backlog=3:7")
+        self.assertEqual(listenArgument(description, "backlog"), "3")
+        self.assertIsNone(listenArgument(description, "interface"))
 
 
 class HostTests(SynchronousTestCase):
