@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from echotwist.test.e2e.harness import (
     ServerProcess,
     connect,
+    receiveExactly,
     scrapeMetrics,
     startProcess,
     startServer,
@@ -78,6 +79,20 @@ class ReplacementTests(SynchronousTestCase):
             )
         self.assertEqual(server.stop(), 0)
         self.assertNotIn("Traceback", server.output.waitClosed())
+
+    def test_allWorkersKilled(self) -> None:
+        """With every worker dead, a new connection waits and is served."""
+        server = startServer(self, "--workers", "2")
+        pids = workerPids(server)
+        mark = len(server.output.lines)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        # Nothing serves now; the supervisor's sockets still queue clients.
+        with connect(server.port) as client:
+            client.sendall(b"queued")
+            self.assertEqual(receiveExactly(client, 6), b"queued")
+        workerPids(server, after=mark)
+        self.assertEqual(server.stop(), 0)
 
     def test_crashLoopGivesUp(self) -> None:
         """More than --max-restarts exits: one line, every process gone, exit 1."""
