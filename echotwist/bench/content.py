@@ -58,3 +58,16 @@ def classifyMismatch(
     if any(message.startswith(received) for message in later):
         return "reordered"
     return "corrupt"
+
+
+def classifyExcess(received: bytes, previous: bytes | None) -> str:
+    """Name C{received}, bytes that came back beyond every message sent.
+
+    If they start with (or are the start of) the message echoed just
+    before on this connection, the echo is C{"duplicated"}, as it is when
+    the repeat arrives after the next message has left; anything else is
+    C{"excess"}.
+    """
+    if previous is not None and previous.startswith(received[: len(previous)]):
+        return "duplicated"
+    return "excess"

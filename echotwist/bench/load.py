@@ -46,7 +46,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from echotwist.bench.content import Payload, classifyMismatch
+from echotwist.bench.content import Payload, classifyExcess, classifyMismatch
 from echotwist.bench.results import LatencyRecorder, Results
 from echotwist.bench.schedule import OpenLoopSchedule
 from echotwist.endpoints import formatHostPort
@@ -305,13 +305,13 @@ class LoadConnection(Protocol):
         C{data} can only echo the messages in flight when it arrived: each
         verified echo sends the next message at once, but bytes read
         before that message left are no echo of it.  Bytes beyond those
-        messages are C{excess}.
+        messages are C{excess} (C{duplicated} if they repeat the last echo).
         """
         buffer = self.pending + data
         due = len(self.inflight)
         while buffer:
             if not due:
-                self.fail("excess")
+                self.fail(classifyExcess(buffer, self.previous))
                 return
             message, intended, sent = self.inflight[0]
             head = buffer[: len(message)]

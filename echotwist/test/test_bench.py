@@ -37,7 +37,7 @@ from echotwist.bench.arguments import (
     splitEvenly,
 )
 from echotwist.bench.cli import System, main, resolve
-from echotwist.bench.content import Payload, classifyMismatch, mix
+from echotwist.bench.content import Payload, classifyExcess, classifyMismatch, mix
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs, readLog
 from echotwist.bench.load import (
     LoadConfig,
@@ -97,6 +97,14 @@ class ContentTests(SynchronousTestCase):
         self.assertEqual(classifyMismatch(c, [b, c], previous=a), "reordered")
         self.assertEqual(classifyMismatch(b"abab", [c], previous=a), "corrupt")
         self.assertEqual(classifyMismatch(b"x", [], previous=None), "corrupt")
+
+    def test_classifyExcess(self) -> None:
+        """Bytes beyond every message sent are excess, unless they repeat the last."""
+        self.assertEqual(classifyExcess(b"abab", previous=b"abab"), "duplicated")
+        self.assertEqual(classifyExcess(b"ab", previous=b"abab"), "duplicated")
+        self.assertEqual(classifyExcess(b"ababab", previous=b"abab"), "duplicated")
+        self.assertEqual(classifyExcess(b"abx", previous=b"abab"), "excess")
+        self.assertEqual(classifyExcess(b"ab", previous=None), "excess")
 
 
 class ScheduleTests(SynchronousTestCase):
@@ -375,8 +383,9 @@ class LoadConnectionTests(SynchronousTestCase):
         self.assertEqual(run.errors, Counter(reordered=1))
 
     def test_excess(self) -> None:
-        """Bytes beyond everything sent are excess."""
-        self.assertEqual(self.corrupt(b"{sent}" * 3).errors, Counter(excess=1))
+        """Bytes beyond everything sent are excess; a repeated echo, duplicated."""
+        self.assertEqual(self.corrupt(b"{sent}\x00").errors, Counter(excess=1))
+        self.assertEqual(self.corrupt(b"{sent}" * 3).errors, Counter(duplicated=1))
 
     def test_excessInTheSameRead(self) -> None:
         """Extra bytes arriving with an echo are excess, not a corrupt next echo.
