@@ -108,6 +108,21 @@ class BindingTests(SynchronousTestCase):
             error = self.assertRaises(BadEndpoint, tcpBinding, description)
             self.assertIn("metrics only on tcp: and tcp6:", str(error))
 
+    def test_positionalArguments(self) -> None:
+        """An interface and backlog given by position count, as in Twisted."""
+        self.assertEqual(
+            listenBinding("tcp:0:127.0.0.1:77"),
+            Binding(socket.AF_INET, "127.0.0.1", 0, backlog=77),
+        )
+        self.assertEqual(
+            listenBinding(r"tcp6:0:77:\:\:1"),
+            Binding(socket.AF_INET6, "::1", 0, backlog=77),
+        )
+        self.assertEqual(
+            listenBinding("aiotcp:0:127.0.0.1:77"),
+            Binding(socket.AF_INET, "127.0.0.1", 0, True, 77),
+        )
+
     def test_tcpIsNotNative(self) -> None:
         """C{tcp:} bindings are Twisted's, with the backlog they are given."""
         binding = listenBinding("tcp:5000:interface=127.0.0.1:backlog=7")

@@ -22,6 +22,7 @@ from echotwist.endpoints import (
     BadEndpoint,
     checkBacklog,
     checkPort,
+    listenArgument,
     splitDescription,
 )
 from echotwist.parsing import parseWhole
@@ -186,8 +187,9 @@ def listenBinding(description: str) -> Binding:
             f" not {description!r}"
         )
     port = checkPort(parts.argument("port", 0) or "")
-    host = parts.keywords.get("interface", "")
-    given = parts.keywords.get("backlog")
+    # By name or by position, as Twisted's parsers take them.
+    host = listenArgument(parts, "interface") or ""
+    given = listenArgument(parts, "backlog")
     backlog = socket.SOMAXCONN if given is None else checkBacklog(given)
     family = _SHARED[parts.kind]
     if family is None:
