@@ -132,6 +132,26 @@ class ReplacementTests(SynchronousTestCase):
             ["Worker 1 serves again after 0.40 s (pid 1001)"],
         )
 
+    def test_replacedBeforeAnnounced(self) -> None:
+        """A worker replaced before all were first ready is logged as such,
+        and the pool is announced once every worker serves.
+        """
+        _, reactor, _ = pool(2)
+        ready(reactor, 0)
+        reactor.advance(30)
+        end(reactor, 0, status=9)
+        reactor.advance(0)
+        with capturedLogs() as events:
+            ready(reactor, 2)
+            ready(reactor, 1)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "Worker 1 serves again after 0.00 s (pid 1002)",
+                "Listening on tcp:127.0.0.1:5000 with 2 workers",
+            ],
+        )
+
     def test_earlyDeathDelayed(self) -> None:
         """A worker dying soon after it started is replaced after a delay."""
         _, reactor, _ = pool(1, policy=RestartPolicy(firstDelay=0.5))

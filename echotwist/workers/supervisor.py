@@ -74,6 +74,8 @@ class WorkerProtocol(ProcessProtocol):
         self.transport: IProcessTransport | None = None
         # Kept: Twisted forgets a process's pid once it has exited.
         self.pid: int | None = None
+        # For a replacement: when the worker it replaces exited.
+        self.replaces: float | None = None
 
     @property
     def index(self) -> int:
@@ -162,8 +164,6 @@ class WorkerPool(StartsEarly):
         # restarts[i]: how many times worker i was replaced after an exit.
         self.restarts = [0] * count
         self.replacements: dict[int, IDelayedCall] = {}
-        # exitedAt[i]: when worker i last exited unexpectedly.
-        self.exitedAt: dict[int, float] = {}
         self.reloadTimeout: IDelayedCall | None = None
         self.announced = False
         self.stopping = False
@@ -259,23 +259,22 @@ class WorkerPool(StartsEarly):
             if all(w.ready for w in self.incoming):
                 self._takeOver()
             return
-        if not self.announced:
-            if all(w is not None and w.ready for w in self.current):
-                self.announced = True
-                for binding in self.bindings:
-                    self.log.info(
-                        "Listening on {address} with {count} workers",
-                        address=formatAddress(binding.address()),
-                        count=self.count,
-                    )
-            return
-        # Log how long the worker was missing: from its predecessor's exit.
-        self.log.info(
-            "Worker {index} serves again after {seconds:.2f} s (pid {pid})",
-            index=worker.index,
-            seconds=self.clock.seconds() - self.exitedAt.get(worker.slot, 0.0),
-            pid=worker.pid,
-        )
+        if worker.replaces is not None:
+            # Log how long the worker was missing: from its predecessor's exit.
+            self.log.info(
+                "Worker {index} serves again after {seconds:.2f} s (pid {pid})",
+                index=worker.index,
+                seconds=self.clock.seconds() - worker.replaces,
+                pid=worker.pid,
+            )
+        if not self.announced and all(w is not None and w.ready for w in self.current):
+            self.announced = True
+            for binding in self.bindings:
+                self.log.info(
+                    "Listening on {address} with {count} workers",
+                    address=formatAddress(binding.address()),
+                    count=self.count,
+                )
 
     def workerEnded(self, worker: WorkerProtocol, reason: Failure) -> None:
         """A worker exited: expected, a failed reload, or one to replace."""
@@ -296,7 +295,6 @@ class WorkerPool(StartsEarly):
         if self.current[worker.slot] is not worker:
             return
         self.current[worker.slot] = None
-        self.exitedAt[worker.slot] = self.clock.seconds()
         try:
             delay = self.policy.exited(
                 worker.slot, worker.startedAt, self.clock.seconds()
@@ -320,13 +318,15 @@ class WorkerPool(StartsEarly):
             restarts=self.restarts[worker.slot] + 1,
         )
         self.replacements[worker.slot] = self.clock.callLater(
-            delay, self._replace, worker.slot
+            delay, self._replace, worker.slot, self.clock.seconds()
         )
 
-    def _replace(self, slot: int) -> None:
+    def _replace(self, slot: int, exitedAt: float) -> None:
         del self.replacements[slot]
         self.restarts[slot] += 1
-        self.current[slot] = self._spawn(slot)
+        worker = self._spawn(slot)
+        worker.replaces = exitedAt
+        self.current[slot] = worker
 
     def giveUp(self, why: str) -> None:
         """Workers keep dying: say why in one line, stop the rest, exit 1."""

@@ -35,8 +35,11 @@ _WORKER = r"Worker (\d) \(pid (\d+)\) listening"
 
 def workerPids(server: ServerProcess, count: int = 2, after: int = 0) -> list[int]:
     """Wait for C{count} workers to listen (from output line C{after} on);
-    return their pids, in the order of their numbers.
+    return their pids, in the order of their numbers.  Without C{after},
+    wait for the supervisor to know they all do, too.
     """
+    if not after:
+        server.output.waitFor(r"Listening on \S+ with \d+ workers")
     matches = server.output.waitForAll(_WORKER, count, after=after)
     return [int(m.group(2)) for m in sorted(matches, key=lambda m: m.group(1))]
 
