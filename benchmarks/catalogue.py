@@ -65,9 +65,15 @@ def servers(python: str) -> list[Server]:
             "asyncio Protocol echo on uvloop",
         ),
         Server(
+            "rloop",
+            (python, str(SERVERS_DIR / "asyncio_echo.py"), "--rloop"),
+            "asyncio Protocol echo on rloop (an asyncio event loop in Rust)",
+        ),
+        Server(
             "echotwist",
             (*twistd, *echotwist, "echo", *listen),
-            "twistd echo, default configuration",
+            "the default command: twistd -n echo with no -r (the reactor the"
+            " plugin chooses)",
         ),
         Server(
             "echotwist-poll",

@@ -33,6 +33,7 @@ from echotwist.internals.leanserver import useLeanServer
 from echotwist.parsing import parseCount, parseRate, parseSeconds
 from echotwist.protocol import EchoFactory
 from echotwist.server import limits
+from echotwist.server.defaultreactor import installDefaultReactor
 from echotwist.server.filelimit import FileLimitService
 from echotwist.server.listening import DatagramListeningService, ListeningService
 from echotwist.server.shutdown import CleanExitService, DrainService
@@ -76,8 +77,11 @@ class Options(usage.Options):
         "uvloop aiotcp:5000 (uvloop's own transports). "
         f"With neither --port nor --listen it listens on tcp:{DEFAULT_PORT}. "
         "UDP echo is off unless --udp is given; datagrams from privileged "
-        "source ports (<1024) or broadcast/multicast addresses are dropped, "
-        "and each source host is limited to --udp-rate datagrams a second. "
+        "source ports (<1024), broadcast/multicast addresses or the server's "
+        "own UDP addresses are dropped, as is a datagram the server has just "
+        "echoed to the same sender (that breaks loops with other echo "
+        "servers), and each source host is limited to --udp-rate datagrams "
+        "a second. "
         "Limits apply to all listeners together; --allow/--deny only to IP "
         "clients. On SIGTERM it stops accepting, lets open connections finish "
         "for up to --shutdown-timeout seconds, aborts the rest and exits 0; "
@@ -88,6 +92,8 @@ class Options(usage.Options):
         "replaced at once (after a growing delay if it keeps dying soon after "
         "starting), and more than --max-restarts unexpected exits within "
         "--restart-window seconds stop the server with exit status 1. "
+        "Without twistd -r it runs on the fastest reactor here (fastepoll on "
+        "Linux); -r NAME runs on another. "
         "See docs/hardening.md."
     )
     optFlags = [
@@ -189,9 +195,11 @@ class Options(usage.Options):
     def reactor(self) -> IReactorTime:
         """The reactor to listen with: the one given, else twistd's."""
         if self._reactor is None:
-            # twistd has installed its reactor by the time options are
-            # parsed; importing it here (not at module level) keeps
-            # `twistd -r ...` working.
+            # twistd has installed the reactor -r names by the time options
+            # are parsed; without -r, none is installed yet, and the
+            # fastest is chosen here.  Importing it here (not at module
+            # level) keeps `twistd -r ...` working.
+            installDefaultReactor()
             from twisted.internet import reactor
 
             self._reactor = cast(IReactorTime, reactor)

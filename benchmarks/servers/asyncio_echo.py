@@ -2,8 +2,8 @@
 
 An C{asyncio.Protocol} whose C{data_received} calls C{transport.write}, as
 in the asyncio documentation's echo server.  Usage:
-C{python asyncio_echo.py [--uvloop] [PORT]}; it prints C{PORT n} once
-listening on 127.0.0.1.
+C{python asyncio_echo.py [--uvloop | --rloop] [PORT]}; it prints C{PORT n}
+once listening on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -38,14 +38,19 @@ async def serve(port: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Run the stdlib loop, or uvloop's with C{--uvloop}."""
-    useUvloop = "--uvloop" in argv
-    rest = [a for a in argv if a != "--uvloop"]
+    """Run the stdlib loop, uvloop's with C{--uvloop}, rloop's with C{--rloop}."""
+    rest = [a for a in argv if a not in ("--uvloop", "--rloop")]
     port = int(rest[0]) if rest else 0
-    if useUvloop:
+    if "--uvloop" in argv:
         import uvloop
 
         uvloop.run(serve(port))
+    elif "--rloop" in argv:
+        # rloop: an asyncio event loop written in Rust (pip install rloop).
+        import rloop
+
+        with asyncio.Runner(loop_factory=rloop.new_event_loop) as runner:
+            runner.run(serve(port))
     else:
         asyncio.run(serve(port))
 

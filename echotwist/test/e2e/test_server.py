@@ -517,3 +517,30 @@ class InstalledCommandTests(SynchronousTestCase):
         assertNoTraceback(self, result)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, r"^usage: python -m echotwist\.client ")
+
+
+class DefaultReactorTests(SynchronousTestCase):
+    """Without C{-r}, the plugin runs on the fastest reactor; C{-r} still rules."""
+
+    def reactorOf(self, *twistdOptions: str) -> str:
+        """The reactor class C{twistd -n OPTIONS echo} logs, after it echoed."""
+        server = startServer(self, twistdOptions=twistdOptions)
+        with socket.create_connection(("127.0.0.1", server.port), WAIT) as client:
+            client.sendall(b"fast")
+            self.assertEqual(receiveExactly(client, 4), b"fast")
+        self.assertEqual(server.stop(), 0)
+        return server.output.waitFor(r"reactor class: (\S+)\.").group(1)
+
+    def test_fastestByDefault(self) -> None:
+        """C{twistd -n echo} runs on the fast epoll reactor on Linux."""
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("the fast epoll reactor is Linux only")
+        self.assertEqual(
+            self.reactorOf(), "echotwist.internals.fastepoll.FastEPollReactor"
+        )
+
+    def test_askedForReactor(self) -> None:
+        """C{twistd -r poll -n echo} gets the poll reactor it asked for."""
+        self.assertEqual(
+            self.reactorOf("-r", "poll"), "twisted.internet.pollreactor.PollReactor"
+        )
