@@ -9,6 +9,7 @@ once listening on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from typing import cast
 
@@ -32,8 +33,16 @@ class Echo(asyncio.Protocol):
 async def serve(port: int) -> None:
     """Listen on 127.0.0.1:C{port} until killed."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, "127.0.0.1", port)
-    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    # Bound here, so the port is read before the loop takes the socket:
+    # rloop's Server.sockets wraps the descriptor in a socket object that
+    # closes it when collected.  Not serving until serve_forever: rloop
+    # 0.5 closes the socket when asked to start serving twice.
+    sock = socket.create_server(("127.0.0.1", port), backlog=socket.SOMAXCONN)
+    chosen = sock.getsockname()[1]
+    server = await loop.create_server(
+        Echo, sock=sock, backlog=socket.SOMAXCONN, start_serving=False
+    )
+    print(f"PORT {chosen}", flush=True)
     await server.serve_forever()
 
 
