@@ -9,14 +9,20 @@ Over a stream (TCP or TLS) the probes share one connection.  A probe
 that times out, or whose echo differs from what was sent, leaves the
 stream out of step, so the connection is dropped and the next probe
 opens a new one (the time to connect is not part of any round trip).
-Over UDP each probe is one datagram with its own timeout; a reply that
-arrives after its probe timed out, while no probe is outstanding, is
-ignored.  Probes carry only the word, so a reply that comes later still
-is indistinguishable from the next probe's.
+Over UDP each probe is one datagram with its own timeout, sent from a
+socket of its own: a fresh ephemeral port, opened before the probe is
+sent and closed as soon as the probe is over (answered, reported
+unreachable, or timed out).  So the server's loop guard
+(L{echotwist.server.udp.ReflectionGuard}), which drops a datagram
+identical to one it echoed to the same host and port moments before,
+never sees the word repeated from one port, however short the interval;
+and a reply that comes after its probe timed out reaches a closed socket
+and is lost, never taken for a later probe's.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 from typing import cast
@@ -27,6 +33,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
+    IListeningPort,
     IReactorCore,
     IReactorTime,
     IReactorUDP,
@@ -149,7 +156,10 @@ async def _done() -> None:
 
 
 class DatagramProbe(DatagramProtocol):
-    """A connected UDP socket that matches one reply to one probe."""
+    """One probe's UDP socket, connected to the server: it waits for one reply."""
+
+    # Every probe opens and closes a socket: no log line for each.
+    noisy = False
 
     def __init__(self) -> None:
         self.waiting: Deferred[bytes] | None = None
@@ -181,47 +191,130 @@ class DatagramProbe(DatagramProtocol):
         self.waiting = None
 
 
+# How long (seconds) after a probe's socket is closed its port is not
+# taken again.  The system picks ephemeral ports at random, so probes sent
+# back to back now and then get a port used moments before (3 of 200 at
+# --interval 0 on loopback): the server's loop guard, whose window is
+# 0.1 s, would drop that probe as a repeat, and a late reply to the
+# earlier probe could be taken for it.
+PORT_REST = 1.0
+
+# How many recently used ports in a row are turned down before one is
+# taken anyway.  Even at --interval 0 fewer than one in ten ports handed
+# out has been used within PORT_REST, so this is never reached in practice.
+MAX_DECLINED = 8
+
+
 class DatagramProber:
-    """Probe with UDP datagrams to C{host}:C{port}."""
+    """Probe with UDP datagrams to C{host}:C{port}, each from a socket of its own.
+
+    L{ready} resolves the host the first time it is called, and each time
+    opens the socket for the next probe: a new UDP port (port 0, so the
+    system picks a free ephemeral one) connected to the server.  A port
+    whose socket was closed less than L{PORT_REST} seconds before is turned
+    down, and another asked for, up to L{MAX_DECLINED} times.  L{probe}
+    sends one datagram from it and closes it once the probe is over: when
+    the reply arrives, when the port is reported unreachable, or when the
+    caller gives up (a timeout cancels the returned Deferred).  C{reactor}
+    is also the clock.
+    """
 
     def __init__(self, reactor: IReactorUDP, host: str, port: int) -> None:
         self.reactor = reactor
+        self.clock = cast(IReactorTime, reactor)
         self.host = host
         self.port = port
-        self.protocol = DatagramProbe()
-        self.listening = False
+        self.address: str | None = None
+        self.interface = ""
+        # The socket opened for the next probe, or the one in flight.
+        self.socket: tuple[DatagramProbe, IListeningPort] | None = None
+        # Local port -> when its socket was closed, oldest first.
+        self.closedPorts: OrderedDict[int, float] = OrderedDict()
+
+    async def _resolve(self) -> str:
+        if self.address is None:
+            checkHostName(self.host)
+            if isIPv6Address(self.host):
+                self.address, self.interface = self.host, "::"
+            else:
+                self.address = await cast(IReactorCore, self.reactor).resolve(self.host)
+        return self.address
+
+    def _bind(self) -> tuple[DatagramProbe, IListeningPort]:
+        """A new socket on an ephemeral port that has rested since its last probe."""
+        now = self.clock.seconds()
+        while self.closedPorts:
+            when = next(iter(self.closedPorts.values()))
+            if now - when < PORT_REST:
+                break
+            self.closedPorts.popitem(last=False)
+        declined: list[IListeningPort] = []
+        try:
+            while True:
+                protocol = DatagramProbe()
+                port = self.reactor.listenUDP(0, protocol, self.interface, 65535)
+                if (
+                    _localPort(protocol) not in self.closedPorts
+                    or len(declined) == MAX_DECLINED
+                ):
+                    return protocol, port
+                # Kept bound until a port is taken, so it is not offered again.
+                declined.append(port)
+        finally:
+            for each in declined:
+                each.stopListening()
 
     async def _open(self) -> None:
-        checkHostName(self.host)
-        if isIPv6Address(self.host):
-            address, interface = self.host, "::"
-        else:
-            address = await cast(IReactorCore, self.reactor).resolve(self.host)
-            interface = ""
-        self.reactor.listenUDP(0, self.protocol, interface, 65535)
-        self.listening = True
-        assert self.protocol.transport is not None
-        self.protocol.transport.connect(address, self.port)
+        address = await self._resolve()
+        if self.socket is not None:
+            return
+        self.socket = protocol, _ = self._bind()
+        try:
+            assert protocol.transport is not None
+            protocol.transport.connect(address, self.port)
+        except BaseException:
+            self.reset()
+            raise
 
     def ready(self) -> Deferred[None]:
-        """Resolve the host and open a connected UDP port, the first time."""
-        if self.listening:
-            return Deferred.fromCoroutine(_done())
+        """Resolve the host (the first time only) and open the next probe's socket."""
         return Deferred.fromCoroutine(self._open())
 
     def probe(self, message: bytes) -> Deferred[bytes]:
-        """Send one datagram."""
-        return self.protocol.probe(message)
+        """Send one datagram from the socket L{ready} opened; close it when done."""
+        assert self.socket is not None, "ready() opens the probe's socket"
+        protocol, port = self.socket
+        result = protocol.probe(message)
+
+        def finished(outcome: bytes | Failure) -> bytes | Failure:
+            # However the probe ended, its socket goes, so a reply still on
+            # its way finds nothing listening rather than the next probe.
+            if self.socket == (protocol, port):
+                self.reset()
+            return outcome
+
+        return result.addBoth(finished)
 
     def reset(self) -> None:
-        """Ignore any reply still on its way to the timed-out probe."""
-        self.protocol.forget()
+        """Close the probe's socket, if it is open: its exchange is over."""
+        if self.socket is not None:
+            protocol, port = self.socket
+            self.socket = None
+            protocol.forget()
+            number = _localPort(protocol)
+            self.closedPorts.pop(number, None)
+            self.closedPorts[number] = self.clock.seconds()
+            port.stopListening()
 
     def close(self) -> None:
-        """Close the UDP port."""
-        if self.listening and self.protocol.transport is not None:
-            self.protocol.transport.stopListening()
-            self.listening = False
+        """Close the socket of the probe in flight or to come, if any."""
+        self.reset()
+
+
+def _localPort(protocol: DatagramProtocol) -> int:
+    """The port C{protocol}'s socket is bound to."""
+    assert protocol.transport is not None
+    return protocol.transport.getHost().port
 
 
 def describeProbeFailure(failure: Failure, timeout: float) -> str:

@@ -49,16 +49,18 @@ DEFAULT_MAX_SOURCES = 16384
 
 # How long (seconds) what was echoed to a peer is remembered: the same
 # datagram coming back from that peer sooner is taken for our own echo,
-# reflected by another echo service.  It must be longer than a round trip
-# between two reflectors (a slower loop is not caught, but goes round less
-# than once a window) and shorter than the interval of a client that
-# repeats one datagram: echotwist's ping sends the same bytes every
-# --interval, 1 s by default, and its probes must still be answered with
-# half a second of jitter to spare.
-DEFAULT_ECHO_WINDOW = 0.5
+# reflected by another echo service.  Reflectors on one LAN or on loopback
+# send it back in well under a millisecond, so 0.1 s breaks their loop
+# after one round with a hundredfold margin.  A loop whose round trip is
+# longer is not broken by this rule, but goes round at most ten times a
+# second per forged datagram and meets --udp-rate.  The window is also the
+# cost: a client that repeats one datagram from one port more than ten
+# times a second loses replies (echotwist's ping sends each probe from a
+# port of its own, so it never does).
+DEFAULT_ECHO_WINDOW = 0.1
 
 # How many echoes are remembered.  Only echoes younger than the window
-# matter, so this covers a whole window up to 32768 echoes a second; at
+# matter, so this covers a whole window up to 163840 echoes a second; at
 # higher rates the oldest are forgotten sooner, and a loop is still caught
 # if it comes round before then (16384 echoes after ours).
 DEFAULT_MAX_ECHOES = 16384

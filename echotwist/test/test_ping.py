@@ -7,17 +7,28 @@ against real servers is in L{echotwist.test.e2e.test_ping}.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.client.connect import EchoError
-from echotwist.client.ping import DatagramProbe, StreamProbe, runPing
+from echotwist.client.ping import (
+    MAX_DECLINED,
+    PORT_REST,
+    DatagramProbe,
+    DatagramProber,
+    StreamProbe,
+    runPing,
+)
 from echotwist.client.pingstats import PingStats, probeLine, summaryLines
+from echotwist.test.test_udp_loops import FakeNetwork, FakeReactor, Peer, Reflector
 
 
 class PingStatsTests(SynchronousTestCase):
@@ -254,3 +265,170 @@ class DatagramProbeTests(SynchronousTestCase):
         protocol.connectionRefused()
         failure: Failure = self.failureResultOf(d, EchoError)
         self.assertEqual(str(failure.value), "port unreachable")
+
+
+SERVER = ("192.0.2.7", 7007)
+
+
+class DatagramProberTests(SynchronousTestCase):
+    """L{DatagramProber} sends each probe from a UDP socket of its own.
+
+    The client is 127.0.0.1 on a L{FakeNetwork} (its ports from 50000 on),
+    the server an echo at 192.0.2.7:7007 unless a test leaves it out.
+    """
+
+    def start(
+        self,
+        count: int,
+        *,
+        replyDelays: list[float] | None = None,
+        server: bool = True,
+        host: str = SERVER[0],
+        ports: Iterable[int] = (),
+        interval: float = 1.0,
+    ) -> tuple[FakeNetwork, FakeReactor, list[str], Deferred[PingStats]]:
+        """Ping C{b'hi'} (timeout 1 s) from C{ports}; replies take C{replyDelays}."""
+        clock = Clock()
+        delays = iter(replyDelays or [])
+
+        def delay(to: Peer) -> float:
+            return 0.001 if to == SERVER else next(delays, 0.001)
+
+        network = FakeNetwork(clock, delay)
+        if server:
+            network.bind(Reflector(), *SERVER)
+        reactor = FakeReactor(network, "127.0.0.1", ports)
+        prober = DatagramProber(cast(IReactorUDP, reactor), host, SERVER[1])
+        lines: list[str] = []
+        d = Deferred.fromCoroutine(
+            runPing(
+                clock,
+                prober,
+                host="h",
+                message=b"hi",
+                count=count,
+                interval=interval,
+                timeout=1.0,
+                output=lines.append,
+            )
+        )
+        return network, reactor, lines, d
+
+    def test_portPerProbe(self) -> None:
+        """Each probe leaves from a new port; the host is resolved once."""
+        network, reactor, lines, d = self.start(count=3)
+        network.run()
+        self.assertEqual(self.successResultOf(d).received, 3, lines)
+        self.assertEqual([port.port for port in reactor.opened], [50000, 50001, 50002])
+        self.assertEqual(
+            [(port.sent, port.connected) for port in reactor.opened],
+            [([(b"hi", SERVER)], SERVER)] * 3,
+        )
+        self.assertEqual(reactor.resolved, [SERVER[0]])
+        self.assertEqual(reactor.interfaces, [""] * 3)
+
+    def test_recentPortDeclined(self) -> None:
+        """A port handed out again within PORT_REST of its probe is not used."""
+        network, reactor, _, d = self.start(
+            count=3, interval=0.2, ports=[50000, 50001, 50000, 50002]
+        )
+        network.run()
+        self.assertEqual(self.successResultOf(d).received, 3)
+        self.assertEqual(
+            [(port.port, len(port.sent), port.closed) for port in reactor.opened],
+            [(50000, 1, True), (50001, 1, True), (50000, 0, True), (50002, 1, True)],
+        )
+
+    def test_restedPortTaken(self) -> None:
+        """Once PORT_REST has passed, a port may serve another probe."""
+        network, reactor, _, d = self.start(
+            count=2, interval=PORT_REST + 0.1, ports=[50000, 50000]
+        )
+        network.run()
+        self.assertEqual(self.successResultOf(d).received, 2)
+        self.assertEqual([len(port.sent) for port in reactor.opened], [1, 1])
+
+    def test_declinedAtMostMax(self) -> None:
+        """After MAX_DECLINED recent ports in a row, the next is taken anyway."""
+        recent = list(range(50000, 50000 + MAX_DECLINED + 1))
+        network, reactor, _, d = self.start(
+            count=len(recent) + 1, interval=0.0, ports=recent * 2
+        )
+        network.run()
+        self.assertEqual(self.successResultOf(d).received, len(recent) + 1)
+        self.assertEqual(len(reactor.opened), 2 * len(recent))
+        self.assertEqual(
+            [port.port for port in reactor.opened if port.sent], [*recent, recent[-1]]
+        )
+        self.assertEqual({port.closed for port in reactor.opened}, {True})
+
+    def test_ipv6(self) -> None:
+        """An IPv6 address is not resolved; each probe's port binds C{::}."""
+        network, reactor, _, d = self.start(count=2, server=False, host="::1")
+        network.run()
+        self.successResultOf(d)
+        self.assertEqual((reactor.resolved, reactor.interfaces), ([], ["::", "::"]))
+
+    def test_closedAfterEachProbe(self) -> None:
+        """A probe's socket is closed once its reply is in, before the next opens."""
+        network, reactor, _, d = self.start(count=2)
+        (first,) = reactor.opened
+        # The probe reaches the server at 1 ms, the reply the client at 2 ms.
+        network.clock.advance(0.001)
+        self.assertFalse(first.closed)
+        network.clock.advance(0.001)
+        self.assertTrue(first.closed)
+        self.assertEqual(len(reactor.opened), 1)
+        network.clock.advance(0.998)
+        self.assertEqual([port.closed for port in reactor.opened], [True, False])
+        network.run()
+        self.assertEqual(self.successResultOf(d).received, 2)
+        self.assertEqual([port.closed for port in reactor.opened], [True, True])
+        self.assertEqual(set(network.ports), {SERVER})
+
+    def test_lateReplyLost(self) -> None:
+        """A reply after its probe timed out is lost, not taken for the next probe's."""
+        # Probe 0 times out at 1 s and probe 1 leaves then; probe 0's reply
+        # comes at 1.5 s, probe 1's only after the ping is over.
+        network, reactor, lines, d = self.start(count=2, replyDelays=[1.5, 10.0])
+        network.run(limit=3.0)
+        stats = self.successResultOf(d)
+        self.assertEqual(
+            lines,
+            [
+                "no echo from h: seq=0 timeout after 1 s",
+                "no echo from h: seq=1 timeout after 1 s",
+            ],
+        )
+        self.assertEqual(stats.received, 0)
+        self.assertEqual([port.received for port in reactor.opened], [0, 0])
+        self.assertEqual([port.closed for port in reactor.opened], [True, True])
+
+    def test_unreachable(self) -> None:
+        """Port unreachable fails that probe only, and its socket is closed."""
+        network, reactor, lines, d = self.start(count=2, server=False)
+        network.clock.advance(0.001)
+        self.assertTrue(reactor.opened[0].closed)
+        network.run()
+        self.successResultOf(d)
+        self.assertEqual(
+            lines,
+            [
+                "no echo from h: seq=0 port unreachable",
+                "no echo from h: seq=1 port unreachable",
+            ],
+        )
+        self.assertEqual([port.closed for port in reactor.opened], [True, True])
+
+    def test_closedWhenStoppedEarly(self) -> None:
+        """Closing the prober with a probe in flight closes that probe's socket."""
+        network = FakeNetwork(Clock())
+        reactor = FakeReactor(network, "127.0.0.1")
+        prober = DatagramProber(cast(IReactorUDP, reactor), *SERVER)
+        prober.close()
+        self.successResultOf(prober.ready())
+        d = prober.probe(b"hi")
+        prober.close()
+        prober.close()
+        self.assertTrue(reactor.opened[0].closed)
+        self.assertNoResult(d)

@@ -7,7 +7,8 @@ L{Clock}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import chain, count
 from typing import cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -34,7 +35,9 @@ Peer = tuple[str, int]
 class FakeNetwork:
     """UDP between fake ports: a datagram to C{d} arrives C{delay(d)} s later.
 
-    A datagram to an address where no port is bound is lost.
+    A datagram to an address where no port is bound is lost; if it came
+    from a port connected to that address, that port's protocol is told
+    the destination is unreachable (C{connectionRefused}).
     """
 
     def __init__(
@@ -63,6 +66,16 @@ class FakeNetwork:
         if port is not None and port.protocol is not None:
             port.received += 1
             port.protocol.datagramReceived(datagram, source)
+            return
+        # A kernel reports the ICMP port unreachable that comes back to a
+        # connected UDP socket as a refusal on that socket.
+        sender = self.ports.get(source)
+        if (
+            sender is not None
+            and sender.protocol is not None
+            and sender.connected == destination
+        ):
+            sender.protocol.connectionRefused()
 
     def run(self, limit: float = 10.0) -> None:
         """Deliver datagrams (and run timers) in time order for C{limit} s at most."""
@@ -85,6 +98,7 @@ class FakeUDPPort:
         self.connected: Peer | None = None
         self.sent: list[tuple[bytes, Peer]] = []
         self.received = 0
+        self.closed = False
 
     def getHost(self) -> IPv4Address | IPv6Address:
         """The bound address."""
@@ -104,7 +118,9 @@ class FakeUDPPort:
         self.connected = (host, port)
 
     def stopListening(self) -> None:
-        """Unbind and stop the protocol."""
+        """Unbind and stop the protocol (once: Twisted's UDP port breaks if twice)."""
+        assert not self.closed, "stopListening called twice"
+        self.closed = True
         self.network.ports.pop((self.host, self.port), None)
         if self.protocol is not None:
             self.protocol.doStop()
@@ -215,10 +231,20 @@ class ReflectedEchoTests(SynchronousTestCase):
         self.assertEqual(len(self.port.sent), 1)
         self.assertEqual(self.stats.udpDropped, {"reflected-echo": 1})
 
+    def test_sameClientRepeating(self) -> None:
+        """One port repeating: 0.05 s after its echo it is dropped, 0.15 s after not."""
+        self.receive(b"probe")
+        self.clock.advance(0.05)
+        self.receive(b"probe")
+        self.assertEqual(self.stats.udpDropped, {"reflected-echo": 1})
+        self.clock.advance(0.1)
+        self.receive(b"probe")
+        self.assertEqual([d for d, _ in self.port.sent], [b"probe", b"probe"])
+
     def test_answeredAfterWindow(self) -> None:
         """Once the window has passed, the same datagram is answered again."""
         self.receive(b"again")
-        self.clock.advance(0.1)
+        self.clock.advance(DEFAULT_ECHO_WINDOW / 2)
         self.receive(b"again")
         self.clock.advance(DEFAULT_ECHO_WINDOW)
         self.receive(b"again")
@@ -381,24 +407,53 @@ class LoopTests(SynchronousTestCase):
         network.run()
         self.assertEqual((len(ours.sent), len(other.sent)), (10, 10))
 
-    def test_slowLoopGoesRoundOncePerWindow(self) -> None:
-        """A loop slower than the window is not broken, but goes round slowly."""
-        network = FakeNetwork(Clock(), delay=lambda _: DEFAULT_ECHO_WINDOW)
-        _, _, (ours,) = echoServer(network, ("127.0.0.1", 40001))
+    def test_slowRoundTripBroken(self) -> None:
+        """A loop with a 90 ms round trip, within the window, is broken at once."""
+        network = FakeNetwork(Clock(), delay=lambda _: 0.045)
+        stats, _, (ours,) = echoServer(network, ("127.0.0.1", 40001))
+        other = network.bind(Reflector(), "127.0.0.1", 40002)
+        network.send(("127.0.0.1", 40002), ("127.0.0.1", 40001), b"lan")
+        network.run()
+        self.assertEqual((len(ours.sent), len(other.sent)), (1, 1))
+        self.assertEqual(stats.udpDropped, {"reflected-echo": 1})
+
+    def test_slowerLoopAtMostTenTimesASecond(self) -> None:
+        """A loop slower than the window goes on, but at most 10 times a second."""
+        self.assertEqual(DEFAULT_ECHO_WINDOW, 0.1)
+        network = FakeNetwork(Clock(), delay=lambda _: DEFAULT_ECHO_WINDOW / 2 + 0.001)
+        stats, _, (ours,) = echoServer(network, ("127.0.0.1", 40001))
         network.bind(Reflector(), "127.0.0.1", 40002)
         network.send(("127.0.0.1", 40002), ("127.0.0.1", 40001), b"slow")
         network.run(limit=10.0)
-        # One round trip takes two windows: ten seconds, ten replies.
-        self.assertLessEqual(len(ours.sent), 10 / (2 * DEFAULT_ECHO_WINDOW) + 1)
+        # Not broken by this rule (--udp-rate still caps it): about 98
+        # round trips of 0.102 s in ten seconds, none dropped.
+        self.assertEqual(stats.udpDropped, {})
+        self.assertGreater(len(ours.sent), 90)
+        self.assertLessEqual(len(ours.sent), 10 / DEFAULT_ECHO_WINDOW + 1)
 
 
 class FakeReactor:
-    """Enough of a reactor for L{DatagramProber}: UDP on a L{FakeNetwork}."""
+    """Enough of a reactor for L{DatagramProber}: UDP on a L{FakeNetwork}, its clock.
 
-    def __init__(self, network: FakeNetwork, host: str, port: int) -> None:
+    Every C{listenUDP} binds a port of C{host} as the system picks a free
+    ephemeral port for port 0: the next of C{ports} if given, else the
+    next from 50000 on.  C{opened} and C{interfaces} record them,
+    C{resolved} the names looked up.
+    """
+
+    def __init__(
+        self, network: FakeNetwork, host: str, ports: Iterable[int] = ()
+    ) -> None:
         self.network = network
         self.host = host
-        self.port = port
+        self.ports = chain(ports, count(50000))
+        self.opened: list[FakeUDPPort] = []
+        self.interfaces: list[str] = []
+        self.resolved: list[str] = []
+
+    def seconds(self) -> float:
+        """The network's clock."""
+        return self.network.clock.seconds()
 
     def listenUDP(
         self,
@@ -407,46 +462,70 @@ class FakeReactor:
         interface: str = "",
         maxPacketSize: int = 8192,
     ) -> FakeUDPPort:
-        """Bind C{protocol} to this client's address."""
-        return self.network.bind(protocol, self.host, self.port)
+        """Bind C{protocol} to a new port of this client's address."""
+        assert port == 0, "the client lets the system pick its port"
+        number = next(self.ports)
+        assert (self.host, number) not in self.network.ports, "port in use"
+        bound = self.network.bind(protocol, self.host, number)
+        self.opened.append(bound)
+        self.interfaces.append(interface)
+        return bound
 
     def resolve(self, name: str) -> Deferred[str]:
         """Every name is an address already."""
+        self.resolved.append(name)
         return succeed(name)
 
 
-class PingTests(SynchronousTestCase):
-    """echotwist's UDP ping repeats one datagram, and is answered every time."""
+def ping(
+    network: FakeNetwork, count: int, interval: float, timeout: float = 2.0
+) -> tuple[Deferred[PingStats], FakeReactor, list[str]]:
+    """Start echotwist's UDP ping of one word from 127.0.0.1 to 127.0.0.1:7007."""
+    reactor = FakeReactor(network, "127.0.0.1")
+    prober = DatagramProber(cast(IReactorUDP, reactor), "127.0.0.1", 7007)
+    lines: list[str] = []
+    d = Deferred.fromCoroutine(
+        runPing(
+            network.clock,
+            prober,
+            host="127.0.0.1",
+            message=b"same every time",
+            count=count,
+            interval=interval,
+            timeout=timeout,
+            output=lines.append,
+        )
+    )
+    return d, reactor, lines
 
-    def test_defaultIntervalWithJitter(self) -> None:
-        """Probes 1 s apart (the default) arriving up to 0.3 s early all come back."""
+
+class PingTests(SynchronousTestCase):
+    """echotwist's UDP ping sends one word from a new port each time: all answered."""
+
+    def test_shortIntervalWithJitter(self) -> None:
+        """Probes 0.2 s apart, every other arriving 0.15 s late, all come back."""
         clock = Clock()
-        # Every other probe takes 0.3 s to arrive, the others none: the
-        # server sees probes 0.7 s apart.  Replies take no time.
-        toServer = iter([0.3, 0.0] * 3)
+        # Every other probe takes 0.15 s to arrive, the others none: the
+        # server sees probes 0.05 s apart, within its window.  Replies
+        # take no time.
+        toServer = iter([0.15, 0.0] * 3)
         network = FakeNetwork(
             clock, delay=lambda to: next(toServer) if to[1] == 7007 else 0.0
         )
-        stats, _, _ = echoServer(network, ("127.0.0.1", 7007))
-        prober = DatagramProber(
-            cast(IReactorUDP, FakeReactor(network, "127.0.0.1", 50000)),
-            "127.0.0.1",
-            7007,
-        )
-        lines: list[str] = []
-        d = Deferred.fromCoroutine(
-            runPing(
-                clock,
-                prober,
-                host="127.0.0.1",
-                message=b"same every time",
-                count=6,
-                interval=1.0,
-                timeout=2.0,
-                output=lines.append,
-            )
-        )
+        stats, _, (server,) = echoServer(network, ("127.0.0.1", 7007))
+        d, _, lines = ping(network, count=6, interval=0.2)
         network.run(limit=30)
         result: PingStats = self.successResultOf(d)
         self.assertEqual((result.sent, result.lost), (6, 0), lines)
+        self.assertEqual(stats.udpDropped, {})
+        self.assertEqual(len({peer for _, peer in server.sent}), 6)
+
+    def test_backToBack(self) -> None:
+        """With no interval at all, each probe is answered."""
+        network = FakeNetwork(Clock())
+        stats, _, _ = echoServer(network, ("127.0.0.1", 7007))
+        d, _, lines = ping(network, count=5, interval=0.0)
+        network.run(limit=30)
+        result: PingStats = self.successResultOf(d)
+        self.assertEqual((result.sent, result.lost), (5, 0), lines)
         self.assertEqual(stats.udpDropped, {})

@@ -1,8 +1,10 @@
 """End-to-end: a forged datagram starts no UDP echo loop (issue 12).
 
-The datagrams are forged with a raw socket, which needs root; the tests
+The datagrams are forged with a raw socket, which needs root; those tests
 skip without it.  Each waits for the drop's log line, which comes after
 every reply the forged datagram caused, then reads the servers' metrics.
+The guard still answers echotwist's own UDP ping, which repeats one word
+with no pause at all.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ import struct
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from echotwist.test.e2e.harness import ServerProcess, scrapeMetrics, startServer
+from echotwist.test.e2e.harness import (
+    ServerProcess,
+    runClient,
+    scrapeMetrics,
+    startServer,
+)
 
 LOOPBACK = "127.0.0.1"
 PAYLOAD = b"forged datagram"
@@ -86,4 +93,22 @@ class ForgedDatagramTests(SynchronousTestCase):
         self.assertEqual((samplesA[ECHOED], samplesB[ECHOED]), (len(PAYLOAD),) * 2)
         self.assertEqual(
             samplesA['echotwist_udp_dropped_total{reason="reflected-echo"}'], 1
+        )
+
+
+class PingTests(SynchronousTestCase):
+    """echotwist's UDP ping is not taken for a loop."""
+
+    def test_backToBack(self) -> None:
+        """200 probes of one word with no interval are all answered, none dropped."""
+        server, metrics = metricsServer(self)
+        result = runClient(
+            "--udp", "--count", "200", "--interval", "0",
+            "127.0.0.1", "hello", str(server.udpPorts[0]),
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("200 probes sent, 200 received, 0.0% loss", result.stdout)
+        samples = scrapeMetrics(metrics)
+        self.assertEqual(
+            samples['echotwist_udp_dropped_total{reason="reflected-echo"}'], 0
         )
