@@ -19,21 +19,28 @@ C{Connection.connectionLost} deleting C{fileno}.
 
 from __future__ import annotations
 
+import errno
 import socket
 
-from twisted.internet import tcp, unix
+from twisted.internet import main, tcp, unix
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IListeningPort, IProtocol, IReactorFDSet
 from twisted.python.failure import Failure
 
 from echotwist.internals.writepath import writeAtOnce
 
+# What recv raises when nothing is there (tcp.py's EWOULDBLOCK, by platform).
+_WOULD_BLOCK = frozenset(
+    {errno.EWOULDBLOCK, getattr(errno, "WSAEWOULDBLOCK", errno.EWOULDBLOCK)}
+)
+
 
 class LeanServer(tcp.Server):
-    """A C{tcp.Server} that keeps less per connection and sends at once.
+    """A C{tcp.Server} that keeps less per connection, reads and sends at once.
 
     Its C{write} is L{writeAtOnce}: the same bytes in the same order as
     C{tcp.Server}'s, sent without a reactor round trip when nothing is
-    buffered.
+    buffered.  Its C{doRead} is C{tcp.Connection}'s in one call.
 
     C{tcp.Server.__init__} stores the socket's bound C{fileno} method and
     formats the C{logstr} and C{repstr} strings for every connection: about
@@ -68,6 +75,23 @@ class LeanServer(tcp.Server):
         self.protocolPrefix: str = self._getLogPrefix(protocol)
 
     write = writeAtOnce
+
+    # _AbortingMixin declares doRead as returning None; tcp.Connection's
+    # returns the disconnection reason, as this one does.
+    def doRead(self) -> ConnectionLost | ConnectionDone | None:  # type: ignore[override]
+        """Read what the socket has and hand it to the protocol, as
+        C{tcp.Connection.doRead} does, in one call rather than two.
+        """
+        try:
+            data = self.socket.recv(self.bufferSize)
+        except OSError as e:
+            if e.args[0] in _WOULD_BLOCK:
+                return None
+            return main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.protocol.dataReceived(data)
+        return None
 
     def fileno(self) -> int:
         """The socket's descriptor; -1 once closed, as Twisted answers then."""

@@ -69,7 +69,16 @@ def writeAtOnce(connection: tcp.Connection, data: bytes) -> None:
     C{write}, with its flow control.  A connection class uses it as its
     C{write} method.
     """
-    if not _isIdleOpen(connection):
+    # _isIdleOpen, inlined: this runs once per echo.
+    if (
+        connection.dataBuffer
+        or connection._tempDataLen
+        or not connection.connected
+        or connection.disconnecting
+        or connection._writeDisconnecting
+        or connection._aborting
+        or connection.TLS
+    ):
         _bufferedWrite(connection, data)
         return
     try:

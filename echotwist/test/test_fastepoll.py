@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from twisted.application.reactors import IReactorInstaller
+from twisted.internet.error import ConnectionDone
+from twisted.internet.main import CONNECTION_DONE
 from twisted.plugin import getPlugins
 from twisted.python import context
 from twisted.python.failure import Failure
@@ -25,9 +27,12 @@ else:
 class PipeReader:
     """A read descriptor on a pipe: records what it reads and the context."""
 
-    def __init__(self, failing: BaseException | None = None) -> None:
+    def __init__(
+        self, failing: BaseException | None = None, result: object = None
+    ) -> None:
         self.readEnd, self.writeEnd = os.pipe()
         self.failing = failing
+        self.result = result
         self.read = b""
         self.systems: list[object] = []
         self.lost: list[Failure] = []
@@ -40,12 +45,15 @@ class PipeReader:
         """What the epoll reactor puts in the logging context."""
         return "pipe-reader"
 
-    def doRead(self) -> None:
-        """Read what is there, noting the logging context of the call."""
+    def doRead(self) -> object:
+        """Read what is there, noting the logging context of the call;
+        return the result it was made with (a reason to disconnect, or None).
+        """
         self.systems.append(context.get(ILogContext, {}).get("system"))
         if self.failing is not None:
             raise self.failing
         self.read += os.read(self.readEnd, 100)
+        return self.result
 
     def connectionLost(self, reason: Failure) -> None:
         """Record the disconnection."""
@@ -55,6 +63,46 @@ class PipeReader:
         """Close both ends."""
         os.close(self.readEnd)
         os.close(self.writeEnd)
+
+
+class PipeWriter:
+    """A write descriptor on a pipe (always writable): counts its writes."""
+
+    def __init__(self) -> None:
+        self.readEnd, self.writeEnd = os.pipe()
+        self.writes = 0
+        self.lost: list[Failure] = []
+
+    def fileno(self) -> int:
+        """The pipe's writing end."""
+        return self.writeEnd
+
+    def logPrefix(self) -> str:
+        """What the epoll reactor puts in the logging context."""
+        return "pipe-writer"
+
+    def doWrite(self) -> None:
+        """Count the write event."""
+        self.writes += 1
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Record the disconnection."""
+        self.lost.append(reason)
+
+    def close(self) -> None:
+        """Close both ends."""
+        os.close(self.readEnd)
+        os.close(self.writeEnd)
+
+
+def writeOnce(
+    test: SynchronousTestCase, reactor: EPollReactor, writer: PipeWriter
+) -> None:
+    """Let C{reactor} dispatch C{writer}'s writability once."""
+    test.addCleanup(writer.close)
+    reactor.addWriter(writer)
+    test.addCleanup(reactor.removeWriter, writer)
+    reactor.doPoll(0)
 
 
 def pollOnce(
@@ -119,14 +167,21 @@ class FastEPollReactorTests(SynchronousTestCase):
         self.assertNotIn(reader, reactor.getReaders())
 
     def test_keyboardInterruptPropagates(self) -> None:
-        """Ctrl-C during dispatch stops the reactor, as C{callWithLogger} lets it."""
+        """Ctrl-C during a read stops the reactor, as C{callWithLogger} lets it."""
+        reactor = newReactor(self, FastEPollReactor)
+        reader = PipeReader(failing=KeyboardInterrupt())
+        self.assertRaises(KeyboardInterrupt, pollOnce, self, reactor, reader)
+        self.assertEqual(self.flushLoggedErrors(KeyboardInterrupt), [])
+
+    def test_keyboardInterruptPropagatesFromOtherEvents(self) -> None:
+        """Ctrl-C during any other dispatch stops the reactor too."""
 
         class InterruptedReactor(FastEPollReactor):
             def _doReadOrWrite(self, selectable: object, fd: int, event: int) -> None:
                 raise KeyboardInterrupt
 
         reactor = newReactor(self, InterruptedReactor)
-        self.assertRaises(KeyboardInterrupt, pollOnce, self, reactor, PipeReader())
+        self.assertRaises(KeyboardInterrupt, writeOnce, self, reactor, PipeWriter())
         self.assertEqual(self.flushLoggedErrors(KeyboardInterrupt), [])
 
     def test_dispatchErrorLogged(self) -> None:
@@ -137,8 +192,27 @@ class FastEPollReactorTests(SynchronousTestCase):
                 raise ValueError("a bug in dispatch")
 
         reactor = newReactor(self, BrokenReactor)
-        pollOnce(self, reactor, PipeReader())
+        writeOnce(self, reactor, PipeWriter())
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_writableThroughUpstream(self) -> None:
+        """A writable descriptor is handled by C{_doReadOrWrite}: C{doWrite}."""
+        reactor = newReactor(self, FastEPollReactor)
+        writer = PipeWriter()
+        writeOnce(self, reactor, writer)
+        self.assertEqual(writer.writes, 1)
+
+    def test_endOfInputDisconnects(self) -> None:
+        """A read that says the connection is done disconnects it as a read,
+        in the fast path as in the epoll reactor's C{_doReadOrWrite} (pinned).
+        """
+        for kind in (EPollReactor, FastEPollReactor):
+            reactor = newReactor(self, kind)
+            reader = PipeReader(result=CONNECTION_DONE)
+            pollOnce(self, reactor, reader)
+            self.assertEqual(len(reader.lost), 1, kind)
+            self.assertIsInstance(reader.lost[0].value, ConnectionDone, kind)
+            self.assertNotIn(reader, reactor.getReaders(), kind)
 
     def test_reactorPlugin(self) -> None:
         """C{twistd -r fastepoll} finds the reactor plugin."""

@@ -23,6 +23,17 @@ from echotwist.protocol import Echo, EchoFactory
 from echotwist.test.transports import FakeSocket
 
 
+class Recorder(Protocol):
+    """A protocol that records what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        """Record C{data}."""
+        self.received.append(data)
+
+
 class FakeListeningSocket:
     """A listening socket with one client waiting, then none (EAGAIN)."""
 
@@ -136,6 +147,27 @@ class LeanServerTests(SynchronousTestCase):
         self.assertEqual(lean.logPrefix(), plain.logPrefix())
         self.assertEqual(lean.logPrefix(), "Echo,7,127.0.0.1")
         self.assertEqual(repr(lean), repr(plain))
+
+    def test_doReadAsTwisted(self) -> None:
+        """C{doRead} returns what C{tcp.Connection.doRead} returns, and hands
+        the protocol the same bytes: data, end of input, nothing there, an
+        error (pinned against Twisted's).
+        """
+        cases: list[bytes | OSError] = [
+            b"some bytes",
+            b"",
+            BlockingIOError(errno.EAGAIN, "nothing"),
+            ConnectionResetError(errno.ECONNRESET, "reset"),
+        ]
+        for case in cases:
+            results = []
+            for transport, socket in twins():
+                protocol = Recorder()
+                transport.protocol = protocol
+                socket.incoming = [case]
+                why = transport.doRead()
+                results.append((why, protocol.received))
+            self.assertEqual(results[0], results[1], case)
 
     def test_filenoFollowsSocket(self) -> None:
         """C{fileno()} asks the socket each time, and is -1 once closed."""

@@ -25,6 +25,8 @@ class FakeSocket:
         self.sends = 0
         self.error: OSError | None = None
         self.shutdowns: list[int] = []
+        # What recv returns (bytes) or raises (an error), in turn.
+        self.incoming: list[bytes | OSError] = []
 
     def setblocking(self, flag: bool) -> None:
         """Accept the transport's non-blocking mode."""
@@ -48,6 +50,15 @@ class FakeSocket:
             raise BlockingIOError(errno.EAGAIN, "full")
         self.sent += chunk
         return len(chunk)
+
+    def recv(self, size: int) -> bytes:
+        """Return (or raise) what is next in C{incoming}, at most C{size} bytes."""
+        if not self.incoming:
+            raise BlockingIOError(errno.EAGAIN, "nothing to read")
+        what = self.incoming.pop(0)
+        if isinstance(what, OSError):
+            raise what
+        return what[:size]
 
     def shutdown(self, how: int) -> None:
         """Record a half-close."""
