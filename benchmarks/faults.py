@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -235,8 +236,44 @@ def runNetworkScenarios(
             rows[-1].notes += notes
 
 
+def codeState() -> str:
+    """The commit the servers run from, and how many files differ from it.
+
+    Read when the run starts: the servers run from the working tree, which
+    may hold changes not yet committed.
+    """
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=ROOT,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "echotwist", "twisted"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=ROOT,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{head}" + (
+        f" with {len(changed)} files under echotwist/ or twisted/ uncommitted"
+        if changed
+        else ""
+    )
+
+
 def writeOutputs(
-    rows: Sequence[Row], args: argparse.Namespace, argv: Sequence[str], started: str
+    rows: Sequence[Row],
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    started: str,
+    code: str,
 ) -> list[str]:
     """Write the JSON and the markdown table; return the table and notes."""
     table = formatTable(rows)
@@ -247,7 +284,7 @@ def writeOutputs(
     output.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/faults.py" + "".join(f" {a}" for a in argv)
     header = [
-        f"Run {started}: `{command}`",
+        f"Run {started}: `{command}`; code: {code}.",
         f"Machine: {machine()}; load average at the end {loadAverage()}.",
     ]
     output.with_suffix(".md").write_text(
@@ -259,6 +296,7 @@ def writeOutputs(
                 "started": started,
                 "command": command,
                 "machine": machine(),
+                "code": code,
                 "rows": [row.toJSON() for row in rows],
             },
             indent=1,
@@ -277,6 +315,7 @@ def main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"faults.py: {reason}\n")
         return 2
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    code = codeState()
     logDir = ROOT / "build" / "faults"
     logDir.mkdir(parents=True, exist_ok=True)
     settings = settingsFrom(args, logDir)
@@ -308,7 +347,7 @@ def main(argv: Sequence[str]) -> int:
                 sys.stderr.write(f"faults.py: cleanup: {error}\n")
         for number, handler in previous.items():
             signal.signal(number, handler)
-    print("\n".join(writeOutputs(rows, args, argv, started)))
+    print("\n".join(writeOutputs(rows, args, argv, started, code)))
     if interrupted is not None:
         print(f"faults.py: interrupted by {interrupted}; the table shows what ran")
         return 130
