@@ -80,6 +80,32 @@ def serversTable(
     return lines
 
 
+def peerTable(
+    names: Sequence[str], samples: dict[tuple[str, str], Samples], peer: str
+) -> list[str]:
+    """Echoes/s of every server as a ratio to C{peer}'s, per workload.
+
+    The markdown lines of a table (medians); nothing if C{peer} did not run.
+    """
+    if not any(name == peer for name in names):
+        return []
+    med = statistics.median
+
+    def rate(name: str, workload: Workload) -> float:
+        return med(samples[name, workload.name].echoesPerSecond)
+
+    lines = [
+        f"| server (echoes/s vs {peer}) | "
+        + " | ".join(w.name for w in WORKLOADS)
+        + " |",
+        "|" + "---|" * (len(WORKLOADS) + 1),
+    ]
+    for name in names:
+        cells = [ratio(rate(name, w), rate(peer, w)) for w in WORKLOADS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def chart(
     names: Sequence[str], samples: dict[tuple[str, str], Samples], path: Path
 ) -> bool:
@@ -198,6 +224,9 @@ def runServers(
             flush=True,
         )
     lines = serversTable(names, samples, idle)
+    peers = peerTable(names, samples, "uvloop")
+    if peers:
+        lines += ["", *peers]
     context = [
         f"Machine: {machine()}.",
         f"Load average (1, 5, 15 min) before the run {loadBefore} (other work"

@@ -26,6 +26,7 @@ try:
     from benchmarks.control import Pinning
     from benchmarks.meter import Meter
     from benchmarks.procstat import Spread
+    from benchmarks.sidebyside import Samples, peerTable
 except ImportError:
     # An installed echotwist.test: the lab is not shipped with it.
     skip = "needs the source tree's benchmarks package (run from its root)"
@@ -408,3 +409,36 @@ class PingpongTogetherTests(SynchronousTestCase):
             RuntimeError, self.together, [fakeLoadgen(10), fakeLoadgen(10, status=3)]
         )
         self.assertIn("fake x: load generator failed", str(error))
+
+
+class PeerTableTests(SynchronousTestCase):
+    """The side-by-side section's ratios to a peer (uvloop)."""
+
+    def samples(self, rates: dict[str, list[float]]) -> dict[tuple[str, str], Samples]:
+        """Samples with the given echoes/s per workload, in WORKLOADS order."""
+        return {
+            (name, workload.name): Samples(echoesPerSecond=[rate])
+            for name, perWorkload in rates.items()
+            for workload, rate in zip(catalogue.WORKLOADS, perWorkload, strict=True)
+        }
+
+    def test_ratios(self) -> None:
+        """Each server's echoes/s over the peer's, per workload."""
+        samples = self.samples(
+            {"uvloop": [100.0, 10.0, 40.0], "echotwist": [115.0, 9.0, 52.0]}
+        )
+        lines = peerTable(["uvloop", "echotwist"], samples, "uvloop")
+        self.assertEqual(
+            lines,
+            [
+                "| server (echoes/s vs uvloop) | 50x512B | 1x64B | 10x64KiB |",
+                "|---|---|---|---|",
+                "| uvloop | 1.00x | 1.00x | 1.00x |",
+                "| echotwist | 1.15x | 0.90x | 1.30x |",
+            ],
+        )
+
+    def test_noPeer(self) -> None:
+        """Without the peer in the run, no table."""
+        samples = self.samples({"echotwist": [1.0, 1.0, 1.0]})
+        self.assertEqual(peerTable(["echotwist"], samples, "uvloop"), [])
