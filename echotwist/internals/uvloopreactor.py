@@ -23,9 +23,12 @@ reactor to reap, as Twisted's own pipe would have.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
+import sys
 from collections.abc import Callable
-from types import FrameType
+from types import FrameType, ModuleType
+from typing import TextIO
 
 from twisted.internet.interfaces import IReactorFromThreads
 
@@ -70,9 +73,40 @@ def takeSIGCHLD(
     return True
 
 
+# The line C{twistd -r uvloop} ends with when uvloop is not installed.
+MISSING_UVLOOP = (
+    "twistd: -r uvloop needs uvloop: pip install 'echotwist[uvloop]'"
+    " (or leave out -r uvloop)"
+)
+
+
+def importUvloop(
+    importModule: Callable[[str], ModuleType] = importlib.import_module,
+    errorStream: TextIO | None = None,
+) -> ModuleType:
+    """Import uvloop; without it, print L{MISSING_UVLOOP} and exit with status 2.
+
+    twistd installs the reactor while it parses its options, and turns any
+    exception the installation raises into its whole usage text followed
+    by the reason; only C{SystemExit} passes through it, so a missing
+    uvloop is one line on standard error, as a usage error of the echo
+    plugin is.
+    """
+    try:
+        return importModule("uvloop")
+    except ImportError:
+        stream = errorStream if errorStream is not None else sys.stderr
+        stream.write(MISSING_UVLOOP + "\n")
+        stream.flush()
+        raise SystemExit(2) from None
+
+
 def install() -> None:
-    """Install an asyncio reactor running on a new uvloop event loop."""
-    import uvloop
+    """Install an asyncio reactor running on a new uvloop event loop.
+
+    Without uvloop, exit with status 2 after one line (L{importUvloop}).
+    """
+    uvloop = importUvloop()
     from twisted.internet import asyncioreactor, process
 
     loop = uvloop.new_event_loop()

@@ -8,15 +8,21 @@ hearing its workers exit.
 
 from __future__ import annotations
 
+import io
 import signal
 from collections.abc import Callable
-from types import FrameType
+from types import FrameType, ModuleType
 
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from echotwist.internals.uvloopreactor import ReapOnSIGCHLD, takeSIGCHLD
+from echotwist.internals.uvloopreactor import (
+    MISSING_UVLOOP,
+    ReapOnSIGCHLD,
+    importUvloop,
+    takeSIGCHLD,
+)
 
 
 @implementer(IReactorFromThreads)
@@ -97,3 +103,27 @@ class ReapTests(SynchronousTestCase):
             )
             self.assertIs(signals.handlers[signal.SIGCHLD], default)
             self.assertEqual(signals.restarting, [])
+
+
+class MissingUvloopTests(SynchronousTestCase):
+    """C{twistd -r uvloop} without uvloop: one line and exit status 2."""
+
+    def test_missing(self) -> None:
+        """A failed import is one line naming the extra, then SystemExit(2)."""
+
+        def importModule(name: str) -> ModuleType:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+        errors = io.StringIO()
+        with self.assertRaises(SystemExit) as caught:
+            importUvloop(importModule, errors)
+        self.assertEqual(caught.exception.code, 2)
+        self.assertEqual(errors.getvalue(), MISSING_UVLOOP + "\n")
+        self.assertIn("pip install 'echotwist[uvloop]'", MISSING_UVLOOP)
+
+    def test_present(self) -> None:
+        """With uvloop importable, its module is returned and nothing printed."""
+        module = ModuleType("uvloop")
+        errors = io.StringIO()
+        self.assertIs(importUvloop(lambda name: module, errors), module)
+        self.assertEqual(errors.getvalue(), "")

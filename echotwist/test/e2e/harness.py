@@ -48,14 +48,34 @@ def childEnvironment(**extra: str) -> dict[str, str]:
     return env
 
 
+# Python code that runs twistd with the command line's arguments.
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
 def twistdCommand(*arguments: str) -> list[str]:
     """The command line that runs C{twistd} with this interpreter."""
     return [
         sys.executable,
         "-c",
-        "from twisted.scripts.twistd import run; run()",
+        TWISTD,
         *arguments,
     ]
+
+
+def withoutModules(modules: Sequence[str], code: str, *arguments: str) -> list[str]:
+    """The command running C{code} with this interpreter as if C{modules}
+    were not installed: importing any of them raises C{ModuleNotFoundError}.
+
+    For the paths taken when an optional extra is missing, without a second
+    environment: C{code} runs C{twistd} or C{runpy.run_module}.
+    """
+    hide = f"import sys; sys.modules.update(dict.fromkeys({list(modules)!r}))"
+    return [sys.executable, "-c", f"{hide}\n{code}", *arguments]
+
+
+def moduleCode(module: str) -> str:
+    """The code of L{withoutModules} that runs C{python -m MODULE}."""
+    return f"import runpy; runpy.run_module({module!r}, run_name='__main__')"
 
 
 class OutputReader:
