@@ -3,9 +3,11 @@
 By default it is one-shot: it connects, sends the word, reads until
 exactly as many bytes have come back (an echo may arrive in pieces),
 prints C{Received: <word>} and stops the reactor, as the seed's
-C{TCPEchoClient4} does.  With C{--count N} it is a ping: N timed and
-verified probes and a C{ping}-style summary (see L{echotwist.client.ping}).
-C{--tls} and C{--udp} choose the transport in both modes.
+C{TCPEchoClient4} does.  With C{-c/--count N} it is a ping: a header
+line, N timed and verified probes and a C{ping}-style summary (see
+L{echotwist.client.ping}); C{--count 0} pings until interrupted, and
+Ctrl-C (or SIGTERM) ends a ping with its summary, exit 0 if any echo came
+back.  C{--tls} and C{--udp} choose the transport in both modes.
 
 Arguments and output only: the echo itself is L{echotwist.client.oneshot},
 the probes L{echotwist.client.ping}, and connecting and the wording of
@@ -34,7 +36,7 @@ from twisted.python.failure import Failure
 from echotwist.client.connect import describeFailure, streamEndpoint
 from echotwist.client.oneshot import echoOver, udpEcho
 from echotwist.client.ping import DatagramProber, StreamProber, runPing
-from echotwist.client.pingstats import PingStats, summaryLines
+from echotwist.client.pingstats import PingStats, headerLine, summaryLines
 from echotwist.endpoints import parseHost
 from echotwist.parsing import argumentType, parseCount, parsePort, parseSeconds
 
@@ -50,8 +52,8 @@ def buildParser() -> argparse.ArgumentParser:
         usage="%(prog)s [options] host word [port]",
         description=(
             "Send a word to an RFC 862 echo server and print what comes back,"
-            " as TCPEchoClient4 does; with --count, measure round trips"
-            " like ping."
+            " as TCPEchoClient4 does; with -c/--count, measure round trips"
+            " like ping (-c 0: until Ctrl-C, which prints the summary)."
         ),
     )
     parser.add_argument(
@@ -68,6 +70,7 @@ def buildParser() -> argparse.ArgumentParser:
         help=f"server port (default {ECHO_PORT}, the echo service)",
     )
     parser.add_argument(
+        "-W",
         "--timeout",
         type=argumentType(
             lambda text: parseSeconds(text, "timeout", positive=True), "timeout"
@@ -80,13 +83,18 @@ def buildParser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "-c",
         "--count",
-        type=argumentType(lambda text: parseCount(text, "count", 1), "count"),
+        type=argumentType(lambda text: parseCount(text, "count", 0), "count"),
         default=None,
         metavar="N",
-        help="ping mode: send N timed, verified probes and print statistics",
+        help=(
+            "ping mode: send N timed, verified probes and print statistics;"
+            " 0: until interrupted (Ctrl-C prints the statistics)"
+        ),
     )
     parser.add_argument(
+        "-i",
         "--interval",
         type=argumentType(lambda text: parseSeconds(text, "interval"), "interval"),
         default=None,
@@ -179,7 +187,11 @@ async def ping(
     message: bytes,
     connect: Callable[..., IStreamClientEndpoint] = streamEndpoint,
 ) -> None:
-    """Ping mode: probes, one line each, then the summary; exit 1 if none came back."""
+    """Ping mode: a header, probes, one line each, then the summary.
+
+    Ended early (Ctrl-C or SIGTERM cancel it), it still prints the
+    summary; either way it exits 1 if no echo came back, 0 otherwise.
+    """
     if args.udp:
         prober: StreamProber | DatagramProber = DatagramProber(
             cast(IReactorUDP, reactor), args.host, args.port
@@ -198,6 +210,7 @@ async def ping(
             raise SystemExit(1) from None
 
     stats = PingStats()
+    transport = "udp" if args.udp else "tls" if args.tls else "tcp"
     try:
         await runPing(
             reactor,
@@ -209,11 +222,11 @@ async def ping(
             timeout=args.timeout,
             output=output,
             stats=stats,
+            header=headerLine(args.host, args.port, transport, len(message)),
         )
     except CancelledError:
-        for line in summaryLines(args.host, stats):
-            output(line)
-        interrupted()
+        # ping's way: an interrupt ends the run, not the report.
+        pass
     except Exception:
         fail(describeFailure(Failure(), args.host, args.port, args.timeout))
     for line in summaryLines(args.host, stats):

@@ -22,6 +22,7 @@ and is lost, never taken for a later probe's.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
@@ -339,53 +340,81 @@ async def runPing(
     timeout: float,
     output: Callable[[str], None],
     stats: PingStats | None = None,
+    header: str | None = None,
 ) -> PingStats:
     """Send C{count} probes of C{message}, C{interval} seconds apart.
 
-    Each probe is timed from just before it is sent to the verified echo
-    and printed through C{output}; a probe without one within C{timeout}
-    seconds is lost.  The first connection failing raises (nothing could
-    be measured); a later one counts as a loss.
+    C{count} 0 means without end, until the caller cancels the returned
+    Deferred (on Ctrl-C).  Each probe is timed from just before it is sent
+    to the verified echo and printed through C{output}; a probe without
+    one within C{timeout} seconds is lost.  The first connection failing
+    raises (nothing could be measured); a later one counts as a loss.
+    C{header}, if given, is printed once the first connection is ready.
     """
     if stats is None:
         stats = PingStats()
     try:
         await prober.ready().addTimeout(timeout, clock)
-        for seq in range(count):
+        if header is not None:
+            output(header)
+        for seq in itertools.count() if count == 0 else range(count):
             started = clock.seconds()
-            if seq:
-                try:
-                    await prober.ready().addTimeout(timeout, clock)
-                except CancelledError:
-                    raise
-                except Exception:
-                    stats.probeSent()
-                    why = describeProbeFailure(Failure(), timeout)
-                    output(lossLine(host, seq, f"cannot connect: {why}"))
-                    await _sleepUntil(clock, started + interval)
-                    continue
-            sentAt = clock.seconds()
-            stats.probeSent()
-            try:
-                echoed = await prober.probe(message).addTimeout(timeout, clock)
-            except CancelledError:
-                raise
-            except Exception:
-                prober.reset()
-                output(lossLine(host, seq, describeProbeFailure(Failure(), timeout)))
-            else:
-                rtt = clock.seconds() - sentAt
-                if echoed == message:
-                    stats.probeAnswered(rtt)
-                    output(probeLine(len(echoed), host, seq, rtt))
-                else:
-                    prober.reset()
-                    output(lossLine(host, seq, echoDiffers(echoed, message)))
-            if seq + 1 < count:
+            await _probeOnce(
+                clock,
+                prober,
+                seq=seq,
+                host=host,
+                message=message,
+                timeout=timeout,
+                output=output,
+                stats=stats,
+            )
+            if count == 0 or seq + 1 < count:
                 await _sleepUntil(clock, started + interval)
     finally:
         prober.close()
     return stats
+
+
+async def _probeOnce(
+    clock: IReactorTime,
+    prober: Prober,
+    *,
+    seq: int,
+    host: str,
+    message: bytes,
+    timeout: float,
+    output: Callable[[str], None],
+    stats: PingStats,
+) -> None:
+    """Probe C{seq}: (re)connect if need be, send, time, verify, print a line."""
+    if seq:
+        try:
+            await prober.ready().addTimeout(timeout, clock)
+        except CancelledError:
+            raise
+        except Exception:
+            stats.probeSent()
+            why = describeProbeFailure(Failure(), timeout)
+            output(lossLine(host, seq, f"cannot connect: {why}"))
+            return
+    sentAt = clock.seconds()
+    stats.probeSent()
+    try:
+        echoed = await prober.probe(message).addTimeout(timeout, clock)
+    except CancelledError:
+        raise
+    except Exception:
+        prober.reset()
+        output(lossLine(host, seq, describeProbeFailure(Failure(), timeout)))
+        return
+    rtt = clock.seconds() - sentAt
+    if echoed == message:
+        stats.probeAnswered(rtt)
+        output(probeLine(len(echoed), host, seq, rtt))
+    else:
+        prober.reset()
+        output(lossLine(host, seq, echoDiffers(echoed, message)))
 
 
 async def _sleepUntil(clock: IReactorTime, when: float) -> None:

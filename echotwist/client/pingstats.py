@@ -67,6 +67,11 @@ def lossLine(host: str, seq: int, why: str) -> str:
     return f"no echo from {host}: seq={seq} {why}"
 
 
+def headerLine(host: str, port: int, transport: str, size: int) -> str:
+    """The line before the first probe, in C{ping}'s shape."""
+    return f"PING {host} port {port} over {transport}: {size} data bytes"
+
+
 def summaryLines(host: str, stats: PingStats) -> list[str]:
     """The closing lines: counts and loss, then the round-trip summary."""
     lines = [

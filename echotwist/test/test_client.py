@@ -382,27 +382,27 @@ class ParserTests(SynchronousTestCase):
             ),
             (
                 ("--timeout", "0"),
-                "argument --timeout: invalid timeout '0': must be more than 0",
+                "argument -W/--timeout: invalid timeout '0': must be more than 0",
             ),
             (
                 ("--timeout", "soon"),
-                "argument --timeout: invalid timeout 'soon': not a number",
+                "argument -W/--timeout: invalid timeout 'soon': not a number",
             ),
             (
                 ("--timeout", "inf"),
-                "argument --timeout: invalid timeout 'inf': not a number",
+                "argument -W/--timeout: invalid timeout 'inf': not a number",
             ),
             (
-                ("--count", "0"),
-                "argument --count: invalid count '0': must be 1 or more",
+                ("--count", "-1"),
+                "argument -c/--count: invalid count '-1': must be 0 or more",
             ),
             (
                 ("--count", "1.5"),
-                "argument --count: invalid count '1.5': not a whole number",
+                "argument -c/--count: invalid count '1.5': not a whole number",
             ),
             (
                 ("--count", "1", "--interval", "-1"),
-                "argument --interval: invalid interval '-1': must be 0 or more",
+                "argument -i/--interval: invalid interval '-1': must be 0 or more",
             ),
         ):
             argv = ("host", "word", *options)
@@ -507,23 +507,57 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(failure.value.code, 2)
         self.assertIn("--interval needs --count", stderr.getvalue())
 
-    def test_interruptedPingReportsAndExits130(self) -> None:
-        """Stopping a ping prints the statistics so far and exits 130."""
-        network = Network()
+    def interruptPing(self, answer: bool) -> tuple[Deferred[None], str, str]:
+        """Ping until interrupted (C{-c 0}), answered or not, then cancel it.
+
+        Return the run and what it wrote to stdout and stderr.
+        """
+        network = Network(None if answer else Factory.forProtocol(Protocol))
         stdout, stderr = io.StringIO(), io.StringIO()
         with redirect_stdout(stdout), redirect_stderr(stderr):
             d = Deferred.fromCoroutine(
-                _mainWith(network, ["--count", "5", "--interval", "1", "h", "x", "7"])
+                _mainWith(network, ["-c", "0", "-i", "1", "-W", "0.5", "h", "x", "7"])
             )
             pump = network.connect()
-            pump.flush()
-            network.reactor.advance(1)
+            for _ in range(3):
+                pump.flush()
+                network.reactor.advance(1)
+                if not answer:
+                    # Each probe timed out and dropped its connection: the
+                    # next one waits for a new connection, made here.
+                    pump = network.connect()
             pump.flush()
             d.cancel()
-            failure = self.failureResultOf(d, SystemExit)
-        self.assertEqual(failure.value.code, 130)
-        self.assertIn("2 probes sent, 2 received", stdout.getvalue())
-        self.assertEqual(stderr.getvalue(), "echotwist.client: interrupted\n")
+        return d, stdout.getvalue(), stderr.getvalue()
+
+    def test_interruptedPingReportsAndExits0(self) -> None:
+        """Ctrl-C ends a ping with its header, lines and statistics, exit 0."""
+        d, stdout, stderr = self.interruptPing(answer=True)
+        self.successResultOf(d)
+        lines = stdout.splitlines()
+        self.assertEqual(lines[0], "PING h port 7 over tcp: 1 data bytes")
+        self.assertEqual(len([line for line in lines if " seq=" in line]), 4)
+        self.assertIn("4 probes sent, 4 received, 0.0% loss", stdout)
+        self.assertEqual(stderr, "")
+
+    def test_interruptedPingWithoutEchoesExits1(self) -> None:
+        """Ctrl-C after probes that all went unanswered: statistics, exit 1."""
+        d, stdout, stderr = self.interruptPing(answer=False)
+        self.assertEqual(self.failureResultOf(d, SystemExit).value.code, 1)
+        self.assertIn("4 probes sent, 0 received, 100.0% loss", stdout)
+        self.assertEqual(
+            stderr, "echotwist.client: error: no echo from h in 4 probes\n"
+        )
+
+    def test_shortOptions(self) -> None:
+        """-c, -i and -W are ping's short forms of --count, --interval, --timeout."""
+        args = buildParser().parse_args(["-c", "2", "127.0.0.1", "hi"])
+        self.assertEqual(
+            (args.count, args.host, args.word, args.port), (2, "127.0.0.1", "hi", 7)
+        )
+        args = buildParser().parse_args(["-c", "0", "-i", "0.2", "-W", "3", "h", "w"])
+        self.assertEqual((args.count, args.interval, args.timeout), (0, 0.2, 3.0))
+        self.assertIsNone(buildParser().parse_args(["h", "w"]).count)
 
 
 async def _mainWith(network: Network, argv: list[str]) -> None:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 from typing import cast
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.task import Clock
@@ -27,7 +27,12 @@ from echotwist.client.ping import (
     StreamProbe,
     runPing,
 )
-from echotwist.client.pingstats import PingStats, probeLine, summaryLines
+from echotwist.client.pingstats import (
+    PingStats,
+    headerLine,
+    probeLine,
+    summaryLines,
+)
 from echotwist.test.test_udp_loops import FakeNetwork, FakeReactor, Peer, Reflector
 
 
@@ -62,6 +67,13 @@ class PingStatsTests(SynchronousTestCase):
         self.assertEqual(
             summaryLines("h", stats),
             ["--- h echo statistics ---", "1 probes sent, 0 received, 100.0% loss"],
+        )
+
+    def test_header(self) -> None:
+        """The header names host, port, transport and size, as ping's does."""
+        self.assertEqual(
+            headerLine("127.0.0.1", 5000, "udp", 5),
+            "PING 127.0.0.1 port 5000 over udp: 5 data bytes",
         )
 
     def test_lines(self) -> None:
@@ -185,6 +197,44 @@ class RunPingTests(SynchronousTestCase):
         )
         self.failureResultOf(d, ConnectionRefusedError)
         self.assertTrue(prober.closed)
+
+    def test_headerOnceConnected(self) -> None:
+        """The header comes once the first connection is up, before any probe."""
+        clock = Clock()
+        prober = FakeProber(clock)
+        ready: Deferred[None] = Deferred()
+        prober.readyResult = ready
+        lines: list[str] = []
+        Deferred.fromCoroutine(
+            runPing(
+                clock,
+                prober,
+                host="h",
+                message=b"hi",
+                count=1,
+                interval=1,
+                timeout=1,
+                output=lines.append,
+                header="PING h",
+            )
+        )
+        self.assertEqual(lines, [])
+        ready.callback(None)
+        prober.sent[0][2].callback(b"hi")
+        self.assertEqual(lines, ["PING h", "2 bytes from h: seq=0 time=0.000 ms"])
+
+    def test_countZeroRunsUntilCancelled(self) -> None:
+        """Count 0 probes on and on; cancelling ends it and closes the prober."""
+        clock, prober, lines, d = self.start(count=0, interval=1, timeout=0.5)
+        for _ in range(50):
+            prober.sent[-1][2].callback(b"hi")
+            clock.advance(1)
+        self.assertEqual(len(prober.sent), 51)
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(prober.closed)
+        self.assertEqual(len(lines), 50)
 
     def test_laterConnectFailsIsLoss(self) -> None:
         """A failed reconnection is a lost probe, and the ping goes on."""

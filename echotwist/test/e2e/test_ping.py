@@ -7,6 +7,8 @@ misbehaving doubles of L{echotwist.test.doubles}, all on 127.0.0.1.
 from __future__ import annotations
 
 import re
+import signal
+import sys
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,7 +18,12 @@ from echotwist.test.doubles import (
     startDatagramDouble,
     startStreamDouble,
 )
-from echotwist.test.e2e.harness import makeCertificate, runClient, startServer
+from echotwist.test.e2e.harness import (
+    makeCertificate,
+    runClient,
+    startProcess,
+    startServer,
+)
 
 _PROBE = re.compile(r"^5 bytes from 127\.0\.0\.1: seq=(\d+) time=\d+\.\d{3} ms$")
 _RTT = re.compile(r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$")
@@ -34,6 +41,10 @@ class PingEndToEndTests(SynchronousTestCase):
         lines = result.stdout.splitlines()
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(
+            lines[0], f"PING 127.0.0.1 port {server.port} over tcp: 5 data bytes"
+        )
+        lines = lines[1:]
+        self.assertEqual(
             [int(m.group(1)) for m in map(_PROBE.match, lines[:3]) if m], [0, 1, 2]
         )
         self.assertEqual(
@@ -44,6 +55,31 @@ class PingEndToEndTests(SynchronousTestCase):
             ],
         )
         self.assertRegex(lines[5], _RTT)
+
+    def test_shortOptions(self) -> None:
+        """C{-c 2 -i 0.05 -W 2 HOST WORD PORT} is a ping of two probes, as ping's."""
+        server = startServer(self)
+        result = runClient(
+            "-c", "2", "-i", "0.05", "-W", "2", "127.0.0.1", "hello", str(server.port)
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("2 probes sent, 2 received, 0.0% loss", result.stdout)
+
+    def test_untilInterrupted(self) -> None:
+        """C{-c 0} pings until SIGINT, then prints the statistics and exits 0."""
+        server = startServer(self)
+        client = startProcess(
+            self,
+            [sys.executable, "-m", "echotwist.client", "-c", "0", "-i", "0.05",
+             "127.0.0.1", "hello", str(server.port)],
+        )  # fmt: skip
+        client.output.waitForAll(_PROBE, count=3)
+        client.signal(signal.SIGINT)
+        self.assertEqual(client.wait(), 0, client.output.text())
+        text = client.output.waitClosed()
+        self.assertIn("--- 127.0.0.1 echo statistics ---", text)
+        self.assertRegex(text, r"(\d+) probes sent, \1 received, 0\.0% loss")
+        self.assertNotIn("Traceback", text)
 
     def test_refused(self) -> None:
         """A refused first connection is one error line and exit status 1."""
@@ -67,7 +103,8 @@ class PingEndToEndTests(SynchronousTestCase):
             "--count", "3", "--interval", "0", "127.0.0.1", "hello", str(double.port)
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        lines = result.stdout.splitlines()
+        header, *lines = result.stdout.splitlines()
+        self.assertTrue(header.startswith("PING 127.0.0.1 port "), header)
         self.assertRegex(lines[0], _PROBE)
         self.assertEqual(
             lines[1],
@@ -95,7 +132,10 @@ class PingEndToEndTests(SynchronousTestCase):
             str(double.port),
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        lines = result.stdout.splitlines()
+        header, *lines = result.stdout.splitlines()
+        self.assertEqual(
+            header, f"PING 127.0.0.1 port {double.port} over udp: 5 data bytes"
+        )
         self.assertEqual(
             [bool(_PROBE.match(line)) for line in lines[:4]],
             [True, False, True, False],
@@ -151,7 +191,7 @@ class PingEndToEndTests(SynchronousTestCase):
     def test_usage(self) -> None:
         """A bad count or --insecure without --tls is a usage error (status 2)."""
         for arguments in (
-            ("--count", "0", "h", "w"),
+            ("--count", "-1", "h", "w"),
             ("--count", "x", "h", "w"),
             ("--interval", "-1", "--count", "1", "h", "w"),
             ("--insecure", "h", "w"),
