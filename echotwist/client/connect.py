@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import (
     ConnectionDone,
@@ -22,14 +22,45 @@ from twisted.internet.error import (
     UnknownHostError,
 )
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
-from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTCP,
+    IStreamClientEndpoint,
+)
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echotwist.endpoints import formatHostPort
 
 
 class EchoError(Exception):
     """The echo failed; the message is the one line shown to the user."""
+
+
+class CertificateRejected(EchoError):
+    """The server's certificate does not name the host it was reached as."""
+
+
+# The error of --tls without the tls extra (pyOpenSSL, service_identity).
+TLS_MISSING = "--tls needs pyOpenSSL: pip install 'echotwist[tls]'"
+
+
+@implementer(IStreamClientEndpoint)
+class UnusableEndpoint:
+    """An endpoint that cannot connect, for a reason known in advance.
+
+    Every C{connect} fails with L{EchoError}(C{why}), so the caller reports
+    it as it reports any connection that could not be made: one line.
+    """
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Fail at once with L{EchoError}."""
+        return fail(EchoError(self.why))
 
 
 def checkHostName(host: str) -> None:
@@ -57,7 +88,10 @@ def streamEndpoint(
 
     Host names and IPv4/IPv6 literals are accepted (L{HostnameEndpoint}).
     With C{insecure} the server's certificate is not verified; otherwise
-    it must be valid for C{host} under the platform's trust roots.
+    it must be valid under the platform's trust roots and name C{host} in
+    its subjectAltName (L{echotwist.client.tlsverify}).  Without the
+    C{tls} extra, a TLS endpoint is an L{UnusableEndpoint} saying
+    L{TLS_MISSING}.
 
     @raise DNSLookupError: C{host} is no name a resolver could look up.
     """
@@ -67,22 +101,36 @@ def streamEndpoint(
     )
     if not tls:
         return endpoint
+    try:
+        creator = tlsCreator(host, insecure)
+    except ImportError:
+        return UnusableEndpoint(TLS_MISSING)
+    return wrapClientTLS(creator, endpoint)
+
+
+def tlsCreator(host: str, insecure: bool) -> IOpenSSLClientConnectionCreator:
+    """The TLS connection creator for C{host}; raise C{ImportError} without
+    the C{tls} extra.
+    """
     # Imported only for --tls, so that the client runs without pyOpenSSL.
     from twisted.internet import ssl
-    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
     if insecure:
         # CertificateOptions (verify=False by default) is a context factory;
         # TLSMemoryBIOFactory adapts it to a connection creator itself, but
         # wrapClientTLS's annotation names only the newer interface.
-        creator = cast(IOpenSSLClientConnectionCreator, ssl.CertificateOptions())
-    else:
-        creator = ssl.optionsForClientTLS(host)
-    return wrapClientTLS(creator, endpoint)
+        return cast(IOpenSSLClientConnectionCreator, ssl.CertificateOptions())
+    from echotwist.client.tlsverify import HostVerifyingCreator
+
+    return HostVerifyingCreator(host)
 
 
 def describeConnectionError(reason: Failure) -> str:
     """Name why a connection ended, a failed TLS handshake in plain words."""
+    if reason.check(CertificateRejected):
+        return (
+            f"TLS certificate verification failed: {reason.value} (--insecure skips it)"
+        )
     # By name, so that pyOpenSSL (the tls extra) need not be importable.
     if reason.check("OpenSSL.SSL.Error"):
         detail = str(reason.value)

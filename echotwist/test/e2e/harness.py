@@ -284,11 +284,15 @@ def _killGroup(groupId: int) -> None:
         os.killpg(groupId, signal.SIGKILL)
 
 
-def makeCertificate(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
+def makeCertificate(
+    directory: Path, hostname: str = "localhost", subjectAltName: bool = True
+) -> tuple[Path, Path]:
     """Write a fresh self-signed key and certificate for C{hostname}.
 
     Return the paths of the PEM key and certificate in C{directory}; the
     certificate is valid for C{hostname} and 127.0.0.1, for one day.
+    Without C{subjectAltName} it names C{hostname} only as its commonName,
+    which names no host for a client that checks (RFC 6125).
     """
     import ipaddress
 
@@ -300,7 +304,7 @@ def makeCertificate(directory: Path, hostname: str = "localhost") -> tuple[Path,
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -308,7 +312,10 @@ def makeCertificate(directory: Path, hostname: str = "localhost") -> tuple[Path,
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    )
+    if subjectAltName:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 [
                     x509.DNSName(hostname),
@@ -317,9 +324,7 @@ def makeCertificate(directory: Path, hostname: str = "localhost") -> tuple[Path,
             ),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
+    certificate = builder.sign(key, hashes.SHA256())
     directory.mkdir(parents=True, exist_ok=True)
     keyPath = directory / "key.pem"
     certPath = directory / "cert.pem"

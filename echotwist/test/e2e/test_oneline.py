@@ -9,11 +9,23 @@ L{withoutModules} (its import fails as if it were not installed).
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from echotwist.client.connect import TLS_MISSING
 from echotwist.internals.uvloopreactor import MISSING_UVLOOP
-from echotwist.test.e2e.harness import TWISTD, runCommand, withoutModules
+from echotwist.test.e2e.harness import (
+    TWISTD,
+    childEnvironment,
+    closedPort,
+    makeCertificate,
+    moduleCode,
+    runClient,
+    runCommand,
+    startServer,
+    withoutModules,
+)
 
 
 def assertOneLine(
@@ -49,3 +61,72 @@ class MissingReactorTests(SynchronousTestCase):
             )
         )
         assertOneLine(self, result, 2, MISSING_UVLOOP)
+
+
+class ClientTLSTests(SynchronousTestCase):
+    """C{python -m echotwist.client --tls}: a missing extra, a bad certificate."""
+
+    def test_missingExtra(self) -> None:
+        """Without pyOpenSSL, one-shot and ping say to install the tls extra."""
+        port = str(closedPort())
+        for mode in ([], ["--count", "2"]):
+            result = runCommand(
+                withoutModules(
+                    ["OpenSSL"],
+                    moduleCode("echotwist.client"),
+                    *mode,
+                    "--tls",
+                    "127.0.0.1",
+                    "hello",
+                    port,
+                )
+            )
+            assertOneLine(self, result, 1, f"echotwist.client: error: {TLS_MISSING}")
+
+    def serveWithoutSubjectAltName(self) -> tuple[str, Path]:
+        """A TLS server whose certificate names localhost only as commonName.
+
+        Return its port and its certificate.
+        """
+        key, cert = makeCertificate(Path(self.mktemp()).resolve(), subjectAltName=False)
+        server = startServer(
+            self,
+            listen=[f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+        )
+        return str(server.port), cert
+
+    def test_noSubjectAltName(self) -> None:
+        """A trusted certificate without subjectAltName is refused in one line.
+
+        (Twisted's own check logged a traceback and let it through.)
+        """
+        port, cert = self.serveWithoutSubjectAltName()
+        trusting = childEnvironment(SSL_CERT_FILE=str(cert))
+        result = runClient("--tls", "localhost", "hello", port, env=trusting)
+        assertOneLine(
+            self,
+            result,
+            1,
+            "echotwist.client: error: the connection failed after 0 of 5 bytes:"
+            " TLS certificate verification failed: the server's certificate has"
+            " no subjectAltName, which must name localhost (--insecure skips it)",
+        )
+        ping = runClient(
+            "--count", "1", "--tls", "localhost", "hello", port, env=trusting
+        )
+        self.assertEqual(ping.returncode, 1)
+        self.assertIn("has no subjectAltName", ping.stdout)
+        self.assertNotIn("Traceback", ping.stdout + ping.stderr)
+        self.assertEqual(ping.stderr.count("\n"), 1)
+
+    def test_untrustedWithoutSubjectAltName(self) -> None:
+        """An untrusted certificate without subjectAltName: one line, no traceback."""
+        port, _ = self.serveWithoutSubjectAltName()
+        result = runClient("--tls", "localhost", "hello", port)
+        assertOneLine(
+            self,
+            result,
+            1,
+            "echotwist.client: error: the connection failed after 0 of 5 bytes:"
+            " TLS certificate verification failed (--insecure skips it)",
+        )
