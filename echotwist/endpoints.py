@@ -47,6 +47,12 @@ _POSITIONS: dict[str, dict[str, int]] = {
 }
 # Twisted's tls:PATH[:PORT] listens on port 443 when given none.
 _PORT_DEFAULTED = frozenset({"tls"})
+# haproxy:DESCRIPTION reads a PROXY header at the start of each connection
+# of the listener it wraps (echotwist.internals.proxyheader).  Not around
+# TLS: a proxy sends the header before the TLS handshake, where ssl: and
+# tls: would look for it inside.
+PROXIED = "haproxy"
+_NOT_PROXIED = frozenset({"ssl", "tls"})
 
 
 class BadEndpoint(ValueError):
@@ -167,7 +173,9 @@ def normalizeListen(text: str) -> str:
     C{lockfile=}, a C{systemd:} C{index=}.  A listener of a type that
     takes a backlog (C{tcp:}, C{tcp6:}, C{ssl:}, C{tls:}, C{unix:},
     C{aiotcp:}) and is given none gets C{:backlog=}L{DEFAULT_BACKLOG}
-    appended.
+    appended.  C{haproxy:DESCRIPTION} (PROXY protocol) is C{haproxy:}
+    followed by DESCRIPTION normalised so, which may not be C{ssl:},
+    C{tls:} or another C{haproxy:}.
 
     @raise BadEndpoint: saying what is wrong, in one line.
     """
@@ -181,6 +189,9 @@ def normalizeListen(text: str) -> str:
             f"invalid port {text!r}: give a number or an endpoint description"
             " such as tcp:5000, tcp6:5000 or unix:/path"
         )
+    inner = proxiedDescription(text)
+    if inner is not None:
+        return f"{PROXIED}:{_normalizeProxied(text, inner)}"
     description = splitDescription(text)
     kind = description.kind.lower()
     if kind not in _POSITIONS:
@@ -200,6 +211,35 @@ def normalizeListen(text: str) -> str:
     if "backlog" in positions and listenArgument(description, "backlog") is None:
         return f"{text}:backlog={DEFAULT_BACKLOG}"
     return text
+
+
+def proxiedDescription(text: str) -> str | None:
+    """The description a C{haproxy:DESCRIPTION} listener wraps; C{None}
+    for any other listener.
+    """
+    kind, _, inner = text.partition(":")
+    return inner if kind.lower() == PROXIED else None
+
+
+def _normalizeProxied(text: str, inner: str) -> str:
+    """L{normalizeListen} of the listener C{haproxy:} wraps in C{text}."""
+    if not inner.strip():
+        raise BadEndpoint(
+            f"{text!r}: haproxy: needs the listener it wraps, such as haproxy:tcp:7008"
+        )
+    kind = splitDescription(inner.strip()).kind.lower()
+    if kind == PROXIED:
+        raise BadEndpoint(
+            f"{text!r}: haproxy: cannot wrap another haproxy: (a connection"
+            " has one PROXY header)"
+        )
+    if kind in _NOT_PROXIED:
+        raise BadEndpoint(
+            f"{text!r}: haproxy: cannot wrap {kind}: (a proxy sends the PROXY"
+            " header before any TLS handshake; let the proxy end TLS and wrap"
+            " tcp:, tcp6:, unix: or systemd:)"
+        )
+    return normalizeListen(inner)
 
 
 def formatAddress(address: IAddress) -> str:
@@ -225,6 +265,14 @@ def formatAddress(address: IAddress) -> str:
     if name is not None:
         return f"unix:{name}"
     return repr(address)
+
+
+def formatListening(description: str, address: IAddress) -> str:
+    """L{formatAddress} of a listener's bound C{address}, C{haproxy:} first
+    when its C{description} reads PROXY headers.
+    """
+    name = formatAddress(address)
+    return f"{PROXIED}:{name}" if proxiedDescription(description) is not None else name
 
 
 def parseHost(text: str) -> str:

@@ -25,10 +25,11 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from echotwist.endpoints import formatAddress
+from echotwist.endpoints import formatAddress, formatListening
+from echotwist.logging import logObserver
 from echotwist.server.udp import READ_SIZE, DatagramEcho, UDPListen
 
-_log = Logger()
+_log = Logger(observer=logObserver)
 
 
 def startupErrors() -> TextIO | None:
@@ -100,7 +101,7 @@ class ListeningService(StartsEarly):
     passed to C{onPort}, if given, before any client is accepted.
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,
@@ -116,6 +117,9 @@ class ListeningService(StartsEarly):
         self.onPort = onPort
         self.errorStream = errorStream if errorStream is not None else startupErrors()
         self.ports: list[IListeningPort] = []
+        # How each of the ports is named in the log (haproxy:tcp:... for
+        # a PROXY protocol listener), in the same order.
+        self.names: list[str] = []
 
     def startEarly(self) -> None:
         """Bind every endpoint now, or report the first failure and exit 1."""
@@ -133,24 +137,26 @@ class ListeningService(StartsEarly):
             self.ports.append(result)
             if self.onPort is not None:
                 self.onPort(result)
-            self.log.info(self.logFormat, address=formatAddress(result.getHost()))
+            self.names.append(formatListening(description, result.getHost()))
+            self.log.info(self.logFormat, address=self.names[-1])
 
     def _fail(self, description: str, reason: Failure) -> NoReturn:
         for port in self.ports:
             port.stopListening()
-        self.ports = []
+        self.ports, self.names = [], []
         cannotListen(description, reason.getErrorMessage(), self.errorStream)
 
     def stopService(self) -> Deferred[object]:
         """Stop listening on every port; log each once its socket is closed."""
         Service.stopService(self)
-        ports, self.ports = self.ports, []
-        stopping = [self._stop(port) for port in ports]
+        ports, names = self.ports, self.names
+        self.ports, self.names = [], []
+        stopping = [
+            self._stop(port, name) for port, name in zip(ports, names, strict=True)
+        ]
         return DeferredList(stopping, consumeErrors=True).addCallback(lambda _: None)
 
-    def _stop(self, port: IListeningPort) -> Deferred[object]:
-        address = formatAddress(port.getHost())
-
+    def _stop(self, port: IListeningPort, address: str) -> Deferred[object]:
         def stopped(result: object) -> object:
             self.log.info("Stopped listening on {address}", address=address)
             return result
@@ -166,7 +172,7 @@ class DatagramListeningService(StartsEarly):
     line on standard error and exit status 1 (L{cannotListen}).
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,
