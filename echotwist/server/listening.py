@@ -26,10 +26,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echotwist.endpoints import formatAddress, formatListening
-from echotwist.logging import logObserver
 from echotwist.server.udp import READ_SIZE, DatagramEcho, UDPListen
 
-_log = Logger(observer=logObserver)
+_log = Logger()
 
 
 def startupErrors() -> TextIO | None:
@@ -101,7 +100,7 @@ class ListeningService(StartsEarly):
     passed to C{onPort}, if given, before any client is accepted.
     """
 
-    log = Logger(observer=logObserver)
+    log = Logger()
 
     def __init__(
         self,
@@ -172,7 +171,7 @@ class DatagramListeningService(StartsEarly):
     line on standard error and exit status 1 (L{cannotListen}).
     """
 
-    log = Logger(observer=logObserver)
+    log = Logger()
 
     def __init__(
         self,
