@@ -39,10 +39,6 @@ class EchoError(Exception):
     """The echo failed; the message is the one line shown to the user."""
 
 
-class CertificateRejected(EchoError):
-    """The server's certificate does not name the host it was reached as."""
-
-
 # The error of --tls without the tls extra (pyOpenSSL, service_identity).
 TLS_MISSING = "--tls needs pyOpenSSL: pip install 'echotwist[tls]'"
 
@@ -127,7 +123,8 @@ def tlsCreator(host: str, insecure: bool) -> IOpenSSLClientConnectionCreator:
 
 def describeConnectionError(reason: Failure) -> str:
     """Name why a connection ended, a failed TLS handshake in plain words."""
-    if reason.check(CertificateRejected):
+    # By name, as tlsverify (and so pyOpenSSL) may not be importable.
+    if reason.check("echotwist.client.tlsverify.CertificateRejected"):
         return (
             f"TLS certificate verification failed: {reason.value} (--insecure skips it)"
         )

@@ -39,7 +39,10 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echotwist.client.connect import CertificateRejected
+
+class CertificateRejected(Exception):
+    """The server's certificate does not name the host it was reached as."""
+
 
 # What an OpenSSL verify callback is given: the connection, the
 # certificate, the error number, its depth in the chain (0: the server's

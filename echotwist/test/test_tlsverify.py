@@ -20,8 +20,12 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echotwist.client.connect import CertificateRejected, describeConnectionError
-from echotwist.client.tlsverify import identityProblem, verifyCallback
+from echotwist.client.connect import describeConnectionError
+from echotwist.client.tlsverify import (
+    CertificateRejected,
+    identityProblem,
+    verifyCallback,
+)
 
 
 def certificate(*names: x509.GeneralName) -> X509:
