@@ -13,6 +13,7 @@ caller's cleanup if anything is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -41,7 +42,7 @@ from benchmarks.faultresults import (
     soakProblems,
     soakSlope,
 )
-from benchmarks.netfaults import SERVER_ADDRESS, NamespacePair
+from benchmarks.netfaults import SERVER_ADDRESS, CommandFailed, NamespacePair
 from benchmarks.procstat import connectionsOf
 from benchmarks.supervisorlog import Kill, Replacement, reloadTime, replacementOf
 
@@ -441,15 +442,18 @@ def runNetwork(
             undo.pop()()
             ended = time.monotonic()
         takeBench(row, bench)
-        while undo:
-            undo.pop()()
+        for step in reversed(undo):
+            step()
+        undo.clear()
         if not fault.blackout:
             ended = time.monotonic()
         probed = takeProber(row, prober)
     finally:
         # Faults off before the server stops, in reverse order of setting.
-        while undo:
-            undo.pop()()
+        # After an error a step may fail too; the namespaces go anyway.
+        for step in reversed(undo):
+            with contextlib.suppress(CommandFailed):
+                step()
         server.stop()
     held = probed["held"] if probed is not None else []
     row.details["fault"] = {

@@ -59,6 +59,8 @@ OUTCOMES = (
 # a server that neither accepts nor refuses must not make the prober hold
 # thousands of sockets.
 MAX_OPEN = 256
+# Rounds of event handling between two ticks, at most.
+MAX_ROUNDS = 100_000
 # Failures kept with their times; the counts are always exact.
 MAX_FAILURES = 10_000
 # Gaps between a held connection's echoes longer than this many intervals
@@ -380,7 +382,10 @@ class Prober:
 
     def _pump(self, until: float, untilIdle: bool = False) -> None:
         """Handle events until C{until} (with C{untilIdle}: or no attempt is open)."""
-        while True:
+        # Each round handles the events ready or waits up to an interval;
+        # the count only guards against a selector that keeps reporting
+        # an event nothing consumes.
+        for _ in range(MAX_ROUNDS):
             now = time.monotonic()
             self._expire(now)
             if now >= until or (untilIdle and not self.open):
