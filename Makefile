@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 TRIAL_ARGS ?= echotwist
 
-.PHONY: run test lint typecheck trial bench bench-quick faults clean
+.PHONY: run test lint typecheck trial bench bench-quick faults cluster clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -69,6 +69,17 @@ FAULTS_ARGS ?=
 faults: $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[bench]"
 	$(BIN)/python benchmarks/faults.py $(FAULTS_ARGS)
+
+# Three echotwist hosts behind HAProxy and two load hosts, as network
+# namespaces on one bridge; one host is killed mid-run, the load hosts'
+# interval logs are merged (docs/deploying.md).  Linux and root only; it
+# installs haproxy and iproute2 with apt-get when missing.  About a
+# minute; `make cluster CLUSTER_ARGS="--duration 20"` runs longer.
+CLUSTER_ARGS ?=
+
+cluster: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[bench]"
+	$(BIN)/python benchmarks/cluster.py $(CLUSTER_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*
