@@ -104,7 +104,7 @@ class Server:
     def echoed(self, size: int) -> int:
         """How many datagrams of C{size} bytes the server has echoed over UDP."""
         return int(
-            self.samples().get('echotwist_bytes_echoed_total{transport="udp"}', 0)
+            self.samples().get('echotwist_echoed_bytes_total{transport="udp"}', 0)
             // size
         )
 

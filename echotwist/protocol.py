@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echotwist.logging import logObserver
 from echotwist.server.limits import ConnectionLimits, idleSweepInterval, isIdle
 from echotwist.server.sockets import unsentBytes
 from echotwist.server.stats import ServerStats
@@ -72,7 +73,7 @@ def transportKind(transport: ITransport) -> str:
 class Echo(Protocol):
     """Echo every byte received back to the sender (RFC 862)."""
 
-    log = Logger()
+    log = Logger(observer=logObserver)
     factory: EchoFactory
 
     # A server may hold tens of thousands of idle connections, so an Echo
@@ -225,7 +226,7 @@ class EchoFactory(Factory[Echo]):
 
     protocol = Echo
     noisy = False
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import (
 from twisted.python import usage
 from twisted.python.reflect import fullyQualifiedName
 
+from echotwist import versionText
 from echotwist.endpoints import (
     DEFAULT_PORT,
     BadEndpoint,
@@ -32,12 +33,14 @@ from echotwist.endpoints import (
 from echotwist.internals.emfile import guardAccept
 from echotwist.internals.leanserver import useLeanServer
 from echotwist.internals.proxyheader import ProxyHeaderEndpoint
+from echotwist.logging import LogLevelsService, parseLogLevel
 from echotwist.parsing import parseCount, parseRate, parseSeconds
 from echotwist.protocol import EchoFactory
 from echotwist.server import limits
 from echotwist.server.defaultreactor import installDefaultReactor
 from echotwist.server.filelimit import FileLimitService
 from echotwist.server.listening import DatagramListeningService, ListeningService
+from echotwist.server.pidfile import pidFileProblem
 from echotwist.server.shutdown import CleanExitService, DrainService
 from echotwist.server.stats import ServerStats
 from echotwist.server.udp import (
@@ -68,6 +71,7 @@ class Options(usage.Options):
         " [--deny CIDR ...] [--shutdown-timeout SECONDS] [--metrics ENDPOINT]"
         " [--udp PORT_OR_UDP ...] [--udp-rate N] [--workers N|auto [--pin-workers]"
         " [--max-restarts N] [--restart-window SECONDS]]"
+        " [--log-level [NAMESPACE=]LEVEL ...] [--version]"
     )
     longdesc = (
         "An RFC 862 echo server: every byte a client sends comes back. "
@@ -99,6 +103,9 @@ class Options(usage.Options):
         "--restart-window seconds stop the server with exit status 1. "
         "Without twistd -r it runs on the fastest reactor here (fastepoll on "
         "Linux); -r NAME runs on another. "
+        "Each connection logs two info lines (opened, closed); --log-level "
+        "warn logs only warnings and errors, --log-level "
+        "echotwist.protocol=warn only the per-connection lines. "
         "See docs/hardening.md."
     )
     optFlags = [
@@ -193,6 +200,7 @@ class Options(usage.Options):
         self["udp"] = []
         self["allow"] = []
         self["deny"] = []
+        self["log-level"] = []
         self._reactor = reactor
         self.errorStream = errorStream if errorStream is not None else sys.stderr
 
@@ -229,8 +237,22 @@ class Options(usage.Options):
         """Never serve clients in CIDR (repeatable; wins over --allow)."""
         self["deny"].append(_checked(limits.parseNetwork, "deny", network))
 
+    def opt_log_level(self, level: str) -> None:
+        """Log echotwist's events at LEVEL and above (debug, info, warn, error,
+        critical; default info); NAMESPACE=LEVEL for those of NAMESPACE
+        (echotwist.protocol: the per-connection lines). Repeatable.
+        """
+        _checked(parseLogLevel, "log-level", level)
+        self["log-level"].append(level)
+
+    def opt_version(self) -> None:
+        """Print echotwist's version (and Twisted's and Python's) and exit."""
+        print(versionText())
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         """Check the numbers and every listening description (build endpoints)."""
+        self["logLevels"] = [parseLogLevel(text) for text in self["log-level"]]
         for name in ("idle-timeout", "shutdown-timeout", "restart-window"):
             self[name] = _checked(parseSeconds, name, str(self[name]))
         if self["restart-window"] <= 0:
@@ -337,6 +359,13 @@ class Options(usage.Options):
             )
             self.errorStream.flush()
             raise SystemExit(2) from None
+        problem = pidFileProblem(twistdPidFile(self))
+        if problem is not None:
+            # Not a usage error: the environment, as a port that cannot be
+            # bound, and so exit status 1.
+            self.errorStream.write(f"twistd echo: {problem}\n")
+            self.errorStream.flush()
+            raise SystemExit(1)
 
 
 def _checkPEMDirectory(description: str) -> None:
@@ -374,6 +403,17 @@ def _endpointError(text: str, error: Exception) -> str:
     return f"invalid endpoint {text!r}: {detail}"
 
 
+def twistdPidFile(options: Options) -> str:
+    """The pid file twistd will write (empty for none, or outside twistd).
+
+    twistd's own options are ours' C{parent}, parsed before ours; its
+    C{--pidfile} is still as given (relative to the current directory).
+    """
+    parent = getattr(options, "parent", None)
+    path = None if parent is None else parent.get("pidfile")
+    return path if isinstance(path, str) else ""
+
+
 def twistdLogger(options: Options) -> str | None:
     """The name of the C{twistd --logger} factory these options run under.
 
@@ -396,7 +436,9 @@ def makeService(options: Options) -> MultiService:
     holding the echo listeners (guarded against running out of file
     descriptors), one L{DatagramListeningService} per C{--udp},
     the graceful-shutdown drain and, when asked for, the metrics endpoint,
-    all counting in one L{ServerStats}.
+    all counting in one L{ServerStats}.  Either way echotwist's events
+    are logged from the C{--log-level} levels up (the top service is a
+    L{LogLevelsService}).
     """
     if options["workers"] > 1:
         from echotwist.workers.config import (
@@ -428,7 +470,7 @@ def makeService(options: Options) -> MultiService:
             policy=RestartPolicy(options["max-restarts"], options["restart-window"]),
             logger=twistdLogger(options),
         )
-        supervisor = MultiService()
+        supervisor = LogLevelsService(options["logLevels"])
         # First: the signals are ours before any worker starts.
         CleanExitService(
             cast(IReactorCore, options.reactor), reload=pool.reload
@@ -458,7 +500,7 @@ def makeService(options: Options) -> MultiService:
         useLeanServer(port)
         guardAccept(port, reactor, lambda: stats.reject(limits.EMFILE))
 
-    top = MultiService()
+    top = LogLevelsService(options["logLevels"])
     # The drain comes first: it takes over SIGTERM before anything listens.
     DrainService(
         cast(IReactorCore, reactor), factory, options["shutdown-timeout"]

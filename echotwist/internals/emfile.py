@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 
 from echotwist.endpoints import formatAddress
+from echotwist.logging import logObserver
 
 # Accept errors that mean "no descriptor (or buffer) for a new socket now".
 EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -46,7 +47,7 @@ class AcceptGuard:
     Everything but C{accept} is passed to the real socket.
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
+from echotwist.logging import logObserver
 from echotwist.server import limits
 from echotwist.server.listening import StartsEarly
 
@@ -22,7 +23,7 @@ class FileLimitService(StartsEarly):
     L{privilegedStartService}, before anything listens.
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,

@@ -26,9 +26,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echotwist.endpoints import formatAddress, formatListening
+from echotwist.logging import logObserver
 from echotwist.server.udp import READ_SIZE, DatagramEcho, UDPListen
 
-_log = Logger()
+_log = Logger(observer=logObserver)
 
 
 def startupErrors() -> TextIO | None:
@@ -100,7 +101,7 @@ class ListeningService(StartsEarly):
     passed to C{onPort}, if given, before any client is accepted.
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,
@@ -171,7 +172,7 @@ class DatagramListeningService(StartsEarly):
     line on standard error and exit status 1 (L{cannotListen}).
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,

@@ -3,14 +3,20 @@
 Needs the C{metrics} extra (C{pip install echotwist[metrics]}), which
 brings C{prometheus_client}.  The hot path only bumps the plain counters
 of L{ServerStats}; L{StatsCollector} reads them when Prometheus scrapes.
+Beside them: the process's own figures (C{process_open_fds},
+C{process_resident_memory_bytes}, CPU time...: C{prometheus_client}'s
+process collector, read from C{/proc} on Linux) and
+C{echotwist_build_info}.  Names follow Prometheus's: the unit last, then
+C{_total} for counters.
 """
 
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -18,10 +24,13 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+import twisted
+from echotwist import __version__
 from echotwist.server.limits import DENIED, EMFILE, LIMIT, PER_IP
 from echotwist.server.stats import ServerStats
 from echotwist.server.udp import DROP_REASONS
@@ -51,7 +60,7 @@ class StatsCollector:
             value=stats.connectionsActive,
         )
         echoed = CounterMetricFamily(
-            "echotwist_bytes_echoed",
+            "echotwist_echoed_bytes",
             "Bytes echoed, by transport.",
             labels=["transport"],
         )
@@ -95,10 +104,31 @@ class StatsCollector:
         )
 
 
-def metricsRegistry(stats: ServerStats) -> CollectorRegistry:
-    """A registry of its own (not the global one) exporting C{stats}."""
+class BuildInfo:
+    """C{echotwist_build_info}: 1, labelled with the versions running."""
+
+    def collect(self) -> Iterable[Metric]:
+        """The one sample."""
+        info = GaugeMetricFamily(
+            "echotwist_build_info",
+            "Always 1; the labels say which echotwist, Twisted and Python run.",
+            labels=["version", "twisted", "python"],
+        )
+        info.add_metric(
+            [__version__, twisted.__version__, platform.python_version()], 1
+        )
+        yield info
+
+
+def metricsRegistry(stats: ServerStats, proc: str = "/proc") -> CollectorRegistry:
+    """A registry of its own (not the global one) exporting C{stats}, the
+    build information and the process's figures read from C{proc} (none
+    where it is missing).
+    """
     registry = CollectorRegistry()
     registry.register(StatsCollector(stats))
+    registry.register(BuildInfo())
+    ProcessCollector(proc=proc, registry=registry)
     return registry
 
 
@@ -122,10 +152,21 @@ class MetricsPage(Resource):
         return generate_latest(self.registry)
 
 
+class QuietSite(Site):
+    """A L{Site} that writes no access log line.
+
+    Prometheus scrapes every few seconds; a line for each scrape would
+    bury the server's own log.
+    """
+
+    def log(self, request: Request) -> None:
+        """Log nothing."""
+
+
 def metricsSite(stats: ServerStats) -> Site:
-    """A web site serving C{stats} at C{/metrics}."""
+    """A web site serving C{stats} at C{/metrics}, without an access log."""
     root = Resource()
     root.putChild(b"metrics", MetricsPage(metricsRegistry(stats)))
-    site = Site(root)
+    site = QuietSite(root)
     site.noisy = False
     return site

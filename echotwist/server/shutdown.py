@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 
 from echotwist.internals.signals import Handler, takeOverStopSignals
+from echotwist.logging import logObserver
 from echotwist.protocol import EchoFactory
 
 InstallHandler = Callable[[int, Handler], object]
@@ -49,7 +50,7 @@ class CleanExitService(Service):
     C{kill -HUP} must not do that.
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     # What is logged when a stop signal arrives.
     stopMessage = "Received {signal}, shutting down."

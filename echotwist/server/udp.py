@@ -22,6 +22,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from echotwist.endpoints import BadEndpoint, splitDescription
+from echotwist.logging import logObserver
 from echotwist.parsing import parseListenPort
 from echotwist.server.limits import Address, parseAddress
 from echotwist.server.stats import ServerStats
@@ -402,7 +403,7 @@ class DatagramEcho(DatagramProtocol):
     reported to the guard.
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
     noisy = False
 
     def __init__(self, guard: ReflectionGuard, stats: ServerStats) -> None:

@@ -447,7 +447,9 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(len(error.splitlines()), 1)
 
     def test_forwardedOptions(self) -> None:
-        """Limits, timeouts and address rules are forwarded to every worker."""
+        """Limits, timeouts, address rules and log levels are forwarded to every
+        worker.
+        """
         options, _ = self.parse(
             "--work=2",
             "-ptcp:0",
@@ -463,6 +465,9 @@ class OptionsTests(SynchronousTestCase):
             "--allow",
             "::1",
             "--deny=127.0.0.2",
+            "--log-level=warn",
+            "--log-level",
+            "echotwist.protocol=error",
         )
         assert options is not None
         forwarded = workerOptions(options)
@@ -476,6 +481,8 @@ class OptionsTests(SynchronousTestCase):
                 "--allow=127.0.0.0/8",
                 "--allow=::1/128",
                 "--deny=127.0.0.2/32",
+                "--log-level=warn",
+                "--log-level=echotwist.protocol=error",
             ],
         )
         # pool() below checks that the pool puts them on each command line.
@@ -486,13 +493,18 @@ class OptionsTests(SynchronousTestCase):
     def test_workerParsesForwarded(self) -> None:
         """A worker's echo options parse to the supervisor's values."""
         options, _ = self.parse(
-            "--workers=2", "--idle-timeout=0.25", "--deny=10.0.0.0/8", "--max-per-ip=3"
+            "--workers=2",
+            "--idle-timeout=0.25",
+            "--deny=10.0.0.0/8",
+            "--max-per-ip=3",
+            "--log-level=echotwist=warn",
         )
         assert options is not None
         worker, error = self.parse(*workerOptions(options))
         assert worker is not None, error
         for name in FORWARDED + FORWARDED_REPEATED:
             self.assertEqual(worker[name], options[name], name)
+        self.assertEqual(worker["logLevels"], options["logLevels"])
         self.assertEqual(worker["workers"], 1)
 
     def test_defaultsForwarded(self) -> None:

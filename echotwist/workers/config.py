@@ -35,9 +35,9 @@ STOP_GRACE = 5.0
 # command line.  --port/--listen are the supervisor's (the worker serves
 # the sockets it is handed), --workers would recurse, --metrics differs
 # per worker (workerMetrics) and --udp is refused with --workers (see
-# Options._checkWorkers).
+# Options._checkWorkers).  --log-level is kept as given, a repeated option.
 FORWARDED = ("idle-timeout", "max-connections", "max-per-ip", "shutdown-timeout")
-FORWARDED_REPEATED = ("allow", "deny")
+FORWARDED_REPEATED = ("allow", "deny", "log-level")
 
 # The most workers one supervisor starts.
 MAX_WORKERS = 256

@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from echotwist.endpoints import formatAddress
 from echotwist.internals.aiotcp import reactorLoop
 from echotwist.internals.fastepoll import FastEPollReactor
+from echotwist.logging import logObserver
 from echotwist.server.listening import StartsEarly, cannotListen, startupErrors
 from echotwist.server.shutdown import exitAtEnd
 from echotwist.workers.config import (
@@ -112,7 +113,7 @@ class WorkerPool(StartsEarly):
     for the replacement, which is handed the same socket.
     """
 
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from twisted.logger import (
 from twisted.python.reflect import namedAny
 
 from echotwist.internals.aiotcp import AdoptedNativeEndpoint, reactorLoop
+from echotwist.logging import logObserver
 from echotwist.workers.config import (
     READY_FD,
     Inherited,
@@ -148,7 +149,7 @@ def serveWorker(  # noqa: PLR0917 (the worker's command line, in its order)
     IReactorCore(reactor).addSystemEventTrigger(
         "before", "shutdown", service.stopService
     )
-    Logger(namespace="echotwist.workers").info(
+    Logger(namespace="echotwist.workers", observer=logObserver).info(
         "Worker {index} (pid {pid}) listening", index=index, pid=os.getpid()
     )
     tellReady(READY_FD)
@@ -167,7 +168,7 @@ def pinWorker(
     A CPU it may not use (a cpuset changed since the supervisor read its
     own) is logged in one line and ends the worker with status 1.
     """
-    log = Logger(namespace="echotwist.workers")
+    log = Logger(namespace="echotwist.workers", observer=logObserver)
     try:
         setAffinity(0, {cpu})
     except OSError as e:

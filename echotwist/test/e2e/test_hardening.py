@@ -78,7 +78,7 @@ class HardeningTests(SynchronousTestCase):
         samples = scrapeMetrics(address)
         self.assertEqual(samples["echotwist_connections_total"], 2)
         self.assertEqual(samples["echotwist_connections_active"], 0)
-        self.assertEqual(samples['echotwist_bytes_echoed_total{transport="tcp"}'], 8)
+        self.assertEqual(samples['echotwist_echoed_bytes_total{transport="tcp"}'], 8)
         self.assertEqual(samples["echotwist_connection_duration_seconds_count"], 2)
         self.assertEqual(samples['echotwist_rejected_total{reason="emfile"}'], 0)
         self.assertEqual(server.stop(), 0)

@@ -8,15 +8,17 @@ L{withoutModules} (its import fails as if it were not installed).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from echotwist.client.connect import TLS_MISSING
 from echotwist.internals.uvloopreactor import MISSING_UVLOOP
 from echotwist.test.e2e.harness import (
     TWISTD,
+    WAIT,
     childEnvironment,
     closedPort,
     makeCertificate,
@@ -24,6 +26,7 @@ from echotwist.test.e2e.harness import (
     runClient,
     runCommand,
     startServer,
+    twistdCommand,
     withoutModules,
 )
 
@@ -61,6 +64,56 @@ class MissingReactorTests(SynchronousTestCase):
             )
         )
         assertOneLine(self, result, 2, MISSING_UVLOOP)
+
+
+# What the pid file error line ends with.
+PID_HINT = (
+    " (start it in a directory you can write, or give twistd --pidfile=PATH"
+    " before echo, or --pidfile= for none)"
+)
+
+
+class PidFileTests(SynchronousTestCase):
+    """twistd's pid file cannot be written: one line and exit 1, no traceback."""
+
+    def test_missingDirectory(self) -> None:
+        """C{--pidfile} in a directory that is not there."""
+        missing = Path(self.mktemp()).resolve() / "twistd.pid"
+        result = runCommand(
+            twistdCommand("-n", f"--pidfile={missing}", "echo", "--port", "tcp:0")
+        )
+        assertOneLine(
+            self,
+            result,
+            1,
+            f"twistd echo: cannot write twistd's pid file {missing}: there is no"
+            f" directory {missing.parent}" + PID_HINT,
+        )
+
+    def test_unwritableDirectory(self) -> None:
+        """C{twistd -n echo} started in a directory the user cannot write."""
+        if os.geteuid() == 0:
+            raise SkipTest("root may write in any directory")
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(mode=0o555)
+        self.addCleanup(directory.chmod, 0o755)
+        result = subprocess.run(
+            [*twistdCommand("-n", "echo", "--port", "tcp:0")],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd=directory,
+            env=childEnvironment(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assertOneLine(
+            self,
+            result,
+            1,
+            f"twistd echo: cannot write twistd's pid file {directory}/twistd.pid:"
+            f" {directory} is not writable" + PID_HINT,
+        )
 
 
 class ClientTLSTests(SynchronousTestCase):

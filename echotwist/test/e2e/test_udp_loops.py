@@ -23,7 +23,7 @@ from echotwist.test.e2e.harness import (
 
 LOOPBACK = "127.0.0.1"
 PAYLOAD = b"forged datagram"
-ECHOED = 'echotwist_bytes_echoed_total{transport="udp"}'
+ECHOED = 'echotwist_echoed_bytes_total{transport="udp"}'
 
 
 def forge(source: tuple[str, int], destination: tuple[str, int], data: bytes) -> None:
