@@ -16,6 +16,7 @@ import argparse
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Sequence
 from functools import partial
 
@@ -25,7 +26,6 @@ from echotwist.parsing import (
     parseCount,
     parsePort,
     parseReal,
-    parseSeconds,
 )
 
 ECHO_PORT = 7
@@ -42,18 +42,60 @@ PER_SOURCE = 12500
 CONNECT_SOURCES = 8
 MAX_SIZE = 1 << 20
 
+# A duration: seconds, or a number with a unit as wrk and tcpkali take it.
+_DURATION = re.compile(r"\s*([0-9.eE+-]+?)\s*(us|ms|s|m|h)?\s*")
+_UNITS = {None: 1.0, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parseDuration(text: str, what: str, positive: bool = False) -> float:
+    """C{text} as seconds: C{1.5}, C{500ms}, C{1s}, C{2m}, C{1h}, C{250us}.
+
+    @raise ValueError: C{invalid WHAT 'TEXT': ...}, in the words of
+        L{echotwist.parsing}.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"invalid {what} {text!r}: not a number of seconds"
+            " or a duration such as 500ms, 10s, 2m"
+        )
+    number, unit = match.groups()
+    value = parseReal(number, what, 0.0, above=positive) * _UNITS[unit]
+    if not math.isfinite(value):
+        raise ValueError(f"invalid {what} {text!r}: too large")
+    return value
+
+
+def parseTarget(text: str) -> tuple[str, int | None]:
+    """A target as C{HOST}, C{HOST:PORT}, C{[IPv6]} or C{[IPv6]:PORT}.
+
+    A bare IPv6 address (more than one colon) has no port in it.
+
+    @raise ValueError: a bad host or port, in L{echotwist.parsing}'s words.
+    """
+    if text.startswith("[") and "]:" in text:
+        host, _, port = text.rpartition(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        return parseHost(text), None
+    return parseHost(host), parsePort(port)
+
+
 _port = argumentType(parsePort, "port")
 _atLeastOne = argumentType(partial(parseCount, lowest=1), "count")
 _size = argumentType(partial(parseCount, what="size", lowest=1), "size")
 _pipeline = argumentType(partial(parseCount, what="pipeline", lowest=1), "pipeline")
 _firstSource = argumentType(parseCount, "count")
 _duration = argumentType(
-    partial(parseSeconds, what="duration", positive=True), "duration"
+    partial(parseDuration, what="duration", positive=True), "duration"
 )
-_warmup = argumentType(partial(parseSeconds, what="warmup"), "warmup")
-_timeout = argumentType(partial(parseSeconds, what="timeout", positive=True), "timeout")
+_warmup = argumentType(partial(parseDuration, what="warmup"), "warmup")
+_timeout = argumentType(
+    partial(parseDuration, what="timeout", positive=True), "timeout"
+)
 _interval = argumentType(
-    partial(parseSeconds, what="interval", positive=True), "interval"
+    partial(parseDuration, what="interval", positive=True), "interval"
 )
 # Not parseRate: its 0 means "no limit", and the bench has no such rate (a
 # run without --rate is closed-loop).
@@ -64,9 +106,31 @@ class UsageError(Exception):
     """Options that parse but do not fit together."""
 
 
+class _TargetParser(argparse.ArgumentParser):
+    """A parser whose C{host} may carry the port (C{HOST:PORT})."""
+
+    def parse_known_args(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse, then take the port out of C{HOST:PORT} (given once only)."""
+        parsed, rest = super().parse_known_args(args, namespace)
+        target = getattr(parsed, "host", None)
+        if isinstance(target, tuple):
+            host, port = target
+            if port is not None and parsed.port is not None:
+                self.error("the port is given twice (HOST:PORT and PORT)")
+            parsed.host = host
+            parsed.port = port if port is not None else parsed.port
+        if getattr(parsed, "port", ECHO_PORT) is None:
+            parsed.port = ECHO_PORT
+        return parsed, rest
+
+
 def buildParser() -> argparse.ArgumentParser:
     """The command line of C{python -m echotwist.bench}."""
-    parser = argparse.ArgumentParser(
+    parser = _TargetParser(
         prog="python -m echotwist.bench",
         # Abbreviations would slip past the parent's filtering of the
         # options it handles itself (--proc, --hl) into every child.
@@ -79,12 +143,12 @@ def buildParser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "host",
-        type=argumentType(parseHost, "host"),
-        help="server name or address (an IPv6 one with or without brackets)",
+        type=argumentType(parseTarget, "host"),
+        metavar="host[:port]",
+        help="server name or address (an IPv6 one with or without brackets),"
+        " with the port or without (127.0.0.1:5000, [::1]:5000)",
     )
-    parser.add_argument(
-        "port", nargs="?", type=_port, default=ECHO_PORT, help="default 7"
-    )
+    parser.add_argument("port", nargs="?", type=_port, default=None, help="default 7")
     parser.add_argument(
         "--mode",
         choices=MODES,
@@ -102,11 +166,12 @@ def buildParser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "-d", "--duration", type=_duration, default=5.0,
-        help="seconds measured (hold: seconds held; default 5)",
+        help="time measured, in seconds or with a unit: 1.5, 500ms, 10s, 2m"
+        " (hold: time held; default 5)",
     )  # fmt: skip
     parser.add_argument(
         "-w", "--warmup", type=_warmup, default=1.0,
-        help="seconds of load before measuring (default 1)",
+        help="load before measuring, in seconds or with a unit (default 1)",
     )  # fmt: skip
     parser.add_argument(
         "-P", "--pipeline", type=_pipeline, default=1,
@@ -133,12 +198,26 @@ def buildParser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout", type=_timeout, default=5.0,
-        help="connect timeout in seconds (default 5)",
+        help="connect timeout, in seconds or with a unit (default 5)",
     )  # fmt: skip
     parser.add_argument(
         "--interval", type=_interval, default=1.0, help=argparse.SUPPRESS
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (with target, parameters and start time)",
+    )
+    output.add_argument(
+        "--csv", action="store_true", help="print a CSV header line and one row"
+    )
+    parser.add_argument(
+        "-L",
+        "--latency",
+        action="store_true",
+        help="also print the detailed percentile spectrum (as wrk2 -L)",
+    )
     parser.add_argument("--hlog", metavar="FILE", help="write an HDR interval log")
     parser.add_argument(
         "--plot", metavar="FILE.png", help="draw the latency distribution"
@@ -156,11 +235,53 @@ def buildMergeParser() -> argparse.ArgumentParser:
         description="Merge HDR interval logs of runs made at the same time.",
     )
     parser.add_argument("logs", nargs="+", metavar="FILE")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument(
+        "--csv", action="store_true", help="print a CSV header line and one row"
+    )
+    parser.add_argument(
+        "-L",
+        "--latency",
+        action="store_true",
+        help="also print the detailed percentile spectrum (as wrk2 -L)",
+    )
     parser.add_argument(
         "--plot", metavar="FILE.png", help="draw the latency distribution"
     )
     return parser
+
+
+def buildCompareParser() -> argparse.ArgumentParser:
+    """The command line of C{python -m echotwist.bench compare}."""
+    parser = argparse.ArgumentParser(
+        prog="python -m echotwist.bench compare",
+        allow_abbrev=False,
+        description=(
+            "Compare two results written with --json: rates, percentiles,"
+            " mean, errors, side by side with B's change from A."
+        ),
+    )
+    parser.add_argument("before", metavar="A.json")
+    parser.add_argument("after", metavar="B.json")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def parametersOf(args: argparse.Namespace) -> dict[str, object]:
+    """The options a run was made with, for its JSON report."""
+    return {
+        "mode": args.mode,
+        "connections": args.connections,
+        "size": args.size,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "pipeline": args.pipeline,
+        "rate": args.rate,
+        "processes": args.processes,
+        "sources": args.sources,
+        "timeout_s": args.timeout,
+    }
 
 
 def rejectUnknownOptions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
@@ -279,7 +400,7 @@ def childArguments(argv: Sequence[str], drop: Sequence[str] = ()) -> list[str]:
     """C{argv} without the options the parent handles itself (and C{drop})."""
     dropValue = {"--processes", "--connections", "-c", "--rate", "--hlog", "--plot"}
     dropValue.update(drop)
-    dropFlag = {"--json"}
+    dropFlag = {"--json", "--csv", "--latency", "-L"}
     result: list[str] = []
     skip = False
     for argument in argv:

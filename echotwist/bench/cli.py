@@ -1,7 +1,9 @@
-"""The command line: C{python -m echotwist.bench [options] host [port]}.
+"""The command line: C{python -m echotwist.bench [options] host[:port] [port]}.
 
 Also C{python -m echotwist.bench merge [--json] [--plot FILE] LOG...},
-which merges interval logs written with C{--hlog}.  Usage errors print
+which merges interval logs written with C{--hlog}, and C{python -m
+echotwist.bench compare A.json B.json}, which sets two JSON reports side
+by side.  Usage errors print
 argparse's usage and one error line and exit 2; a run that cannot start
 prints one line to standard error and exits 1; a run that counted errors
 prints its report and then one line to standard error, and exits 1; a
@@ -16,6 +18,8 @@ L{echotwist.bench.processes}', the output L{echotwist.bench.report}'s.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import signal
 import sys
 import time
@@ -32,13 +36,16 @@ from twisted.python.failure import Failure
 
 from echotwist.bench.arguments import (
     UsageError,
+    buildCompareParser,
     buildMergeParser,
     buildParser,
     checkOptions,
     checkPlot,
+    parametersOf,
     rejectUnknownOptions,
     sourceAddresses,
 )
+from echotwist.bench.compare import BadReport, checkReport, compareRows, formatRows
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs
 from echotwist.bench.load import (
     IntervalObserver,
@@ -64,6 +71,7 @@ from echotwist.bench.processes import (
     watchParent,
 )
 from echotwist.bench.report import (
+    IntervalLines,
     Progress,
     emit,
     fail,
@@ -72,7 +80,8 @@ from echotwist.bench.report import (
     writeMergedLog,
     writeReport,
 )
-from echotwist.bench.results import Results, machineContext
+from echotwist.bench.results import Interval, Results, machineContext
+from echotwist.bench.timer import Waker, makeWaker
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,13 @@ class System:
 
     # The clock latencies and windows are measured with.
     now: Callable[[], float] = time.perf_counter
+    # The wall clock, for the run's start time in its report.
+    wallClock: Callable[[], float] = time.time
     getFileLimit: GetFileLimit = getFileLimit
     setFileLimit: SetFileLimit = setFileLimit
     runProcesses: RunProcesses = runProcesses
+    # The open loop's timer: a timerfd where the reactor can watch one.
+    makeWaker: Callable[[IReactorTime, Callable[[], object]], Waker] = makeWaker
 
 
 class Measured:
@@ -98,6 +111,7 @@ class Measured:
         self.run: LoadRun | None = None
         self.seconds = 0.0
         self.children: list[ChildProcess] = []
+        self.startedAt: float | None = None
 
     def observe(
         self,
@@ -144,17 +158,42 @@ async def resolve(reactor: IReactorTime, host: str, timeout: float) -> str:
         fail(f"unknown host {host!r}")
 
 
+def display(
+    args: argparse.Namespace, observers: list[IntervalObserver]
+) -> Progress | None:
+    """Show each interval as the run goes, unless the output is JSON or CSV.
+
+    A line per interval that stays (output that is not a terminal), or a
+    live line on a terminal, returned so that it can be taken down.
+    """
+    if args.json or args.csv or args.child:
+        return None
+    if not sys.stdout.isatty():
+        observers.append(IntervalLines().update)
+        return None
+    try:
+        progress = Progress()
+    except ModuleNotFoundError:
+        # rich is missing: the progress line is a nicety, the run is not.
+        return None
+    observers.append(progress.update)
+    return progress
+
+
 async def runOnce(
     reactor: IReactorTime,
     args: argparse.Namespace,
     address: str,
     measured: Measured | None = None,
-    now: Callable[[], float] = time.perf_counter,
+    system: System | None = None,
 ) -> Results:
     """One load process: run the mode, with log and progress as asked.
 
-    C{now} is the clock latencies and the measured window are read from.
+    C{system} gives the clock latencies and the measured window are read
+    from, and the open loop's timer.
     """
+    system = system or System()
+    now = system.now
     config = LoadConfig(
         host=args.host,
         port=args.port,
@@ -181,15 +220,13 @@ async def runOnce(
         observers.append(
             lambda batch, _u, start, end, _r: log.interval(batch, start, end)
         )
-    progress = None
-    if not args.json and not args.child and sys.stdout.isatty():
-        try:
-            progress = Progress()
-        except ModuleNotFoundError:
-            # rich is missing: the progress line is a nicety, the run is not.
-            progress = None
-        else:
-            observers.append(progress.update)
+    timeline: list[Interval] = []
+    observers.append(
+        lambda batch, _u, start, end, _r: timeline.append(
+            Interval.of(batch, start, end)
+        )
+    )
+    progress = display(args, observers)
 
     def observe(
         batch: HdrHistogram,
@@ -201,11 +238,14 @@ async def runOnce(
         for observer in observers:
             observer(batch, uncorrected, start, end, run)
 
-    runner = {"pingpong": runPingpong, "connect": runConnect, "hold": runHold}[
-        args.mode
-    ]
+    runner = {"connect": runConnect, "hold": runHold}.get(args.mode)
     try:
-        results = await runner(reactor, now, config, address, observe)
+        if runner is None:
+            results = await runPingpong(
+                reactor, now, config, address, observe, makeWaker=system.makeWaker
+            )
+        else:
+            results = await runner(reactor, now, config, address, observe)
     except SetupError as e:
         fail(str(e))
     finally:
@@ -214,6 +254,7 @@ async def runOnce(
     if logFile is not None:
         log.finish(results)
         logFile.close()
+    results.timeline = timeline
     return results
 
 
@@ -230,6 +271,9 @@ async def main(  # noqa: PLR0915
     the reactor runs; tests pass their own and fire it.  C{system}
     defaults to this process's clock, file limit and load processes.
     """
+    if argv and argv[0] == "compare":
+        compare(argv[1:])
+        return
     if argv and argv[0] == "merge":
         mergeParser = buildMergeParser()
         mergeArgs = mergeParser.parse_args(list(argv[1:]))
@@ -289,6 +333,7 @@ async def main(  # noqa: PLR0915
     if results is None:
         fail_(f"interrupted by {name} before anything was measured", 128 + number)
     results.machine = machineContext(type(reactor).__name__)
+    describeRun(results, args, address=None, startedAt=measured.startedAt)
     writeReport(results, args)
     fail_(f"interrupted by {name}: report of {results.seconds:.1f} s", 128 + number)
 
@@ -330,6 +375,7 @@ async def bench(
     system: System,
 ) -> None:
     """Check, resolve, run and report: the bench proper."""
+    measured.startedAt = system.wallClock()
     try:
         checkOptions(args)
         address = await resolve(reactor, args.host, args.timeout)
@@ -353,13 +399,81 @@ async def bench(
             writeMergedLog(logFile, results)
     else:
         raiseFileLimit(args.connections, system.getFileLimit, system.setFileLimit)
-        results = await runOnce(reactor, args, address, measured, system.now)
+        results = await runOnce(reactor, args, address, measured, system)
     results.machine = machineContext(type(reactor).__name__)
+    describeRun(results, args, address=address, startedAt=measured.startedAt)
     emit(results, args)
+
+
+def describeRun(
+    results: Results,
+    args: argparse.Namespace,
+    *,
+    address: str | None,
+    startedAt: float | None,
+) -> None:
+    """Add what was measured, how, and when to C{results}, for its report."""
+    results.target = {"host": args.host, "port": args.port}
+    if address is not None:
+        results.target["address"] = address
+    results.parameters = parametersOf(args)
+    results.startedAt = startedAt
+
+
+def compare(argv: Sequence[str]) -> None:
+    """C{compare A.json B.json}: the two reports side by side, or one error line."""
+    args = buildCompareParser().parse_args(list(argv))
+    reports = []
+    for path in (args.before, args.after):
+        try:
+            with open(path, encoding="utf-8") as f:
+                reports.append(checkReport(path, json.load(f)))
+        except OSError as e:
+            fail(f"cannot read {path}: {e.strerror}")
+        except (ValueError, BadReport) as e:
+            fail(str(e) if isinstance(e, BadReport) else f"{path} is not JSON")
+    rows = compareRows(reports[0], reports[1])
+    if args.json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "a": args.before,
+                    "b": args.after,
+                    "figures": [
+                        {"figure": label, "a": a, "b": b, "change_percent": percent}
+                        for label, a, b, percent in rows
+                    ],
+                }
+            )
+            + "\n"
+        )
+    else:
+        lines = formatRows(rows, (args.before, args.after))
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def installFastReactor() -> None:
+    """On Linux, run on echotwist's fast epoll reactor (as C{twistd echo} does).
+
+    The epoll reactor builds a logging context for every read and write
+    event, about a third of the Python time per echo; the load generator
+    cannot spare it, nor the scheduling delay it adds to every send due
+    while an echo is being read.  Elsewhere, or with a reactor already
+    installed, Twisted's default stays.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    from twisted.internet.error import ReactorAlreadyInstalledError
+
+    from echotwist.internals.fastepoll import install
+
+    with contextlib.suppress(ReactorAlreadyInstalledError):
+        install()
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: start the reactor with L{task.react}."""
     arguments = sys.argv[1:] if argv is None else argv
+    installFastReactor()
     task.react(lambda reactor: Deferred.fromCoroutine(main(reactor, arguments)))
     raise SystemExit(0)  # task.react always exits; this satisfies NoReturn.

@@ -12,15 +12,17 @@ L{mergeLogs} can add runs up exactly.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
+import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader, HistogramLogWriter
 
-from echotwist.bench.results import Results, newHistogram
+from echotwist.bench.results import Interval, Results, newHistogram
 
 _PREFIX = "#[echotwist "
 
@@ -72,25 +74,42 @@ class IntervalLogWriter:
         self.output.flush()
 
 
-def readLog(path: str) -> Results:
-    """Read one interval log into L{Results}: all intervals added up."""
+def _intervals(path: str) -> Iterator[tuple[float, float, HdrHistogram]]:
+    """Each interval histogram of the log at C{path}, with its start and end.
+
+    Times are seconds from the first interval's start.
+
+    @raise BadLog: the file cannot be read or is no interval log.
+    """
     try:
         reader = HistogramLogReader(path, newHistogram())
     except OSError as e:
         raise BadLog(f"cannot read {path}: {e.strerror}") from None
-    total = newHistogram()
-    intervals = 0
+    first: float | None = None
     try:
         while True:
-            histogram = reader.get_next_interval_histogram()
+            try:
+                histogram = reader.get_next_interval_histogram()
+            except Exception as e:
+                raise BadLog(f"{path} is not a readable interval log ({e})") from None
             if histogram is None:
-                break
-            total.add(histogram)
-            intervals += 1
-    except Exception as e:
-        raise BadLog(f"{path} is not a readable interval log ({e})") from None
+                return
+            start = histogram.get_start_time_stamp() / 1000
+            end = histogram.get_end_time_stamp() / 1000
+            if first is None:
+                first = start
+            yield start - first, end - first, histogram
     finally:
         reader.close()
+
+
+def readLog(path: str) -> Results:
+    """Read one interval log into L{Results}: all intervals added up."""
+    return mergeLogs([path])
+
+
+def _resultsOf(path: str, total: HdrHistogram, intervals: int) -> Results:
+    """The totals of the log at C{path}, from its echotwist line if it has one."""
     summary = _summary(path)
     if summary is None and intervals == 0:
         raise BadLog(f"{path} holds no interval histograms")
@@ -124,15 +143,33 @@ def mergeLogs(paths: Iterable[str]) -> Results:
     """Merge the logs of runs made at the same time (several machines).
 
     Echoes and errors add exactly, histograms merge (percentiles come from
-    the merged histogram); the window is the longest, so rates add.
+    the merged histogram); the window is the longest, so rates add.  The
+    logs are read side by side, interval by interval, so that the merged
+    run's timeline (for the latency-over-time plot) holds each interval's
+    percentiles over all the logs, and at most one interval histogram per
+    log is held at a time.
     """
-    merged: Results | None = None
-    for path in paths:
-        results = readLog(path)
-        if merged is None:
-            merged = results
-        else:
-            merged.add(results)
-    if merged is None:
+    paths = list(paths)
+    if not paths:
         raise BadLog("no logs to merge")
-    return merged
+    readers = [_intervals(path) for path in paths]
+    totals = [newHistogram() for _ in paths]
+    counts = [0] * len(paths)
+    timeline: list[Interval] = []
+    for step in itertools.zip_longest(*readers):
+        merged = newHistogram()
+        start, end = math.inf, 0.0
+        for i, interval in enumerate(step):
+            if interval is None:
+                continue
+            first, last, histogram = interval
+            totals[i].add(histogram)
+            counts[i] += 1
+            merged.add(histogram)
+            start, end = min(start, first), max(end, last)
+        timeline.append(Interval.of(merged, start, end))
+    results = _resultsOf(paths[0], totals[0], counts[0])
+    for path, total, count in zip(paths[1:], totals[1:], counts[1:], strict=True):
+        results.add(_resultsOf(path, total, count))
+    results.timeline = timeline
+    return results

@@ -22,6 +22,7 @@ logs, progress) runs once per interval.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,15 +49,18 @@ from twisted.python.failure import Failure
 
 from echotwist.bench.content import Payload, classifyExcess, classifyMismatch
 from echotwist.bench.results import LatencyRecorder, Results
-from echotwist.bench.schedule import OpenLoopSchedule
+from echotwist.bench.schedule import OpenLoopSchedule, waitBefore
+from echotwist.bench.timer import Waker, makeWaker
 from echotwist.endpoints import formatHostPort
 from echotwist.internals.writepath import sendNow
 
 # How long a dropped connection waits before it is replaced.
 RECONNECT_DELAY = 0.02
-# The open loop wakes at most this often; a send due in between leaves at
-# the next wake-up, and the wait counts in its (corrected) latency.
-TICK = 0.001
+# The open loop wakes this long before a send is due and spins the rest
+# on the reactor: a timer's wake-up is late by the kernel's scheduling
+# (tens of microseconds here, more under load), which would otherwise
+# count in every corrected latency.
+SPIN = 100e-6
 # Connections being set up at once in hold mode.
 SETUP_CONCURRENCY = 200
 
@@ -77,6 +81,7 @@ class LoadConfig:
     sources: tuple[str | None, ...] = (None,)
     connectTimeout: float = 5.0
     interval: float = 1.0
+    spin: float = SPIN
 
 
 class SetupError(Exception):
@@ -85,7 +90,8 @@ class SetupError(Exception):
 
 # Called once per interval with the interval's histogram (and the
 # uncorrected one in open loop), its start and end (seconds from the
-# measured window's start) and the running totals.
+# measured window's start) and the running totals (the run's send
+# delays, in open loop, are in its C{delays} recorder).
 IntervalObserver = Callable[
     [HdrHistogram, HdrHistogram | None, float, float, "LoadRun"], None
 ]
@@ -100,6 +106,7 @@ class LoadRun:
         now: Callable[[], float],
         config: LoadConfig,
         address: str,
+        makeWaker: Callable[[IReactorTime, Callable[[], object]], Waker] = makeWaker,
     ) -> None:
         self.reactor = reactor
         self.now = now
@@ -109,13 +116,19 @@ class LoadRun:
         self.openLoop = config.rate is not None
         self.recorder = LatencyRecorder()
         self.uncorrected = LatencyRecorder() if self.openLoop else None
+        # Open loop: how late each send left (actual minus intended).
+        self.delays = LatencyRecorder() if self.openLoop else None
         self.errors: Counter[str] = Counter()
         self.running = True
         self.measuring = False
         self.nextCid = 0
         self.slots: list[LoadConnection | None] = [None] * config.connections
         self.schedule: OpenLoopSchedule | None = None
-        self.ticker: IDelayedCall | None = None
+        self.makeWaker = makeWaker
+        self.waker: Waker | None = None
+        # When the next open-loop send is due; every echo received checks
+        # it, so a busy reactor sends on time without waiting for a timer.
+        self.dueAt = math.inf
         self.unsent = 0
         self.begun = False
         self.pendingCalls: set[IDelayedCall] = set()
@@ -180,15 +193,22 @@ class LoadRun:
             self.schedule = OpenLoopSchedule(
                 self.config.rate, self.now(), self.config.connections
             )
+            self.waker = self.makeWaker(self.reactor, self.tick)
             self.tick()
 
     def tick(self) -> None:
-        """Open loop: hand out the sends due by now, then sleep until the next."""
-        assert self.schedule is not None
-        now = self.now()
+        """Open loop: make the sends due by now, then arrange the next wake-up.
+
+        One pass only: a generator behind its schedule comes back on the
+        reactor's next turn (after reading its sockets) rather than
+        starving them.
+        """
         schedule = self.schedule
-        for n in schedule.due(now):
-            connection = self.slots[schedule.slot(n)]
+        if schedule is None or not self.running:
+            return
+        slots = self.slots
+        for n in schedule.due(self.now()):
+            connection = slots[n % schedule.slots]
             if connection is None:
                 # Its connection is being replaced: the send is lost, and
                 # said so, rather than silently lowering the rate.
@@ -196,16 +216,18 @@ class LoadRun:
                 if self.measuring:
                     self.error("unsent")
             else:
-                connection.sendScheduled(schedule.intended(n), now)
-        delay = max(schedule.nextDue() - self.now(), TICK)
-        self.ticker = self.reactor.callLater(delay, self.tick)
+                connection.sendScheduled(schedule.intended(n))
+        due = self.dueAt = schedule.nextDue()
+        assert self.waker is not None
+        self.waker.wakeIn(waitBefore(due, self.now(), self.config.spin))
 
     def finish(self) -> None:
         """Stop: count stalled echoes, cancel timers, drop every connection."""
         self.running = False
         self.measuring = False
-        if self.ticker is not None and self.ticker.active():
-            self.ticker.cancel()
+        self.dueAt = math.inf
+        if self.waker is not None:
+            self.waker.stop()
         for delayed in list(self.pendingCalls):
             if delayed.active():
                 delayed.cancel()
@@ -281,23 +303,38 @@ class LoadConnection(Protocol):
         assert self.transport is not None
         sendNow(self.transport, data)
 
-    def sendScheduled(self, intended: float, now: float) -> None:
+    def sendScheduled(self, intended: float) -> None:
         """Open loop: send now, or as soon as the pipeline has room."""
         if len(self.inflight) < self.pipeline:
-            self.send(intended, now)
+            self.sendLate(intended, self.now())
         else:
             self.backlog.append(intended)
 
+    def sendLate(self, intended: float, now: float) -> None:
+        """Open loop: send the message due at C{intended}; note how late it is."""
+        run = self.run
+        if run.measuring:
+            assert run.delays is not None
+            run.delays.samples.append(int((now - intended) * 1e6))
+        self.send(intended, now)
+
     def dataReceived(self, data: bytes) -> None:
-        """Verify the echo; the common case is one whole message per read."""
+        """Verify the echo; the common case is one whole message per read.
+
+        In open loop, then make any send that has fallen due meanwhile.
+        """
         now = self.now()
         if not self.pending and self.inflight:
             message, intended, sent = self.inflight[0]
             if data == message:
                 self.inflight.popleft()
                 self.echoed(message, intended, sent, now)
-                return
-        self.verifyPieces(data, now)
+            else:
+                self.verifyPieces(data, now)
+        else:
+            self.verifyPieces(data, now)
+        if now >= self.run.dueAt:
+            self.run.tick()
 
     def verifyPieces(self, data: bytes, now: float) -> None:
         """Verify echoes that arrive in pieces, several at once, or wrong.
@@ -342,7 +379,7 @@ class LoadConnection(Protocol):
         if not self.openLoop:
             self.send(now, now)
         elif self.backlog:
-            self.send(self.backlog.popleft(), now)
+            self.sendLate(self.backlog.popleft(), now)
 
     def oldestSend(self, now: float) -> float:
         """How long the oldest echo still due has been waiting (0 if none)."""
@@ -442,6 +479,8 @@ async def measure(
     run.recorder.samples.clear()
     if run.uncorrected is not None:
         run.uncorrected.samples.clear()
+    if run.delays is not None:
+        run.delays.samples.clear()
     run.measuring = True
     start = previous = run.now()
     end = start + run.config.duration
@@ -455,6 +494,8 @@ async def measure(
             run.measuring = False
         batch = run.recorder.flush()
         uncorrected = run.uncorrected.flush() if run.uncorrected is not None else None
+        if run.delays is not None:
+            run.delays.flush()
         if observer is not None:
             observer(batch, uncorrected, previous - start, now - start, run)
         previous = now
@@ -477,6 +518,7 @@ def resultsOf(run: LoadRun, seconds: float, echoes: int | None = None) -> Result
         pipeline=config.pipeline,
         uncorrected=run.uncorrected.histogram if run.uncorrected else None,
         targetRate=config.rate,
+        delays=run.delays.histogram if run.delays else None,
     )
 
 
@@ -486,9 +528,14 @@ async def runPingpong(
     config: LoadConfig,
     address: str,
     observer: IntervalObserver | None = None,
+    *,
+    makeWaker: Callable[[IReactorTime, Callable[[], object]], Waker] = makeWaker,
 ) -> Results:
-    """Pingpong load, closed or open loop, on C{config.connections} connections."""
-    run = LoadRun(reactor, now, config, address)
+    """Pingpong load, closed or open loop, on C{config.connections} connections.
+
+    C{makeWaker} makes the open loop's timer (L{echotwist.bench.timer}).
+    """
+    run = LoadRun(reactor, now, config, address, makeWaker)
     outcomes = await DeferredList(
         [run.connectSlot(slot) for slot in range(config.connections)],
         consumeErrors=True,

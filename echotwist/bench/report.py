@@ -10,6 +10,7 @@ interval.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -19,7 +20,14 @@ from hdrh.histogram import HdrHistogram
 
 from echotwist.bench.hlog import IntervalLogWriter
 from echotwist.bench.load import LoadRun
-from echotwist.bench.results import Results, childReport, formatReport
+from echotwist.bench.results import (
+    Interval,
+    Results,
+    childReport,
+    flatten,
+    formatDistribution,
+    formatReport,
+)
 
 
 def fail(message: str) -> NoReturn:
@@ -57,14 +65,50 @@ def emit(results: Results, args: argparse.Namespace) -> None:
 
 
 def writeReport(results: Results, args: argparse.Namespace) -> None:
-    """Print the report: text, JSON, or a child's JSON with histograms."""
+    """Print the report: text, JSON, CSV, or a child's JSON with histograms.
+
+    With C{--latency} the text report ends with the percentile spectrum.
+    """
     if getattr(args, "child", False):
         sys.stdout.write(json.dumps(childReport(results)) + "\n")
     elif args.json:
         sys.stdout.write(json.dumps(results.toJSON(), sort_keys=False) + "\n")
+    elif args.csv:
+        row = {
+            key: "" if value is None else value
+            for key, value in flatten(results.toJSON()).items()
+            if not isinstance(value, list)
+        }
+        writer = csv.DictWriter(sys.stdout, list(row), lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(row)
     else:
-        sys.stdout.write("\n".join(formatReport(results)) + "\n")
+        lines = formatReport(results)
+        if args.latency:
+            lines += formatDistribution(results)
+        sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+class IntervalLines:
+    """One line per interval on standard output, kept in the scrollback.
+
+    For output that is not a terminal (a pipe, a file, CI's log), where a
+    live line that is redrawn and then erased would show nothing.
+    """
+
+    def update(
+        self,
+        batch: HdrHistogram,
+        uncorrected: HdrHistogram | None,
+        start: float,
+        end: float,
+        run: LoadRun,
+    ) -> None:
+        """Print the interval's rate and latencies and the errors so far."""
+        line = Interval.of(batch, start, end).line(sum(run.errors.values()))
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def openLog(path: str) -> TextIO:
@@ -109,17 +153,11 @@ class Progress:
         run: LoadRun,
     ) -> None:
         """Show the last interval's rate and median, and the errors so far."""
-        count = batch.get_total_count()
-        rate = count / (end - start) if end > start else 0.0
-        p50 = batch.get_value_at_percentile(50) if count else 0
-        errors = sum(run.errors.values())
+        line = Interval.of(batch, start, end).line(sum(run.errors.values()))
         from rich.text import Text
 
         # Plain Text: rich's number highlighting would only add noise.
-        self.live.update(
-            Text(f"{end:6.1f} s  {rate:,.0f} echoes/s  p50 {p50} us  errors {errors}"),
-            refresh=True,
-        )
+        self.live.update(Text(line), refresh=True)
 
     def stop(self) -> None:
         """Remove the line."""

@@ -10,6 +10,8 @@ pure-Python C{record_value} runs once per distinct value, not per echo.
 from __future__ import annotations
 
 import base64
+import datetime
+import io
 import os
 import platform
 from collections import Counter
@@ -18,6 +20,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from echotwist.endpoints import formatHostPort
+
 # One hour in microseconds: no echo latency worth reporting is longer.
 HIGHEST_US = 3_600_000_000
 PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -25,6 +29,7 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p90", 90.0),
     ("p99", 99.0),
     ("p999", 99.9),
+    ("p9999", 99.99),
 )
 
 
@@ -81,15 +86,78 @@ def machineContext(reactorName: str) -> dict[str, Any]:
     }
 
 
-def percentiles(histogram: HdrHistogram) -> dict[str, int]:
-    """p50, p90, p99, p99.9 and max of C{histogram} in us (zeros when empty)."""
+def percentiles(histogram: HdrHistogram) -> dict[str, float]:
+    """p50 to p99.99, max, mean and standard deviation of C{histogram} in us.
+
+    Zeros when it is empty.  The percentiles and max are whole
+    microseconds (the histogram's values); the mean and standard
+    deviation are rounded to 0.1 us.
+    """
     if histogram.get_total_count() == 0:
-        return {f"{name}_us": 0 for name, _ in PERCENTILES} | {"max_us": 0}
-    values = {
+        empty: dict[str, float] = {f"{name}_us": 0 for name, _ in PERCENTILES}
+        return empty | {"max_us": 0, "mean_us": 0.0, "stdev_us": 0.0}
+    values: dict[str, float] = {
         f"{name}_us": histogram.get_value_at_percentile(p) for name, p in PERCENTILES
     }
     values["max_us"] = histogram.get_max_value()
+    values["mean_us"] = round(histogram.get_mean_value(), 1)
+    values["stdev_us"] = round(histogram.get_stddev(), 1)
     return values
+
+
+def distribution(histogram: HdrHistogram) -> str:
+    """wrk2's detailed percentile spectrum of C{histogram}, values in us.
+
+    HdrHistogram's own C{output_percentile_distribution} (5 ticks per
+    half distance), as wrk2 prints with C{--latency}; its standard
+    deviation is unscaled, so the values are left in microseconds to keep
+    every line in one unit.
+    """
+    out = io.BytesIO()
+    histogram.output_percentile_distribution(out, 1.0)
+    return out.getvalue().decode("ascii")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One interval of a run: when (seconds from the start), how many, how fast."""
+
+    start: float
+    end: float
+    count: int
+    p50: int
+    p99: int
+    max: int
+
+    @classmethod
+    def of(cls, histogram: HdrHistogram, start: float, end: float) -> Interval:
+        """The summary of C{histogram}, measured from C{start} to C{end}."""
+        count = histogram.get_total_count()
+        if not count:
+            return cls(start, end, 0, 0, 0, 0)
+        return cls(
+            start,
+            end,
+            count,
+            histogram.get_value_at_percentile(50),
+            histogram.get_value_at_percentile(99),
+            histogram.get_max_value(),
+        )
+
+    def line(self, errors: int) -> str:
+        """The interval as one line, as the progress display shows it."""
+        length = self.end - self.start
+        rate = self.count / length if length > 0 else 0.0
+        return (
+            f"{self.end:6.1f} s  {rate:,.0f} echoes/s  p50 {self.p50}"
+            f"  p99 {self.p99}  max {self.max} us  errors {errors}"
+        )
+
+
+def isoTime(epoch: float) -> str:
+    """C{epoch} (seconds) as an ISO 8601 UTC time to the millisecond."""
+    when = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -115,6 +183,15 @@ class Results:
     answered: int | None = None
     setupSeconds: float | None = None
     finalSeconds: float | None = None
+    # Open loop: how late each send left its schedule (actual minus intended).
+    delays: HdrHistogram | None = None
+    # What was measured and how: the target (host, port, address), the
+    # options, and when the run started (seconds since the epoch).
+    target: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+    startedAt: float | None = None
+    # Each interval's summary, for the latency-over-time plot.
+    timeline: list[Interval] = field(default_factory=list)
 
     @property
     def echoesPerSecond(self) -> float:
@@ -137,6 +214,8 @@ class Results:
         self.histogram.add(other.histogram)
         if self.uncorrected is not None and other.uncorrected is not None:
             self.uncorrected.add(other.uncorrected)
+        if self.delays is not None and other.delays is not None:
+            self.delays.add(other.delays)
         if self.targetRate is not None and other.targetRate is not None:
             self.targetRate += other.targetRate
         self.seconds = max(self.seconds, other.seconds)
@@ -151,7 +230,14 @@ class Results:
 
     def toJSON(self) -> dict[str, Any]:
         """The results as one JSON-ready object."""
-        report: dict[str, Any] = {
+        report: dict[str, Any] = {}
+        if self.startedAt is not None:
+            report["started"] = isoTime(self.startedAt)
+        if self.target is not None:
+            report["target"] = self.target
+        if self.parameters is not None:
+            report["parameters"] = self.parameters
+        report |= {
             "mode": self.mode,
             "connections": self.connections,
             "size": self.size,
@@ -177,6 +263,8 @@ class Results:
             report["achieved_rate"] = round(self.echoesPerSecond, 1)
         if self.uncorrected is not None:
             report["uncorrected"] = percentiles(self.uncorrected)
+        if self.delays is not None:
+            report["send_delay"] = percentiles(self.delays)
         report["machine"] = self.machine
         return report
 
@@ -233,9 +321,16 @@ def formatReport(results: Results) -> list[str]:
             "latency (from actual send): "
             + formatPercentiles(percentiles(results.uncorrected))
         )
+    if results.delays is not None:
+        lines.append(
+            "send delay (actual - intended send): "
+            + formatPercentiles(percentiles(results.delays))
+        )
     total = sum(results.errors.values())
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(results.errors.items()))
     lines.append(f"errors: {total}" + (f" ({kinds})" if kinds else ""))
+    if results.target is not None:
+        lines.append(targetLine(results.target, results.startedAt))
     machine = results.machine
     if machine:
         lines.append(
@@ -245,12 +340,59 @@ def formatReport(results: Results) -> list[str]:
     return lines
 
 
-def formatPercentiles(values: dict[str, int]) -> str:
-    """C{p50 12 us  p90 ...} from L{percentiles}' dictionary."""
-    names = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")]
-    parts = [f"{label} {values[f'{name}_us']}" for name, label in names]
-    parts.append(f"max {values['max_us']}")
-    return "  ".join(parts) + " us"
+def targetLine(target: dict[str, Any], startedAt: float | None) -> str:
+    """C{target: HOST:PORT (ADDRESS), started TIME}."""
+    where = formatHostPort(target["host"], target["port"])
+    if target.get("address") not in (None, target["host"]):
+        where += f" ({target['address']})"
+    started = f", started {isoTime(startedAt)}" if startedAt is not None else ""
+    return f"target: {where}{started}"
+
+
+def formatPercentiles(values: dict[str, float]) -> str:
+    """C{p50 12  p90 ...  max 40 us (mean 13.1, stdev 2.0)} from L{percentiles}."""
+    names = [
+        ("p50", "p50"),
+        ("p90", "p90"),
+        ("p99", "p99"),
+        ("p999", "p99.9"),
+        ("p9999", "p99.99"),
+    ]
+    parts = [f"{label} {values[f'{name}_us']:.0f}" for name, label in names]
+    parts.append(f"max {values['max_us']:.0f}")
+    return (
+        "  ".join(parts)
+        + f" us (mean {values['mean_us']:.1f}, stdev {values['stdev_us']:.1f})"
+    )
+
+
+def formatDistribution(results: Results) -> list[str]:
+    """C{--latency}: the percentile spectrum of each histogram, as wrk2 prints it."""
+    shown = [("Latency distribution", results.histogram)]
+    if results.uncorrected is not None:
+        shown = [
+            ("Latency distribution (from intended send)", results.histogram),
+            ("Latency distribution (from actual send)", results.uncorrected),
+        ]
+    if results.delays is not None:
+        shown.append(
+            ("Send delay distribution (actual - intended send)", results.delays)
+        )
+    lines: list[str] = []
+    for title, histogram in shown:
+        lines += ["", f"{title}, value in us:", *distribution(histogram).splitlines()]
+    return lines
+
+
+def flatten(report: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """C{report} with nested objects as C{outer.inner} keys (for CSV)."""
+    flat: dict[str, Any] = {}
+    for key, value in report.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def childReport(results: Results) -> dict[str, Any]:
@@ -263,6 +405,8 @@ def childReport(results: Results) -> dict[str, Any]:
     report["histogram"] = encodeHistogram(results.histogram)
     if results.uncorrected is not None:
         report["uncorrected_histogram"] = encodeHistogram(results.uncorrected)
+    if results.delays is not None:
+        report["delays_histogram"] = encodeHistogram(results.delays)
     return report
 
 
@@ -273,6 +417,7 @@ def resultsFromChild(report: dict[str, Any]) -> Results:
     @raise ValueError: a histogram is not encoded as L{childReport} does.
     """
     uncorrected = report.get("uncorrected_histogram")
+    delays = report.get("delays_histogram")
     return Results(
         mode=report["mode"],
         connections=report["connections"],
@@ -287,4 +432,5 @@ def resultsFromChild(report: dict[str, Any]) -> Results:
         answered=report.get("answered"),
         setupSeconds=report.get("setup_s"),
         finalSeconds=report.get("final_s"),
+        delays=decodeHistogram(delays) if delays else None,
     )

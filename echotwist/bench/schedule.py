@@ -6,6 +6,11 @@ which sends are due by now, and measures each echo's latency from that
 intended time (the correction for coordinated omission that wrk2
 makes), so a stalled server or a late wake-up shows up as latency
 instead of silently lowering the rate.
+
+How long to sleep before the next send (L{waitBefore}) is decided here
+too: a sleep ends some tens of microseconds late (the kernel's wake-up),
+so the load loop wakes C{lead} seconds early and spins the rest on the
+reactor, reading the clock each turn.
 """
 
 from __future__ import annotations
@@ -44,3 +49,12 @@ class OpenLoopSchedule:
     def nextDue(self) -> float:
         """When the next send not yet handed out is due."""
         return self.intended(self.next)
+
+
+def waitBefore(due: float, now: float, lead: float) -> float:
+    """Seconds to sleep at C{now} for a send C{due}, waking C{lead} early.
+
+    0 means "do not sleep": the send is due within C{lead} (or overdue),
+    and the reactor should come back at once after polling its sockets.
+    """
+    return max(0.0, due - lead - now)

@@ -33,6 +33,7 @@ from echotwist.bench.arguments import (
     checkOptions,
     childArguments,
     holdSources,
+    parseDuration,
     sourceAddresses,
     splitEvenly,
 )
@@ -71,6 +72,7 @@ from echotwist.bench.results import (
     resultsFromChild,
 )
 from echotwist.bench.schedule import OpenLoopSchedule
+from echotwist.bench.timer import CallLaterWaker
 from echotwist.test.transports import FakeSocket, client
 
 
@@ -288,9 +290,16 @@ class IntervalLogTests(SynchronousTestCase):
 
 
 def startRun(
-    rate: float | None = None, pipeline: int = 1, connections: int = 1
+    rate: float | None = None,
+    pipeline: int = 1,
+    connections: int = 1,
+    spin: float = 0.0,
 ) -> tuple[MemoryReactorClock, LoadRun]:
-    """A run on a memory reactor whose clock also times the echoes."""
+    """A run on a memory reactor whose clock also times the echoes.
+
+    No spinning by default: a memory reactor's clock stands still while
+    the loop spins, so a spin would never end.
+    """
     reactor = MemoryReactorClock()
     config = LoadConfig(
         host="127.0.0.1",
@@ -301,8 +310,11 @@ def startRun(
         warmup=0.0,
         pipeline=pipeline,
         rate=rate,
+        spin=spin,
     )
-    return reactor, LoadRun(reactor, reactor.seconds, config, "127.0.0.1")
+    return reactor, LoadRun(
+        reactor, reactor.seconds, config, "127.0.0.1", CallLaterWaker
+    )
 
 
 def attach(run: LoadRun, slot: int = 0) -> tuple[LoadConnection, io.BytesIO]:
@@ -647,9 +659,55 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(raised.exception.code, 2)
         self.assertEqual(
             output.err.getvalue().splitlines()[-1],
-            "python -m echotwist.bench: error: argument host: invalid host '[::1':"
-            " brackets enclose an IPv6 address only",
+            "python -m echotwist.bench: error: argument host[:port]: invalid host"
+            " '[::1': brackets enclose an IPv6 address only",
         )
+
+    def test_hostAndPort(self) -> None:
+        """C{HOST:PORT} carries the port; a bare IPv6 address does not."""
+        cases = (
+            (["127.0.0.1:5000"], ("127.0.0.1", 5000)),
+            (["[::1]:5000"], ("::1", 5000)),
+            (["::1", "5000"], ("::1", 5000)),
+            (["localhost"], ("localhost", 7)),
+            (["h", "9"], ("h", 9)),
+        )
+        for argv, expected in cases:
+            args = buildParser().parse_args(argv)
+            self.assertEqual((args.host, args.port), expected, argv)
+
+    def test_portTwice(self) -> None:
+        """A port in C{HOST:PORT} and as an argument is a usage error."""
+        output = OutputCapture(self)
+        for argv in (["h:1", "2"], ["h:x"], ["[::1]:0"]):
+            with self.assertRaises(SystemExit) as raised:
+                buildParser().parse_args(argv)
+            self.assertEqual(raised.exception.code, 2, argv)
+        lines = output.err.getvalue().splitlines()
+        self.assertEqual(
+            [line for line in lines if "error" in line],
+            [
+                "python -m echotwist.bench: error: the port is given twice"
+                " (HOST:PORT and PORT)",
+                "python -m echotwist.bench: error: argument host[:port]:"
+                " invalid port 'x': not a whole number",
+                "python -m echotwist.bench: error: argument host[:port]:"
+                " invalid port '0': must be 1 to 65535",
+            ],
+        )
+
+    def test_durations(self) -> None:
+        """Durations take wrk's units: us, ms, s, m, h, or plain seconds."""
+        for text, seconds in (
+            ("1.5", 1.5), ("500ms", 0.5), ("1s", 1.0), ("2m", 120.0),
+            ("1h", 3600.0), ("250us", 0.00025), (" 3 s ", 3.0),
+        ):  # fmt: skip
+            self.assertAlmostEqual(parseDuration(text, "duration"), seconds)
+        args = buildParser().parse_args(["-d", "1s", "-w", "500ms", "h"])
+        self.assertEqual((args.duration, args.warmup), (1.0, 0.5))
+        for text in ("1x", "ms", "", "1 2s", "-1s"):
+            self.assertRaises(ValueError, parseDuration, text, "duration")
+        self.assertRaises(ValueError, parseDuration, "0s", "duration", positive=True)
 
     def test_holdSources(self) -> None:
         """Load processes in hold mode bind to source addresses of their own."""
@@ -820,6 +878,7 @@ def runMain(
         now=now or clock.seconds,
         getFileLimit=limit.get,
         setFileLimit=limit.setLimit,
+        makeWaker=CallLaterWaker,
     )
     if runProcesses is not None:
         system = dataclasses.replace(system, runProcesses=runProcesses)
@@ -865,7 +924,8 @@ class CommandLineErrorTests(SynchronousTestCase):
             (["-w", "-1", "h"], "-w/--warmup: invalid warmup '-1': must be 0 or more"),
             (["--rate", "0", "h"], "--rate: invalid rate '0': must be more than 0"),
             (["--timeout", "inf", "h"],
-             "--timeout: invalid timeout 'inf': not a number"),
+             "--timeout: invalid timeout 'inf': not a number of seconds or a"
+             " duration such as 500ms, 10s, 2m"),
             (["h", "70000"], "port: invalid port '70000': must be 1 to 65535"),
             (["h", "0"], "port: invalid port '0': must be 1 to 65535"),
         )  # fmt: skip

@@ -73,17 +73,66 @@ class BenchAgainstServerTests(SynchronousTestCase):
         self.assertEqual(
             sorted(values["machine"]), ["cpus", "kernel", "python", "reactor"]
         )
+        # The fast epoll reactor, as twistd echo's default on Linux.
+        self.assertEqual(values["machine"]["reactor"], "FastEPollReactor")
 
     def test_readableReport(self) -> None:
-        """Without --json the report is readable lines and no progress line."""
-        result = bench("-c", "2", "-P", "2", *SHORT, "127.0.0.1", self.port)
+        """Piped, a line per second stays in the output, then the readable report."""
+        result = bench(
+            "-c", "2", "-P", "2", "-d", "2s", "-w", "200ms", "-L",
+            f"127.0.0.1:{self.port}",
+        )  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stderr)
         lines = result.stdout.splitlines()
-        self.assertRegex(lines[0], r"^pingpong: 2 connections, 512 bytes, pipeline 2")
-        self.assertRegex(lines[1], r"^\d+ echoes: [\d,]+/s, [\d.]+ MB/s$")
-        self.assertRegex(lines[2], r"^latency: p50 \d+  p90 \d+  p99 \d+  p99\.9 \d+")
-        self.assertEqual(lines[3], "errors: 0")
-        self.assertRegex(lines[4], r"^machine: \d+ CPUs, ")
+        interval = (
+            r"^ +\d+\.\d s  [\d,]+ echoes/s  p50 \d+  p99 \d+  max \d+ us  errors 0$"
+        )
+        self.assertRegex(lines[0], interval)
+        self.assertRegex(lines[1], interval)
+        self.assertRegex(lines[2], r"^pingpong: 2 connections, 512 bytes, pipeline 2")
+        self.assertRegex(lines[3], r"^\d+ echoes: [\d,]+/s, [\d.]+ MB/s$")
+        self.assertRegex(
+            lines[4],
+            r"^latency: p50 \d+  p90 \d+  p99 \d+  p99\.9 \d+  p99\.99 \d+  max \d+ us"
+            r" \(mean [\d.]+, stdev [\d.]+\)$",
+        )
+        self.assertEqual(lines[5], "errors: 0")
+        self.assertRegex(
+            lines[6], rf"^target: 127\.0\.0\.1:{self.port}, started 20\d\d-\d\d-\d\dT"
+        )
+        self.assertRegex(lines[7], r"^machine: \d+ CPUs, ")
+        self.assertEqual(lines[9], "Latency distribution, value in us:")
+        self.assertRegex(lines[-3], r"^#\[Mean    = ")
+
+    def test_csvAndCompare(self) -> None:
+        """--csv is one header and one row; compare sets two JSON runs side by side."""
+        csvRun = bench("--csv", "-c", "2", *SHORT, "127.0.0.1", self.port)
+        self.assertEqual(csvRun.returncode, 0, csvRun.stderr)
+        header, row = csvRun.stdout.splitlines()
+        self.assertIn("echoes_per_s", header.split(","))
+        self.assertEqual(len(header.split(",")), len(row.split(",")))
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        files = []
+        for connections in ("1", "2"):
+            run = bench("--json", "-c", connections, *SHORT, "127.0.0.1", self.port)
+            path = directory / f"c{connections}.json"
+            path.write_text(run.stdout)
+            files.append(str(path))
+        compared = bench("compare", *files)
+        self.assertEqual(compared.returncode, 0, compared.stderr)
+        lines = compared.stdout.splitlines()
+        self.assertRegex(lines[1], r"^echoes/s +[\d,]+ +[\d,]+ +[+-]\d+\.\d%$")
+        self.assertEqual(lines[-1], f"B: {files[1]}")
+        bad = bench("compare", files[0], str(directory / "missing.json"))
+        self.assertEqual(
+            (bad.returncode, bad.stderr),
+            (
+                1,
+                f"echotwist.bench: error: cannot read {directory}/missing.json:"
+                " No such file or directory\n",
+            ),
+        )
 
     def test_openLoop(self) -> None:
         """--rate reports the target, the achieved rate and both latencies."""
@@ -95,6 +144,12 @@ class BenchAgainstServerTests(SynchronousTestCase):
         self.assertEqual(values["target_rate"], 300)
         self.assertGreater(values["achieved_rate"], 0)
         self.assertLessEqual(values["uncorrected"]["p50_us"], values["p50_us"])
+        self.assertLessEqual(values["send_delay"]["p50_us"], values["p50_us"])
+        self.assertEqual(values["parameters"]["rate"], 300)
+        self.assertEqual(
+            values["target"],
+            {"host": "127.0.0.1", "port": int(self.port), "address": "127.0.0.1"},
+        )
 
     def test_connectMode(self) -> None:
         """--mode connect counts connect/echo/close transactions."""
@@ -395,7 +450,7 @@ class ProgressTests(SynchronousTestCase):
                 break
             output += chunk
         self.assertEqual(process.wait(WAIT), 0)
-        self.assertRegex(output, rb"echoes/s  p50 \d+ us  errors 0")
+        self.assertRegex(output, rb"echoes/s  p50 \d+  p99 \d+  max \d+ us  errors 0")
         self.assertIn(b"errors: 0", output)
 
 

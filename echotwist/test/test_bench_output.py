@@ -1,0 +1,384 @@
+"""Unit tests for the bench's open-loop timing and its wrk2-style output.
+
+No sockets and no real time: the open loop runs on a memory reactor with
+L{CallLaterWaker}, the timerfd waker on a stand-in timer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections import Counter
+from typing import cast
+
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.bench.arguments import buildParser
+from echotwist.bench.compare import (
+    BadReport,
+    change,
+    checkReport,
+    compareRows,
+    formatRows,
+)
+from echotwist.bench.hlog import IntervalLogWriter, mergeLogs
+from echotwist.bench.plot import curve, maximum, title
+from echotwist.bench.report import IntervalLines, writeReport
+from echotwist.bench.results import (
+    Interval,
+    LatencyRecorder,
+    Results,
+    childReport,
+    flatten,
+    formatDistribution,
+    formatReport,
+    newHistogram,
+    percentiles,
+    resultsFromChild,
+)
+from echotwist.bench.schedule import waitBefore
+from echotwist.bench.timer import CallLaterWaker, Timerfd, TimerfdWaker
+from echotwist.test.test_bench import attach, startRun
+
+
+def histogramOf(values: list[int]) -> LatencyRecorder:
+    """A recorder holding C{values}, flushed into its histogram."""
+    recorder = LatencyRecorder()
+    recorder.samples.extend(values)
+    recorder.flush()
+    return recorder
+
+
+class WaitTests(SynchronousTestCase):
+    """L{waitBefore} sleeps until C{lead} before a send, then spins."""
+
+    def test_wait(self) -> None:
+        """Far sends are slept for less the lead; near or late ones not at all."""
+        self.assertAlmostEqual(waitBefore(1.0, 0.5, 0.0001), 0.4999)
+        self.assertEqual(waitBefore(1.0, 0.99995, 0.0001), 0.0)
+        self.assertEqual(waitBefore(1.0, 2.0, 0.0001), 0.0)
+
+
+class OpenLoopTimingTests(SynchronousTestCase):
+    """The open loop sends on time and reports how late each send left."""
+
+    def test_sendDelayRecorded(self) -> None:
+        """Each send's lateness (actual minus intended) is recorded in us."""
+        # Times in powers of two, which floating point holds exactly.
+        reactor, run = startRun(rate=1024, pipeline=4)
+        run.measuring = True
+        attach(run)
+        run.begin()
+        # A send is due every 1/1024 s; the wake-up comes 2**-12 s late.
+        reactor.advance(2**-10 + 2**-12)
+        assert run.delays is not None
+        self.assertEqual(run.delays.samples, [0, 244])
+
+    def test_wakesEarlyAndSpins(self) -> None:
+        """The timer is set C{spin} before the next send, then the loop spins."""
+        reactor, run = startRun(rate=100, spin=0.001)
+        attach(run)
+        run.begin()
+        self.assertEqual(
+            [round(call.getTime(), 6) for call in reactor.getDelayedCalls()], [0.009]
+        )
+        # Woken at 9 ms (the memory clock stands still, so the spin is
+        # looked at, not run): the next turn is asked for at once.
+        reactor.rightNow = 0.009
+        run.tick()
+        self.assertEqual(
+            [round(call.getTime(), 6) for call in reactor.getDelayedCalls()], [0.009]
+        )
+
+    def test_echoMakesDueSends(self) -> None:
+        """An echo read after a send fell due makes that send at once."""
+        reactor, run = startRun(rate=1000, pipeline=4)
+        run.measuring = True
+        connection, written = attach(run)
+        run.begin()
+        first = written.getvalue()
+        # The clock passes the next send's time without the timer firing.
+        reactor.rightNow += 0.001
+        connection.dataReceived(first)
+        self.assertEqual(len(written.getvalue()), 2 * len(first))
+        assert run.delays is not None
+        self.assertEqual(run.delays.samples, [0, 0])
+
+    def test_finishStopsTheWaker(self) -> None:
+        """After the run, no timer is left and no echo sends anything."""
+        reactor, run = startRun(rate=1000)
+        connection, written = attach(run)
+        run.begin()
+        run.finish()
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        reactor.rightNow += 1
+        sent = written.getvalue()
+        connection.dataReceived(b"")
+        self.assertEqual(written.getvalue(), sent)
+
+    def test_delaysReachTheReport(self) -> None:
+        """The send delays are their own line, JSON object and child field."""
+        results = Results("pingpong", 1, 8, 1.0, 3, histogramOf([100]).histogram)
+        results.uncorrected = histogramOf([90]).histogram
+        results.delays = histogramOf([4, 7]).histogram
+        results.targetRate = 100.0
+        self.assertIn(
+            "send delay (actual - intended send): p50 4  p90 7",
+            "\n".join(formatReport(results)),
+        )
+        self.assertEqual(results.toJSON()["send_delay"]["max_us"], 7)
+        rebuilt = resultsFromChild(json.loads(json.dumps(childReport(results))))
+        assert rebuilt.delays is not None
+        self.assertEqual(rebuilt.delays.get_total_count(), 2)
+
+
+class FakeTimer:
+    """A stand-in for L{Timerfd}: records armings, expires when told."""
+
+    descriptor = 99
+
+    def __init__(self) -> None:
+        self.armed: list[int] = []
+        self.expired = 0
+        self.closed = False
+
+    def arm(self, nanoseconds: int) -> None:
+        """Record the arming."""
+        self.armed.append(nanoseconds)
+
+    def read(self) -> int:
+        """The expirations since the last read."""
+        expired, self.expired = self.expired, 0
+        return expired
+
+    def close(self) -> None:
+        """Note the close."""
+        self.closed = True
+
+
+class WakerTests(SynchronousTestCase):
+    """Wakers call back once per arming, the latest arming winning."""
+
+    def test_callLater(self) -> None:
+        """Arming again replaces the earlier arming."""
+        clock = Clock()
+        calls: list[float] = []
+        waker = CallLaterWaker(clock, lambda: calls.append(clock.seconds()))
+        waker.wakeIn(1.0)
+        waker.wakeIn(0.5)
+        clock.advance(0.5)
+        clock.advance(1)
+        self.assertEqual(calls, [0.5])
+        waker.wakeIn(1.0)
+        waker.stop()
+        clock.advance(2)
+        self.assertEqual(calls, [0.5])
+
+    def test_timerfd(self) -> None:
+        """The timer is armed in nanoseconds, watched, and closed on stop."""
+        reactor = MemoryReactorClock()
+        timer = FakeTimer()
+        calls: list[None] = []
+        waker = TimerfdWaker(
+            cast(IReactorFDSet, reactor),
+            lambda: calls.append(None),
+            cast(Timerfd, timer),
+        )
+        self.assertIn(waker, reactor.getReaders())
+        waker.wakeIn(0.000250)
+        waker.wakeIn(0)
+        self.assertEqual(timer.armed, [250_000, 1])
+        waker.doRead()
+        self.assertEqual(calls, [])
+        timer.expired = 1
+        waker.doRead()
+        self.assertEqual(calls, [None])
+        waker.stop()
+        self.assertNotIn(waker, reactor.getReaders())
+        self.assertTrue(timer.closed)
+
+    def test_timerfdDescriptor(self) -> None:
+        """On Linux a real timerfd opens, disarmed, and closes."""
+        if not sys.platform.startswith("linux"):
+            raise self.skipTest("timerfd is Linux only")
+        timer = Timerfd()
+        self.addCleanup(timer.close)
+        timer.arm(0)
+        self.assertEqual(timer.read(), 0)
+
+
+class OutputTests(SynchronousTestCase):
+    """Mean, stdev, p99.99, the spectrum, CSV, target and start time."""
+
+    def results(self) -> Results:
+        """A run of 1,000 echoes of 1 to 1,000 us against 127.0.0.1:5000."""
+        results = Results(
+            "pingpong", 2, 8, 1.0, 1000, histogramOf(list(range(1, 1001))).histogram
+        )
+        results.target = {"host": "localhost", "port": 5000, "address": "127.0.0.1"}
+        results.parameters = {"rate": None, "connections": 2}
+        results.startedAt = 1_700_000_000.5
+        return results
+
+    def test_percentiles(self) -> None:
+        """p99.99, the mean and the standard deviation are reported."""
+        values = percentiles(self.results().histogram)
+        self.assertEqual((values["p9999_us"], values["max_us"]), (1000, 1000))
+        self.assertAlmostEqual(values["mean_us"], 500.5, delta=0.5)
+        self.assertAlmostEqual(values["stdev_us"], 288.7, delta=0.5)
+
+    def test_readable(self) -> None:
+        """The text report names the target and start, and the new figures."""
+        lines = formatReport(self.results())
+        self.assertIn(
+            "latency: p50 500  p90 900  p99 990  p99.9 999  p99.99 1000  max 1000 us"
+            " (mean 500.5, stdev 288.7)",
+            lines,
+        )
+        self.assertIn(
+            "target: localhost:5000 (127.0.0.1), started 2023-11-14T22:13:20.500Z",
+            lines,
+        )
+
+    def test_json(self) -> None:
+        """The JSON carries target, parameters and start time first."""
+        report = self.results().toJSON()
+        self.assertEqual(list(report)[:3], ["started", "target", "parameters"])
+        self.assertEqual(report["started"], "2023-11-14T22:13:20.500Z")
+        self.assertEqual(report["target"]["port"], 5000)
+        self.assertEqual(report["parameters"]["connections"], 2)
+
+    def test_distribution(self) -> None:
+        """--latency prints HdrHistogram's spectrum, ending at the maximum."""
+        lines = formatDistribution(self.results())
+        self.assertEqual(lines[1], "Latency distribution, value in us:")
+        self.assertIn("Value     Percentile TotalCount 1/(1-Percentile)", lines[2])
+        last = [line for line in lines if line.strip().startswith("1000.000 1.0")]
+        self.assertEqual(len(last), 1)
+        self.assertTrue(lines[-3].startswith("#[Mean    =      500.5"), lines[-3])
+
+    def test_csv(self) -> None:
+        """--csv is a header line and one row of the flattened JSON."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        args = buildParser().parse_args(["--csv", "h"])
+        writeReport(self.results(), args)
+        rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0]["target.port"], "5000")
+        self.assertEqual(rows[0]["parameters.rate"], "")
+        self.assertEqual(rows[0]["p50_us"], "500")
+
+    def test_flatten(self) -> None:
+        """Nested objects become dotted keys."""
+        self.assertEqual(
+            flatten({"a": 1, "b": {"c": 2, "d": {"e": 3}}}),
+            {"a": 1, "b.c": 2, "b.d.e": 3},
+        )
+
+    def test_intervalLines(self) -> None:
+        """Output that is not a terminal gets one lasting line per interval."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        _, run = startRun()
+        run.errors["corrupt"] += 2
+        IntervalLines().update(
+            histogramOf([100, 200, 300]).histogram, None, 1.0, 2.0, run
+        )
+        self.assertEqual(
+            out.getvalue(),
+            "   2.0 s  3 echoes/s  p50 200  p99 300  max 300 us  errors 2\n",
+        )
+
+    def test_intervalOfNothing(self) -> None:
+        """An interval without echoes is all zeros, not an error."""
+        self.assertEqual(
+            Interval.of(newHistogram(), 0.0, 1.0), Interval(0.0, 1.0, 0, 0, 0, 0)
+        )
+
+
+class CompareTests(SynchronousTestCase):
+    """C{compare} sets two JSON reports side by side with the change."""
+
+    def test_rows(self) -> None:
+        """Figures both reports hold, with B's change from A in percent."""
+        a = {"echoes": 1, "echoes_per_s": 1000.0, "p50_us": 200, "errors": 0}
+        b = {
+            "echoes": 1,
+            "echoes_per_s": 1100.0,
+            "p50_us": 150,
+            "errors": 0,
+            "uncorrected": {"p50_us": 100},
+        }
+        rows = compareRows(a, b)
+        self.assertEqual(
+            rows,
+            [
+                ("echoes/s", 1000.0, 1100.0, 10.0),
+                ("p50 us", 200.0, 150.0, -25.0),
+                ("errors", 0.0, 0.0, 0.0),
+            ],
+        )
+        lines = formatRows(rows, ("a.json", "b.json"))
+        self.assertRegex(lines[1], r"^echoes/s\s+1,000\s+1,100\s+\+10\.0%$")
+        self.assertEqual(lines[-2:], ["A: a.json", "B: b.json"])
+
+    def test_change(self) -> None:
+        """From zero, a change has no percentage unless there is none."""
+        self.assertIsNone(change(0, 5))
+        self.assertEqual(change(0, 0), 0.0)
+
+    def test_notAReport(self) -> None:
+        """Anything but a bench JSON report is refused, naming the file."""
+        for value in ([1], {"mode": "x"}, "text"):
+            error = self.assertRaises(BadReport, checkReport, "x.json", value)
+            self.assertEqual(str(error), "x.json is not a result written with --json")
+
+
+class PlotTests(SynchronousTestCase):
+    """Where the plot's points go, and what it is titled."""
+
+    def test_curveStopsAtTheSamples(self) -> None:
+        """No percentile finer than one sample in N is drawn; the max is apart."""
+        histogram = histogramOf(list(range(1, 101))).histogram
+        xs, ys = curve(histogram)
+        self.assertLessEqual(max(xs), 2.0)
+        self.assertEqual(ys, sorted(ys))
+        self.assertEqual(maximum(histogram), (2.0, 100))
+        self.assertIsNone(maximum(newHistogram()))
+
+    def test_title(self) -> None:
+        """An open-loop run is titled as one, with its target rate."""
+        results = Results("pingpong", 10, 512, 1.0, 2000, newHistogram())
+        self.assertTrue(title(results).startswith("pingpong: 10 connections"))
+        results.targetRate = 2000.0
+        self.assertTrue(title(results).startswith("open loop at 2,000/s target:"))
+
+
+class MergeTimelineTests(SynchronousTestCase):
+    """Merged logs keep each interval's percentiles over all the logs."""
+
+    def test_timeline(self) -> None:
+        """Interval i of the merge holds interval i of every log."""
+        paths = []
+        for values in ([[100] * 10, [200] * 10], [[300] * 10]):
+            path = self.mktemp()
+            with open(path, "w", encoding="utf-8") as f:
+                log = IntervalLogWriter(f, 1_700_000_000.0)
+                for i, part in enumerate(values):
+                    log.interval(histogramOf(part).histogram, float(i), float(i + 1))
+                log.finish(
+                    Results("pingpong", 1, 8, 2.0, 10, newHistogram(), Counter())
+                )
+            paths.append(path)
+        merged = mergeLogs(paths)
+        self.assertEqual(
+            [(i.count, i.p50, i.max) for i in merged.timeline],
+            [(20, 100, 300), (10, 200, 200)],
+        )
+        self.assertAlmostEqual(merged.timeline[1].end, 2.0, places=3)
