@@ -104,8 +104,10 @@ class Options(usage.Options):
         "Without twistd -r it runs on the fastest reactor here (fastepoll on "
         "Linux); -r NAME runs on another. "
         "Each connection logs two info lines (opened, closed); --log-level "
-        "warn logs only warnings and errors, --log-level "
-        "echotwist.protocol=warn only the per-connection lines. "
+        "takes debug, info (the default), warn, error or critical, for all of "
+        "echotwist's lines or, as NAMESPACE=LEVEL, for a namespace's: "
+        "--log-level echotwist.protocol=warn drops the per-connection lines "
+        "(repeatable; the workers of --workers get it too). "
         "See docs/hardening.md."
     )
     optFlags = [
@@ -238,10 +240,7 @@ class Options(usage.Options):
         self["deny"].append(_checked(limits.parseNetwork, "deny", network))
 
     def opt_log_level(self, level: str) -> None:
-        """Log echotwist's events at LEVEL and above (debug, info, warn, error,
-        critical; default info); NAMESPACE=LEVEL for those of NAMESPACE
-        (echotwist.protocol: the per-connection lines). Repeatable.
-        """
+        """Log echotwist's events from LEVEL up, or NAMESPACE's: NAMESPACE=LEVEL."""
         _checked(parseLogLevel, "log-level", level)
         self["log-level"].append(level)
 
