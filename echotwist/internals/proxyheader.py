@@ -68,6 +68,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from echotwist.logging import logObserver
+
 # How long a connection may take to send its header.  A proxy sends it
 # as soon as it has connected, before any of the client's bytes.
 HEADER_TIMEOUT = 10.0
@@ -201,7 +203,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
     factory: ProxyHeaderFactory
     # Set by makeConnection, before any other event.
     transport: ITransport
-    log = Logger()
+    log = Logger(observer=logObserver)
 
     def __init__(self, factory: ProxyHeaderFactory) -> None:
         # Nothing is served before the header names the client: a

@@ -41,6 +41,7 @@ from echotwist.internals.proxyheader import (
     ProxyHeaderProtocol,
     readHeader,
 )
+from echotwist.logging import logObserver
 from echotwist.protocol import Echo, EchoFactory
 from echotwist.server.limits import AddressPolicy, ConnectionLimits, parseNetwork
 from echotwist.tap import Options
@@ -316,6 +317,10 @@ class ProxyHeaderProtocolTests(SynchronousTestCase):
         factory, _, clock = proxied()
         Connection(factory).send(v1())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_logsThroughEchotwist(self) -> None:
+        """Its log lines go through echotwist's observer (--log-level applies)."""
+        self.assertIs(ProxyHeaderProtocol.log.observer, logObserver)
 
     def test_garbageAborted(self) -> None:
         """Bytes that are no PROXY header abort the connection, unserved."""
