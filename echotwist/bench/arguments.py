@@ -29,7 +29,14 @@ from echotwist.parsing import (
 )
 
 ECHO_PORT = 7
-MODES = ("pingpong", "connect", "hold")
+MODES = ("pingpong", "connect", "hold", "stream")
+# Stream mode's defaults: chunks of 16 KiB, 64 of them (1 MiB) in flight
+# per connection, enough to keep a loopback or LAN path full.
+STREAM_SIZE = 16384
+STREAM_PIPELINE = 64
+# UDP: a datagram whose echo is not back after this long is lost.
+UDP_TIMEOUT = 1.0
+TCP_TIMEOUT = 5.0
 # Each source address gets at most this many held connections.  Linux
 # gives one address ~28,000 ephemeral ports (32768-60999), but bind() to
 # port 0, which a bound connect does, looks first among the ports of one
@@ -41,6 +48,8 @@ PER_SOURCE = 12500
 # TIME_WAIT sockets its closes leave behind do not use up one address.
 CONNECT_SOURCES = 8
 MAX_SIZE = 1 << 20
+# The largest UDP payload over IPv4.
+UDP_MAX_SIZE = 65507
 
 # A duration: seconds, or a number with a unit as wrk and tcpkali take it.
 _DURATION = re.compile(r"\s*([0-9.eE+-]+?)\s*(us|ms|s|m|h)?\s*")
@@ -125,6 +134,14 @@ class _TargetParser(argparse.ArgumentParser):
             parsed.port = port if port is not None else parsed.port
         if getattr(parsed, "port", ECHO_PORT) is None:
             parsed.port = ECHO_PORT
+        if hasattr(parsed, "mode"):
+            stream = parsed.mode == "stream"
+            if parsed.size is None:
+                parsed.size = STREAM_SIZE if stream else 512
+            if parsed.pipeline is None:
+                parsed.pipeline = STREAM_PIPELINE if stream else 1
+            if parsed.timeout is None:
+                parsed.timeout = UDP_TIMEOUT if parsed.udp else TCP_TIMEOUT
         return parsed, rest
 
 
@@ -154,15 +171,35 @@ def buildParser() -> argparse.ArgumentParser:
         choices=MODES,
         default="pingpong",
         help="pingpong (default): echo on open connections; connect:"
-        " connect/echo/close per transaction; hold: open and hold connections",
+        " connect/echo/close per transaction (--rate: new connections per"
+        " second); hold: open and hold connections; stream: keep 1 MiB in"
+        " flight per connection and report the bandwidth",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect over TLS (pip install 'echotwist[tls]'); the certificate"
+        " is verified for the host unless --insecure",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="with --tls, do not verify the server's certificate",
+    )
+    parser.add_argument(
+        "--udp",
+        action="store_true",
+        help="pingpong over UDP: one socket per connection, each datagram"
+        " verified; a datagram not echoed within --timeout (default 1 s) is"
+        " counted lost",
     )
     parser.add_argument(
         "-c", "--connections", type=_atLeastOne, default=50,
         help="connections (slots in connect mode; default 50)",
     )  # fmt: skip
     parser.add_argument(
-        "-s", "--size", type=_size, default=512,
-        help="bytes per message (default 512)",
+        "-s", "--size", type=_size, default=None,
+        help="bytes per message (default 512; stream: 16384)",
     )  # fmt: skip
     parser.add_argument(
         "-d", "--duration", type=_duration, default=5.0,
@@ -174,13 +211,13 @@ def buildParser() -> argparse.ArgumentParser:
         help="load before measuring, in seconds or with a unit (default 1)",
     )  # fmt: skip
     parser.add_argument(
-        "-P", "--pipeline", type=_pipeline, default=1,
-        help="messages in flight per connection (default 1)",
+        "-P", "--pipeline", type=_pipeline, default=None,
+        help="messages in flight per connection (default 1; stream: 64)",
     )  # fmt: skip
     parser.add_argument(
         "--rate", type=_rate, default=None,
-        help="open loop: echoes/s in all, sent on schedule; latency is"
-        " measured from when each message was due",
+        help="open loop: echoes/s in all (connect mode: new connections/s),"
+        " sent on schedule; latency is measured from when each was due",
     )  # fmt: skip
     parser.add_argument(
         "--processes", type=_atLeastOne, default=1,
@@ -197,8 +234,9 @@ def buildParser() -> argparse.ArgumentParser:
         "--first-source", type=_firstSource, default=0, help=argparse.SUPPRESS
     )
     parser.add_argument(
-        "--timeout", type=_timeout, default=5.0,
-        help="connect timeout, in seconds or with a unit (default 5)",
+        "--timeout", type=_timeout, default=None,
+        help="connect timeout, in seconds or with a unit (default 5);"
+        " with --udp, how long an echo may take before it is lost (default 1)",
     )  # fmt: skip
     parser.add_argument(
         "--interval", type=_interval, default=1.0, help=argparse.SUPPRESS
@@ -281,6 +319,8 @@ def parametersOf(args: argparse.Namespace) -> dict[str, object]:
         "processes": args.processes,
         "sources": args.sources,
         "timeout_s": args.timeout,
+        "tls": args.tls,
+        "udp": args.udp,
     }
 
 
@@ -305,8 +345,16 @@ def checkOptions(args: argparse.Namespace) -> None:
 
     @raise UsageError: saying which option and why.
     """
-    if args.rate is not None and args.mode != "pingpong":
-        raise UsageError("--rate applies to --mode pingpong only")
+    if args.rate is not None and args.mode not in ("pingpong", "connect"):
+        raise UsageError("--rate applies to --mode pingpong and connect only")
+    if args.udp and args.mode != "pingpong":
+        raise UsageError("--udp applies to --mode pingpong only")
+    if args.udp and args.tls:
+        raise UsageError("--udp and --tls do not go together")
+    if args.insecure and not args.tls:
+        raise UsageError("--insecure needs --tls")
+    if args.udp and args.size > UDP_MAX_SIZE:
+        raise UsageError(f"--size: at most {UDP_MAX_SIZE} with --udp")
     if args.size > MAX_SIZE:
         raise UsageError(f"--size: at most {MAX_SIZE}")
     if args.processes > args.connections:

@@ -46,6 +46,7 @@ from echotwist.bench.arguments import (
     sourceAddresses,
 )
 from echotwist.bench.compare import BadReport, checkReport, compareRows, formatRows
+from echotwist.bench.datagram import runDatagram
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs
 from echotwist.bench.load import (
     IntervalObserver,
@@ -209,6 +210,9 @@ async def runOnce(
         ),
         connectTimeout=args.timeout,
         interval=args.interval,
+        tls=args.tls,
+        insecure=args.insecure,
+        udp=args.udp,
     )
     observers: list[IntervalObserver] = []
     if measured is not None:
@@ -238,14 +242,20 @@ async def runOnce(
         for observer in observers:
             observer(batch, uncorrected, start, end, run)
 
-    runner = {"connect": runConnect, "hold": runHold}.get(args.mode)
     try:
-        if runner is None:
-            results = await runPingpong(
+        if args.mode == "hold":
+            results = await runHold(reactor, now, config, address, observe)
+        else:
+            runner = (
+                runDatagram
+                if args.udp
+                else runConnect
+                if args.mode == "connect"
+                else runPingpong
+            )
+            results = await runner(
                 reactor, now, config, address, observe, makeWaker=system.makeWaker
             )
-        else:
-            results = await runner(reactor, now, config, address, observe)
     except SetupError as e:
         fail(str(e))
     finally:

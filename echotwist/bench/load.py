@@ -26,7 +26,8 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
+from typing import Protocol as TypingProtocol
 
 from hdrh.histogram import HdrHistogram
 from twisted.internet import task
@@ -40,12 +41,15 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IConnector,
     IDelayedCall,
+    IHandshakeListener,
+    IReactorSSL,
     IReactorTCP,
     IReactorTime,
     ITCPTransport,
 )
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echotwist.bench.content import Payload, classifyExcess, classifyMismatch
 from echotwist.bench.results import LatencyRecorder, Results
@@ -54,6 +58,12 @@ from echotwist.bench.timer import Waker, makeWaker
 from echotwist.endpoints import formatHostPort
 from echotwist.internals.writepath import sendNow
 
+if TYPE_CHECKING:
+    from twisted.internet.ssl import ClientContextFactory
+
+# A failed TLS handshake or certificate check, named by string so that
+# the bench runs without pyOpenSSL.
+TLS_ERRORS = ("OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError")
 # How long a dropped connection waits before it is replaced.
 RECONNECT_DELAY = 0.02
 # The open loop wakes this long before a send is due and spins the rest
@@ -82,6 +92,9 @@ class LoadConfig:
     connectTimeout: float = 5.0
     interval: float = 1.0
     spin: float = SPIN
+    tls: bool = False
+    insecure: bool = False
+    udp: bool = False
 
 
 class SetupError(Exception):
@@ -95,6 +108,22 @@ class SetupError(Exception):
 IntervalObserver = Callable[
     [HdrHistogram, HdrHistogram | None, float, float, "LoadRun"], None
 ]
+
+
+class Slot(TypingProtocol):
+    """What a run asks of each of its connections (TCP or UDP)."""
+
+    def start(self) -> None:
+        """Closed loop: start sending."""
+
+    def sendScheduled(self, intended: float) -> None:
+        """Open loop: send the message due at C{intended}."""
+
+    def oldestSend(self, now: float) -> float:
+        """How long the oldest echo still due has been waiting."""
+
+    def abort(self) -> None:
+        """Drop the connection."""
 
 
 class LoadRun:
@@ -122,7 +151,7 @@ class LoadRun:
         self.running = True
         self.measuring = False
         self.nextCid = 0
-        self.slots: list[LoadConnection | None] = [None] * config.connections
+        self.slots: list[Slot | None] = [None] * config.connections
         self.schedule: OpenLoopSchedule | None = None
         self.makeWaker = makeWaker
         self.waker: Waker | None = None
@@ -132,12 +161,61 @@ class LoadRun:
         self.unsent = 0
         self.begun = False
         self.pendingCalls: set[IDelayedCall] = set()
+        self._tlsOptions: object | None = None
+        # Connect mode at a rate: transactions in progress, and those due
+        # while C{connections} were already in progress.
+        self.inProgress = 0
+        self.backlog: deque[float] = deque()
+        # UDP: datagrams lost while measuring, and echoes that came late.
+        self.lost = 0
+        self.late = 0
 
     def newCid(self) -> int:
         """A connection id never used before in this run."""
         cid = self.nextCid
         self.nextCid += 1
         return cid
+
+    def connect(self, factory: ClientFactory, cid: int) -> None:
+        """Connect C{factory} to the server (over TLS if asked) from C{cid}'s source."""
+        config = self.config
+        if config.tls:
+            cast(IReactorSSL, self.reactor).connectSSL(
+                self.address,
+                config.port,
+                factory,
+                # An IOpenSSLClientConnectionCreator, which connectSSL
+                # takes as well as the context factory it is annotated with.
+                cast("ClientContextFactory", self.tlsOptions()),
+                config.connectTimeout,
+                self.source(cid),
+            )
+        else:
+            cast(IReactorTCP, self.reactor).connectTCP(
+                self.address,
+                config.port,
+                factory,
+                config.connectTimeout,
+                self.source(cid),
+            )
+
+    def tlsOptions(self) -> object:
+        """The client TLS options, made once: verifying C{host} unless insecure.
+
+        @raise SetupError: pyOpenSSL (the C{tls} extra) is not installed.
+        """
+        if self._tlsOptions is None:
+            try:
+                from twisted.internet import ssl
+            except ImportError:
+                raise SetupError(
+                    "--tls needs pyOpenSSL: pip install 'echotwist[tls]'"
+                ) from None
+            if self.config.insecure:
+                self._tlsOptions = ssl.CertificateOptions()
+            else:
+                self._tlsOptions = ssl.optionsForClientTLS(self.config.host)
+        return self._tlsOptions
 
     def source(self, cid: int) -> tuple[str, int] | None:
         """The local address to bind connection C{cid} to, if any."""
@@ -165,13 +243,7 @@ class LoadRun:
     def connectSlot(self, slot: int) -> Deferred[None]:
         """Open the connection for C{slot}; count a failure as an error."""
         factory = LoadFactory(self, slot)
-        cast(IReactorTCP, self.reactor).connectTCP(
-            self.address,
-            self.config.port,
-            factory,
-            self.config.connectTimeout,
-            self.source(factory.cid),
-        )
+        self.connect(factory, factory.cid)
         return factory.connected
 
     def replace(self, slot: int) -> None:
@@ -206,20 +278,60 @@ class LoadRun:
         schedule = self.schedule
         if schedule is None or not self.running:
             return
-        slots = self.slots
-        for n in schedule.due(self.now()):
-            connection = slots[n % schedule.slots]
-            if connection is None:
-                # Its connection is being replaced: the send is lost, and
-                # said so, rather than silently lowering the rate.
-                self.unsent += 1
-                if self.measuring:
-                    self.error("unsent")
-            else:
-                connection.sendScheduled(schedule.intended(n))
+        if self.config.mode == "connect":
+            for n in schedule.due(self.now()):
+                self.connectScheduled(schedule.intended(n))
+        else:
+            slots = self.slots
+            for n in schedule.due(self.now()):
+                connection = slots[n % schedule.slots]
+                if connection is None:
+                    # Its connection is being replaced: the send is lost, and
+                    # said so, rather than silently lowering the rate.
+                    self.unsent += 1
+                    if self.measuring:
+                        self.error("unsent")
+                else:
+                    connection.sendScheduled(schedule.intended(n))
         due = self.dueAt = schedule.nextDue()
         assert self.waker is not None
         self.waker.wakeIn(waitBefore(due, self.now(), self.config.spin))
+
+    # Connect mode at a rate.
+
+    def beginConnecting(self) -> None:
+        """Connect mode with C{rate}: start new connections on the schedule."""
+        assert self.config.rate is not None
+        self.begun = True
+        self.schedule = OpenLoopSchedule(self.config.rate, self.now(), 1)
+        self.waker = self.makeWaker(self.reactor, self.tick)
+        self.tick()
+
+    def connectScheduled(self, intended: float) -> None:
+        """Start the transaction due at C{intended} now, or when one ends.
+
+        At most C{connections} are in progress at once.
+        """
+        if self.inProgress < self.config.connections:
+            self.startTimed(intended)
+        else:
+            self.backlog.append(intended)
+
+    def startTimed(self, intended: float) -> None:
+        """Start a transaction due at C{intended}; note how late it starts."""
+        now = self.now()
+        if self.measuring:
+            assert self.delays is not None
+            self.delays.samples.append(int((now - intended) * 1e6))
+        factory = startTransaction(self, intended=intended)
+        self.inProgress += 1
+
+        def ended(_: object) -> None:
+            self.inProgress -= 1
+            if self.running and self.backlog:
+                self.startTimed(self.backlog.popleft())
+
+        factory.finished.addCallback(ended)
 
     def finish(self) -> None:
         """Stop: count stalled echoes, cancel timers, drop every connection."""
@@ -241,6 +353,7 @@ class LoadRun:
                 connection.abort()
 
 
+@implementer(IHandshakeListener)
 class LoadConnection(Protocol):
     """One pingpong connection: send, verify every echoed byte, repeat."""
 
@@ -260,6 +373,12 @@ class LoadConnection(Protocol):
         self.previous: bytes | None = None
         self.failed = False
         self.closed = False
+
+    def handshakeCompleted(self) -> None:
+        """TLS: the connection is up only now (IHandshakeListener)."""
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, LoadFactory):
+            factory._made()
 
     def connectionMade(self) -> None:
         """Disable Nagle, take the slot, and start if the run has begun."""
@@ -404,10 +523,17 @@ class LoadConnection(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """A close the run did not ask for is an error: the server hung up."""
         self.closed = True
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, LoadFactory) and not factory.connected.called:
+            # Lost before the TLS handshake was done: a failed connection.
+            factory.connected.errback(reason)
+            return
         if self.failed or not self.run.running:
             return
         self.failed = True
-        if self.pending:
+        if reason.check(*TLS_ERRORS):
+            self.run.error("tls")
+        elif self.pending:
             self.run.error("truncated")
         else:
             self.run.error("closed")
@@ -429,7 +555,9 @@ class LoadFactory(ClientFactory):
         """The slot's connection (it takes its slot once connected)."""
         protocol = LoadConnection(self.run, self.slot, self.cid)
         protocol.factory = self
-        self.run.reactor.callLater(0, self._made)
+        if not self.run.config.tls:
+            # Over TLS the handshake's end says so (handshakeCompleted).
+            self.run.reactor.callLater(0, self._made)
         return protocol
 
     def _made(self) -> None:
@@ -461,6 +589,11 @@ def describeConnectFailure(failure: Failure, host: str, port: int) -> str:
     where = formatHostPort(host, port)
     if failure.check(ConnectionRefusedError):
         return f"connection refused by {where}"
+    if failure.check(*TLS_ERRORS):
+        return (
+            f"TLS with {where} failed: {failure.getErrorMessage()}"
+            " (--insecure skips the certificate check)"
+        )
     return f"cannot connect to {where}: {failure.getErrorMessage()}"
 
 
@@ -562,10 +695,18 @@ class TransactionConnection(Protocol):
     L{finalEcho} checks at the end of the hold that it still answers.
     """
 
-    def __init__(self, run: LoadRun, message: bytes, started: float) -> None:
+    def __init__(
+        self,
+        run: LoadRun,
+        message: bytes,
+        started: float,
+        intended: float | None = None,
+    ) -> None:
         self.run = run
         self.message = message
         self.started = started
+        # When the transaction was due (open loop), else when it started.
+        self.intended = started if intended is None else intended
         self.received = b""
         self.done = False
         self.finished: Deferred[None] = Deferred()
@@ -621,7 +762,10 @@ class TransactionConnection(Protocol):
                 self.finished.callback(None)
                 return
             if run.measuring or self.hold:
-                run.recorder.samples.append(int((run.now() - self.started) * 1e6))
+                now = run.now()
+                run.recorder.samples.append(int((now - self.intended) * 1e6))
+                if run.uncorrected is not None:
+                    run.uncorrected.samples.append(int((now - self.started) * 1e6))
             if self.hold:
                 self.holding = True
                 self.finished.callback(None)
@@ -649,6 +793,8 @@ class TransactionConnection(Protocol):
             return
         if self.holding:
             kind = "hold_closed"
+        elif reason.check(*TLS_ERRORS):
+            kind = self.phase + "tls"
         else:
             kind = self.phase + ("truncated" if self.received else "closed")
         self.end(kind)
@@ -660,19 +806,27 @@ class TransactionFactory(ClientFactory):
     noisy = False
 
     def __init__(
-        self, run: LoadRun, message: bytes, hold: bool = False, cid: int = 0
+        self,
+        run: LoadRun,
+        message: bytes,
+        hold: bool = False,
+        cid: int = 0,
+        intended: float | None = None,
     ) -> None:
         self.run = run
         self.cid = cid
         self.message = message
         self.started = run.now()
+        self.intended = intended
         self.finished: Deferred[None] = Deferred()
         self.connection: TransactionConnection | None = None
         self.hold = hold
 
     def buildProtocol(self, addr: object) -> TransactionConnection:
         """The connection, reporting to C{finished}."""
-        protocol = TransactionConnection(self.run, self.message, self.started)
+        protocol = TransactionConnection(
+            self.run, self.message, self.started, self.intended
+        )
         protocol.hold = self.hold
         protocol.finished.chainDeferred(self.finished)
         self.connection = protocol
@@ -685,17 +839,16 @@ class TransactionFactory(ClientFactory):
             self.finished.callback(None)
 
 
-def startTransaction(run: LoadRun, hold: bool = False) -> TransactionFactory:
-    """Connect for one transaction from the next source address."""
+def startTransaction(
+    run: LoadRun, hold: bool = False, intended: float | None = None
+) -> TransactionFactory:
+    """Connect for one transaction from the next source address.
+
+    C{intended} is when it was due (open loop), for its corrected latency.
+    """
     cid = run.newCid()
-    factory = TransactionFactory(run, run.payload.message(cid, 0), hold, cid)
-    cast(IReactorTCP, run.reactor).connectTCP(
-        run.address,
-        run.config.port,
-        factory,
-        run.config.connectTimeout,
-        run.source(cid),
-    )
+    factory = TransactionFactory(run, run.payload.message(cid, 0), hold, cid, intended)
+    run.connect(factory, cid)
     return factory
 
 
@@ -705,9 +858,16 @@ async def runConnect(
     config: LoadConfig,
     address: str,
     observer: IntervalObserver | None = None,
+    *,
+    makeWaker: Callable[[IReactorTime, Callable[[], object]], Waker] = makeWaker,
 ) -> Results:
-    """Connect mode: C{config.connections} slots loop connect/echo/close."""
-    run = LoadRun(reactor, now, config, address)
+    """Connect mode: C{config.connections} slots loop connect/echo/close.
+
+    With C{config.rate}, new connections start on the open-loop schedule
+    instead, at most C{config.connections} in progress at once (one due
+    beyond that starts when one ends, late).
+    """
+    run = LoadRun(reactor, now, config, address, makeWaker)
 
     def slotLoop(_: object = None) -> None:
         if not run.running:
@@ -734,8 +894,11 @@ async def runConnect(
             f"cannot echo with {formatHostPort(config.host, config.port)}"
             f" ({', '.join(sorted(run.errors))})"
         )
-    for _ in range(config.connections):
-        slotLoop()
+    if config.rate is None:
+        for _ in range(config.connections):
+            slotLoop()
+    else:
+        run.beginConnecting()
     try:
         seconds = await measure(run, reactor, observer, config.warmup)
     finally:

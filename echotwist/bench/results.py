@@ -192,11 +192,21 @@ class Results:
     startedAt: float | None = None
     # Each interval's summary, for the latency-over-time plot.
     timeline: list[Interval] = field(default_factory=list)
+    # UDP: datagrams lost (no echo in time) and echoes that came after that.
+    lost: int | None = None
+    late: int | None = None
 
     @property
     def echoesPerSecond(self) -> float:
         """Verified echoes per second of the measured window."""
         return self.echoes / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def lossPercent(self) -> float:
+        """UDP: lost datagrams as a percentage of those echoed or lost."""
+        lost = self.lost or 0
+        total = self.echoes + lost
+        return 100.0 * lost / total if total else 0.0
 
     @property
     def megabytesPerSecond(self) -> float:
@@ -222,6 +232,10 @@ class Results:
         self.runs += other.runs
         if self.answered is not None and other.answered is not None:
             self.answered += other.answered
+        if self.lost is not None and other.lost is not None:
+            self.lost += other.lost
+        if self.late is not None and other.late is not None:
+            self.late += other.late
         if self.setupSeconds is not None and other.setupSeconds is not None:
             # Concurrent runs: the set-up ends when the slowest one's does.
             self.setupSeconds = max(self.setupSeconds, other.setupSeconds)
@@ -254,6 +268,10 @@ class Results:
         }
         if self.answered is not None:
             report["answered"] = self.answered
+        if self.lost is not None:
+            report["lost"] = self.lost
+            report["loss_percent"] = round(self.lossPercent, 3)
+            report["late"] = self.late or 0
         if self.setupSeconds is not None:
             report["setup_s"] = round(self.setupSeconds, 6)
         if self.finalSeconds is not None:
@@ -275,6 +293,7 @@ def formatReport(results: Results) -> list[str]:
         "pingpong": "echoes",
         "connect": "connect/echo/close transactions",
         "hold": "connections held",
+        "stream": "chunks echoed",
     }.get(results.mode, "echoes")
     lines = [
         f"{results.mode}: {results.connections} connections,"
@@ -309,22 +328,11 @@ def formatReport(results: Results) -> list[str]:
             f"rate: {results.echoesPerSecond:,.0f}/s achieved"
             f" of {results.targetRate:,.0f}/s target"
         )
-    if results.uncorrected is not None:
-        label = "latency (from intended send)"
-    elif results.mode == "hold":
-        label = "set-up latency (connect to verified echo)"
-    else:
-        label = "latency"
-    lines.append(f"{label}: {formatPercentiles(percentiles(results.histogram))}")
-    if results.uncorrected is not None:
+    lines += latencyLines(results)
+    if results.lost is not None:
         lines.append(
-            "latency (from actual send): "
-            + formatPercentiles(percentiles(results.uncorrected))
-        )
-    if results.delays is not None:
-        lines.append(
-            "send delay (actual - intended send): "
-            + formatPercentiles(percentiles(results.delays))
+            f"lost: {results.lost} of {results.echoes + results.lost} datagrams"
+            f" ({results.lossPercent:.2f}%), {results.late or 0} echoes came late"
         )
     total = sum(results.errors.values())
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(results.errors.items()))
@@ -336,6 +344,28 @@ def formatReport(results: Results) -> list[str]:
         lines.append(
             f"machine: {machine.get('cpus')} CPUs, {machine.get('kernel')},"
             f" {machine.get('python')}, {machine.get('reactor')}"
+        )
+    return lines
+
+
+def latencyLines(results: Results) -> list[str]:
+    """The report's latency lines: one, or three in open loop."""
+    if results.uncorrected is not None:
+        label = "latency (from intended send)"
+    elif results.mode == "hold":
+        label = "set-up latency (connect to verified echo)"
+    else:
+        label = "latency"
+    lines = [f"{label}: {formatPercentiles(percentiles(results.histogram))}"]
+    if results.uncorrected is not None:
+        lines.append(
+            "latency (from actual send): "
+            + formatPercentiles(percentiles(results.uncorrected))
+        )
+    if results.delays is not None:
+        lines.append(
+            "send delay (actual - intended send): "
+            + formatPercentiles(percentiles(results.delays))
         )
     return lines
 
@@ -432,5 +462,7 @@ def resultsFromChild(report: dict[str, Any]) -> Results:
         answered=report.get("answered"),
         setupSeconds=report.get("setup_s"),
         finalSeconds=report.get("final_s"),
+        lost=report.get("lost"),
+        late=report.get("late"),
         delays=decodeHistogram(delays) if delays else None,
     )

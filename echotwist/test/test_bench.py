@@ -818,10 +818,10 @@ class CommandLineTests(SynchronousTestCase):
         )  # fmt: skip
 
     def test_checkOptions(self) -> None:
-        """--rate needs pingpong mode; --plot needs a .png name."""
+        """--rate needs pingpong or connect mode; --plot needs a .png name."""
         parser = buildParser()
         for arguments in (
-            ["--mode", "connect", "--rate", "10", "h"],
+            ["--mode", "stream", "--rate", "10", "h"],
             ["--plot", "x.svg", "h"],
             ["--processes", "3", "-c", "2", "h"],
         ):

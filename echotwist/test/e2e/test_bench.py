@@ -33,6 +33,7 @@ from echotwist.test.e2e.harness import (
     WAIT,
     OutputReader,
     childEnvironment,
+    makeCertificate,
     runModule,
     startServer,
 )
@@ -236,6 +237,75 @@ class BenchAgainstServerTests(SynchronousTestCase):
         result = bench("-c", "2", *SHORT, "--plot", str(path), "127.0.0.1", self.port)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+
+class LoadModeTests(SynchronousTestCase):
+    """TLS, UDP, connect at a rate and stream against a real twistd."""
+
+    def test_tls(self) -> None:
+        """--tls --insecure loads a TLS listener; verified, a self-signed one fails."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        key, cert = makeCertificate(directory)
+        server = startServer(
+            self,
+            listen=[f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+        )
+        target = f"127.0.0.1:{server.port}"
+        result = bench("--json", "--tls", "--insecure", "-c", "2", *SHORT, target)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertGreater(values["echoes"], 0)
+        self.assertTrue(values["parameters"]["tls"])
+        verified = bench("--tls", "-c", "2", *SHORT, target)
+        self.assertEqual(verified.returncode, 1)
+        self.assertRegex(
+            verified.stderr, rf"^echotwist\.bench: error: TLS with {target} failed: "
+        )
+        self.assertEqual(len(verified.stderr.splitlines()), 1, verified.stderr)
+
+    def test_udp(self) -> None:
+        """--udp echoes datagrams and counts loss (none against twistd --udp)."""
+        server = startServer(self, "--udp-rate", "0", udp=["udp:0:interface=127.0.0.1"])
+        target = f"127.0.0.1:{server.udpPorts[0]}"
+        result = bench("--json", "--udp", "-c", "2", *SHORT, target)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertGreater(values["echoes"], 0)
+        self.assertEqual((values["lost"], values["errors"]), (0, 0))
+        nothing = bench("--udp", "--timeout", "300ms", *SHORT, "127.0.0.1:9")
+        self.assertEqual(nothing.returncode, 1)
+        self.assertEqual(
+            nothing.stderr,
+            "echotwist.bench: error: no echo from 127.0.0.1:9 over UDP:"
+            " port unreachable\n",
+        )
+
+    def test_connectRate(self) -> None:
+        """--mode connect --rate opens connections on schedule, both latencies."""
+        server = startServer(self)
+        result = bench(
+            "--json", "--mode", "connect", "--rate", "200", "-c", "20", *SHORT,
+            f"127.0.0.1:{server.port}",
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertEqual(values["target_rate"], 200)
+        self.assertGreater(values["echoes"], 0)
+        self.assertLessEqual(values["uncorrected"]["p50_us"], values["p50_us"])
+
+    def test_stream(self) -> None:
+        """--mode stream keeps 16 KiB chunks in flight and reports MB/s."""
+        server = startServer(self)
+        result = bench(
+            "--json", "--mode", "stream", "-c", "2", *SHORT,
+            f"127.0.0.1:{server.port}",
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        values = report(result)
+        self.assertEqual((values["size"], values["pipeline"]), (16384, 64))
+        self.assertGreater(values["MB_per_s"], 0)
+        self.assertEqual(values["errors"], 0)
 
 
 class BenchAgainstBrokenServerTests(SynchronousTestCase):
