@@ -30,11 +30,13 @@ from select import EPOLLIN
 from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
 
+from echotwist.logging import logObserver
+
 
 class FastEPollReactor(EPollReactor):
     """The epoll reactor, without a logging context built per event."""
 
-    _log = Logger()
+    _log = Logger(observer=logObserver)
 
     def doPoll(self, timeout: float | None) -> None:
         """Poll once and dispatch each ready descriptor directly."""
