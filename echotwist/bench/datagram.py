@@ -3,8 +3,8 @@
 Each of C connections is a UDP socket of its own, connected to the
 server, that keeps C{pipeline} datagrams in flight (closed loop) or sends
 on the open-loop schedule (C{rate}), exactly as the TCP pingpong of
-L{echotwist.bench.load} does, with the same messages (unique per socket
-and sequence number) and the same latency and send-delay recording.
+L{echotwist.bench.load} does, with the same messages (numbered, so that
+no two datagrams of a socket are alike) and the same latency and send-delay recording.
 
 What differs is that a datagram can be lost: one whose echo is not back
 within C{timeout} seconds is counted lost (not an error: the run goes
@@ -77,39 +77,39 @@ class DatagramConnection(DatagramProtocol):
     def start(self) -> None:
         """Closed loop: put C{pipeline} datagrams in flight."""
         if not self.openLoop:
-            now = self.now()
             for _ in range(self.pipeline):
-                self.send(now, now)
+                self.send()
 
     def probe(self) -> Deferred[None]:
         """Send one datagram; fire when its echo is back (before the run)."""
         self.answered = Deferred()
-        now = self.now()
-        self.send(now, now)
+        self.send()
         return self.answered
 
-    def send(self, intended: float, now: float) -> None:
-        """Send the next datagram, due at C{intended}, leaving at C{now}."""
-        message = self.payload.message(self.cid, self.seq)
+    def send(self, intended: float | None = None) -> None:
+        """Send the next datagram; open loop, the one due at C{intended}.
+
+        As L{echotwist.bench.load.LoadConnection.send}: the clock is read
+        just before the write, and an open-loop send's lateness recorded.
+        """
+        message = self.payload.numbered(self.cid, self.seq)
         self.seq += 1
-        self.inflight.append((message, intended, now))
+        sent = self.now()
+        if intended is None:
+            intended = sent
+        elif self.run.measuring:
+            assert self.run.delays is not None
+            self.run.delays.samples.append(int((sent - intended) * 1e6))
+        self.inflight.append((message, intended, sent))
         assert self.transport is not None
         self.transport.write(message, None)
 
     def sendScheduled(self, intended: float) -> None:
         """Open loop: send now, or as soon as fewer than C{pipeline} are out."""
         if len(self.inflight) < self.pipeline:
-            self.sendLate(intended, self.now())
+            self.send(intended)
         else:
             self.backlog.append(intended)
-
-    def sendLate(self, intended: float, now: float) -> None:
-        """Open loop: send the datagram due at C{intended}; note how late it is."""
-        run = self.run
-        if run.measuring:
-            assert run.delays is not None
-            run.delays.samples.append(int((now - intended) * 1e6))
-        self.send(intended, now)
 
     def datagramReceived(self, datagram: bytes, addr: object) -> None:
         """Match the echo with its datagram; then make any send due by now."""
@@ -151,9 +151,9 @@ class DatagramConnection(DatagramProtocol):
         if not self.run.running:
             return
         if not self.openLoop:
-            self.send(now, now)
+            self.send()
         elif self.backlog:
-            self.sendLate(self.backlog.popleft(), now)
+            self.send(self.backlog.popleft())
 
     def sweep(self, now: float, timeout: float) -> None:
         """Count the datagrams out for longer than C{timeout} as lost."""

@@ -51,8 +51,14 @@ from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echotwist.bench.arguments import SPIN
 from echotwist.bench.content import Payload, classifyExcess, classifyMismatch
-from echotwist.bench.results import LatencyRecorder, Results
+from echotwist.bench.results import (
+    HIGHEST_US,
+    LatencyRecorder,
+    Results,
+    newHistogram,
+)
 from echotwist.bench.schedule import OpenLoopSchedule, waitBefore
 from echotwist.bench.timer import Waker, makeWaker
 from echotwist.endpoints import formatHostPort
@@ -66,11 +72,6 @@ if TYPE_CHECKING:
 TLS_ERRORS = ("OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError")
 # How long a dropped connection waits before it is replaced.
 RECONNECT_DELAY = 0.02
-# The open loop wakes this long before a send is due and spins the rest
-# on the reactor: a timer's wake-up is late by the kernel's scheduling
-# (tens of microseconds here, more under load), which would otherwise
-# count in every corrected latency.
-SPIN = 100e-6
 # Connections being set up at once in hold mode.
 SETUP_CONCURRENCY = 200
 
@@ -397,15 +398,25 @@ class LoadConnection(Protocol):
     def start(self) -> None:
         """Closed loop: put C{pipeline} messages in flight."""
         if not self.openLoop:
-            now = self.now()
             for _ in range(self.pipeline):
-                self.send(now, now)
+                self.send()
 
-    def send(self, intended: float, now: float) -> None:
-        """Send the next message, due at C{intended}, leaving at C{now}."""
+    def send(self, intended: float | None = None) -> None:
+        """Send the next message; open loop, the one due at C{intended}.
+
+        The clock is read just before the write, so that a latency from
+        the actual send holds none of this side's own work before it;
+        in open loop, how late that is against C{intended} is recorded.
+        """
         message = self.payload.message(self.cid, self.seq)
         self.seq += 1
-        self.inflight.append((message, intended, now))
+        sent = self.now()
+        if intended is None:
+            intended = sent
+        elif self.run.measuring:
+            assert self.run.delays is not None
+            self.run.delays.samples.append(int((sent - intended) * 1e6))
+        self.inflight.append((message, intended, sent))
         self.write(message)
 
     def write(self, data: bytes) -> None:
@@ -425,17 +436,9 @@ class LoadConnection(Protocol):
     def sendScheduled(self, intended: float) -> None:
         """Open loop: send now, or as soon as the pipeline has room."""
         if len(self.inflight) < self.pipeline:
-            self.sendLate(intended, self.now())
+            self.send(intended)
         else:
             self.backlog.append(intended)
-
-    def sendLate(self, intended: float, now: float) -> None:
-        """Open loop: send the message due at C{intended}; note how late it is."""
-        run = self.run
-        if run.measuring:
-            assert run.delays is not None
-            run.delays.samples.append(int((now - intended) * 1e6))
-        self.send(intended, now)
 
     def dataReceived(self, data: bytes) -> None:
         """Verify the echo; the common case is one whole message per read.
@@ -496,9 +499,9 @@ class LoadConnection(Protocol):
         if not run.running:
             return
         if not self.openLoop:
-            self.send(now, now)
+            self.send()
         elif self.backlog:
-            self.sendLate(self.backlog.popleft(), now)
+            self.send(self.backlog.popleft())
 
     def oldestSend(self, now: float) -> float:
         """How long the oldest echo still due has been waiting (0 if none)."""
@@ -572,9 +575,8 @@ class LoadFactory(ClientFactory):
 
 
 async def sleep(reactor: IReactorTime, seconds: float) -> None:
-    """Wait C{seconds} on C{reactor}'s clock."""
-    if seconds > 0:
-        await task.deferLater(reactor, seconds, lambda: None)
+    """Wait C{seconds} on C{reactor}'s clock (0: until its next turn)."""
+    await task.deferLater(reactor, max(seconds, 0.0), lambda: None)
 
 
 def _firstFailure(results: list[tuple[bool, object]]) -> Failure | None:
@@ -625,15 +627,53 @@ async def measure(
             # Stop counting in the same turn as the final flush, so no echo
             # falls between the two.
             run.measuring = False
-        batch = run.recorder.flush()
-        uncorrected = run.uncorrected.flush() if run.uncorrected is not None else None
-        if run.delays is not None:
-            run.delays.flush()
+        # Taken in this turn, counted over the next ones (see flushInSlices).
+        taken = [
+            (recorder, recorder.take())
+            for recorder in (run.recorder, run.uncorrected, run.delays)
+            if recorder is not None
+        ]
+        batches = [
+            await flushInSlices(reactor, recorder, samples)
+            for recorder, samples in taken
+        ]
+        batch = batches[0]
+        uncorrected = batches[1] if run.uncorrected is not None else None
         if observer is not None:
             observer(batch, uncorrected, previous - start, now - start, run)
         previous = now
         if last:
             return now - start
+
+
+# Samples counted, and distinct values recorded, per reactor turn.
+COUNT_SLICE = 4096
+RECORD_SLICE = 128
+
+
+async def flushInSlices(
+    reactor: IReactorTime, recorder: LatencyRecorder, samples: list[int]
+) -> HdrHistogram:
+    """Record C{samples} into C{recorder}'s histogram a slice per reactor turn.
+
+    Counting a second's samples and recording each distinct value in the
+    pure-Python histogram takes milliseconds (more at high rates and with
+    widely spread latencies); done at once it would hold up every send
+    due meanwhile, and the open loop's send delay would show a spike each
+    second.  In slices of well under a millisecond, the reactor sends and
+    reads between them.  Returns the batch's own histogram.
+    """
+    counts: Counter[int] = Counter()
+    for first in range(0, len(samples), COUNT_SLICE):
+        counts.update(samples[first : first + COUNT_SLICE])
+        await sleep(reactor, 0)
+    batch = newHistogram()
+    for i, (value, count) in enumerate(counts.items()):
+        batch.record_value(min(max(value, 0), HIGHEST_US), count)
+        if i % RECORD_SLICE == RECORD_SLICE - 1:
+            await sleep(reactor, 0)
+    recorder.histogram.add(batch)
+    return batch
 
 
 def resultsOf(run: LoadRun, seconds: float, echoes: int | None = None) -> Results:

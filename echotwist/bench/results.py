@@ -45,6 +45,13 @@ class LatencyRecorder:
         self.samples: list[int] = []
         self.histogram = newHistogram()
 
+    def take(self) -> list[int]:
+        """The samples collected so far, handed over; collecting starts anew."""
+        samples = self.samples[:]
+        # Cleared in place, so that whoever holds the list keeps adding to it.
+        self.samples.clear()
+        return samples
+
     def flush(self) -> HdrHistogram:
         """Move the collected samples into the histogram; return them as one.
 

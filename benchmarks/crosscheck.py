@@ -1,0 +1,384 @@
+"""Cross-check the bench against sockperf, a tool nobody here wrote.
+
+  python benchmarks/crosscheck.py [--seconds 10] [--rounds 3] [--size 64]
+
+sockperf cannot measure an RFC 862 server as it is: its client marks each
+message as the client's (bit 0 of the 16-bit flags at byte 8 of its
+14-byte header) and its server clears that bit in the reply; an echo
+server sends the bit back set, and the client throws the reply away ("No
+messages were received from the server").  So this script adapts sockperf
+on its own side of the wire: a small C library, loaded into the sockperf
+client with C{LD_PRELOAD}, clears that bit in every datagram the client
+receives (C{recv}, C{recvfrom}, C{recvmsg}), and nothing else.  The server
+and what travels between them are untouched: the same C{twistd -n echo
+--udp} answers both tools, and neither tool knows of the other.
+
+For each scenario both tools measure the round trip of one UDP datagram of
+C{--size} bytes at a time (ping-pong), in turns, C{--rounds} times, each
+for C{--seconds}; the server runs on the first CPU, the tools on the
+second (C{taskset}).  Scenarios:
+  - idle: the server has nothing else to do;
+  - busy: a C load generator (benchmarks/loadgen.c, 20 TCP connections
+    in ping-pong), on the server's CPU, keeps the server busy, so each
+    datagram waits its turn behind the load, as on a server in production.
+The table gives each tool's median over the rounds of its p50, p90, p99
+and mean, and the bench's difference from sockperf; JSON in
+C{build/crosscheck.json}.
+
+Everything it needs is installed here if missing: sockperf and gcc with
+C{apt-get} (root, Debian or Ubuntu), the C{bench} extra with pip.  Linux,
+loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WAIT = 30.0
+FIGURES = ("p50", "p90", "p99", "mean")
+
+# Clears sockperf's "from the client" flag in what its client receives:
+# bit 0 of the big-endian 16-bit flags that follow the 8-byte sequence
+# number of its 14-byte header.
+SHIM_SOURCE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+static void fromServer(void *buffer, ssize_t length) {
+    if (length >= 14) ((uint8_t *)buffer)[9] &= (uint8_t)~1u;
+}
+
+ssize_t recv(int fd, void *buffer, size_t length, int flags) {
+    static ssize_t (*real)(int, void *, size_t, int);
+    if (!real) real = dlsym(RTLD_NEXT, "recv");
+    ssize_t n = real(fd, buffer, length, flags);
+    fromServer(buffer, n);
+    return n;
+}
+
+ssize_t recvfrom(int fd, void *buffer, size_t length, int flags,
+                 struct sockaddr *address, socklen_t *addressLength) {
+    static ssize_t (*real)(int, void *, size_t, int, struct sockaddr *,
+                           socklen_t *);
+    if (!real) real = dlsym(RTLD_NEXT, "recvfrom");
+    ssize_t n = real(fd, buffer, length, flags, address, addressLength);
+    fromServer(buffer, n);
+    return n;
+}
+
+ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
+    static ssize_t (*real)(int, struct msghdr *, int);
+    if (!real) real = dlsym(RTLD_NEXT, "recvmsg");
+    ssize_t n = real(fd, message, flags);
+    if (n > 0 && message->msg_iovlen > 0) {
+        fromServer(message->msg_iov[0].iov_base, n);
+    }
+    return n;
+}
+"""
+
+
+@dataclass
+class Figures:
+    """One tool's round trips in one run, in microseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    count: int
+
+
+def parseSockperf(output: str) -> Figures:
+    """The round-trip figures of a C{sockperf ping-pong --full-rtt} run.
+
+    @raise ValueError: the output has no statistics (sockperf received
+        nothing, say); the message quotes its last line.
+    """
+    found = {
+        float(percent): float(value)
+        for percent, value in re.findall(
+            r"---> percentile\s+([\d.]+)\s*=\s*([\d.]+)", output
+        )
+    }
+    mean = re.search(r"avg-rtt=([\d.]+)", output)
+    count = re.search(r"Total (\d+) observations", output)
+    if mean is None or count is None or not {50.0, 90.0, 99.0} <= set(found):
+        last = output.strip().splitlines()[-1:] or ["no output"]
+        raise ValueError(f"sockperf gave no statistics: {last[0]}")
+    return Figures(
+        found[50.0], found[90.0], found[99.0], float(mean.group(1)), int(count.group(1))
+    )
+
+
+def parseBench(output: str) -> Figures:
+    """The round-trip figures of a C{python -m echotwist.bench --json} run."""
+    report = json.loads(output)
+    return Figures(
+        float(report["p50_us"]),
+        float(report["p90_us"]),
+        float(report["p99_us"]),
+        float(report["mean_us"]),
+        int(report["echoes"]),
+    )
+
+
+def medianFigures(runs: Sequence[Figures]) -> Figures:
+    """Each figure's median over C{runs} (the counts add up)."""
+    p50, p90, p99, mean = (
+        statistics.median(getattr(run, name) for run in runs) for name in FIGURES
+    )
+    return Figures(p50, p90, p99, mean, sum(run.count for run in runs))
+
+
+def difference(bench: float, sockperf: float) -> float:
+    """The bench's figure relative to sockperf's, in percent."""
+    return 100.0 * (bench - sockperf) / sockperf
+
+
+def tableLines(results: dict[str, dict[str, Figures]]) -> list[str]:
+    """The scenarios as a table: both tools' medians and the difference."""
+    lines = [
+        f"{'scenario':<8} {'figure':<6} {'sockperf us':>12} {'bench us':>10}"
+        f" {'difference':>11}"
+    ]
+    for scenario, tools in results.items():
+        for name in FIGURES:
+            theirs = getattr(tools["sockperf"], name)
+            ours = getattr(tools["bench"], name)
+            lines.append(
+                f"{scenario:<8} {name:<6} {theirs:>12.1f} {ours:>10.1f}"
+                f" {difference(ours, theirs):>+10.1f}%"
+            )
+    return lines
+
+
+def ensureTools() -> None:
+    """Install sockperf, gcc and the bench extra where they are missing."""
+    missing = [name for name in ("sockperf", "gcc") if shutil.which(name) is None]
+    if missing:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            raise SystemExit(f"needs {', '.join(missing)}: install them (apt-get)")
+        run(["apt-get", "update", "-qq"])
+        run(["apt-get", "install", "-y", "-qq", *missing])
+    try:
+        import hdrh  # noqa: F401
+    except ImportError:
+        run([sys.executable, "-m", "pip", "install", "--quiet", f"{ROOT}[bench]"])
+
+
+def run(command: Sequence[str], **options: object) -> str:
+    """Run C{command}; its standard output, or exit with its error output."""
+    result = subprocess.run(
+        list(command),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        **options,  # type: ignore[call-overload]
+    )
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command)} failed ({result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
+    return str(result.stdout)
+
+
+def pinned(cpu: int) -> list[str]:
+    """C{taskset -c CPU} where there are two CPUs and taskset, else nothing."""
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+class Server:
+    """C{twistd -n echo} on the first CPU: TCP and UDP on 127.0.0.1, port 0."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [*pinned(0), sys.executable, "-c",
+             "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "echo",
+             "--listen", "tcp:0:interface=127.0.0.1",
+             "--udp", "udp:0:interface=127.0.0.1", "--udp-rate", "0"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        self.tcpPort = self.udpPort = 0
+        self.lines: list[str] = []
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        if not ready.wait(WAIT):
+            self.stop()
+            raise SystemExit("the server did not start:\n" + "\n".join(self.lines))
+
+    def _read(self, ready: threading.Event) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if found := re.search(r"Listening on tcp:127\.0\.0\.1:(\d+)", line):
+                self.tcpPort = int(found.group(1))
+            if found := re.search(r"Listening on udp:127\.0\.0\.1:(\d+)", line):
+                self.udpPort = int(found.group(1))
+            if self.tcpPort and self.udpPort:
+                ready.set()
+
+    def stop(self) -> None:
+        """Terminate the server and wait for it."""
+        self.process.terminate()
+        try:
+            self.process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(WAIT)
+
+
+@contextmanager
+def background(port: int, seconds: float) -> Iterator[None]:
+    """Keep the server busy: C{build/loadgen} with 20 TCP connections.
+
+    On the server's CPU, so that the server has less of it, as on a busy
+    host, while the tools on the other CPU have theirs to themselves.
+    """
+    loadgen = ROOT / "build" / "loadgen"
+    if not loadgen.exists():
+        loadgen.parent.mkdir(exist_ok=True)
+        run(
+            [
+                "gcc",
+                "-O2",
+                "-Wall",
+                "-o",
+                str(loadgen),
+                str(ROOT / "benchmarks/loadgen.c"),
+            ]
+        )
+    process = subprocess.Popen(
+        [*pinned(0), str(loadgen), "-p", str(port), "-c", "20", "-s", "64",
+         "-d", str(int(seconds) + 1), "-w", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(WAIT)
+
+
+def sockperf(shim: Path, port: int, size: int, seconds: float) -> Figures:
+    """One sockperf ping-pong run through the shim: UDP, full round trips."""
+    output = run(
+        [*pinned(1), "sockperf", "ping-pong", "-i", "127.0.0.1", "-p", str(port),
+         "-m", str(size), "-t", str(int(seconds)), "--full-rtt"],
+        env={**os.environ, "LD_PRELOAD": str(shim)},
+    )  # fmt: skip
+    return parseSockperf(output)
+
+
+def bench(port: int, size: int, seconds: float) -> Figures:
+    """One bench run: UDP, one datagram in flight, JSON."""
+    output = run(
+        [*pinned(1), sys.executable, "-m", "echotwist.bench", "--udp", "-c", "1",
+         "-s", str(size), "-d", str(seconds), "-w", "1", "--json",
+         f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    return parseBench(output)
+
+
+def main() -> None:
+    """Install what is missing, run every scenario, print and save the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--output", type=Path, default=ROOT / "build/crosscheck.json")
+    args = parser.parse_args()
+    if args.size < 14:
+        parser.error("--size: at least 14 (sockperf's header)")
+    ensureTools()
+    with tempfile.TemporaryDirectory() as directory:
+        source = Path(directory) / "shim.c"
+        source.write_text(SHIM_SOURCE)
+        shim = Path(directory) / "shim.so"
+        run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"])
+        server = Server()
+        try:
+            results = measure(server, shim, args)
+        finally:
+            server.stop()
+    lines = tableLines(results)
+    load = os.getloadavg()
+    print("\n".join(lines))
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    args.output.parent.mkdir(exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {
+                "size": args.size,
+                "seconds": args.seconds,
+                "rounds": args.rounds,
+                "load_average": load,
+                "results": {
+                    scenario: {tool: asdict(f) for tool, f in tools.items()}
+                    for scenario, tools in results.items()
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def measure(
+    server: Server, shim: Path, args: argparse.Namespace
+) -> dict[str, dict[str, Figures]]:
+    """Both tools in turns, C{rounds} times, idle and busy: their medians."""
+    results: dict[str, dict[str, Figures]] = {}
+    for scenario in ("idle", "busy"):
+        runs: dict[str, list[Figures]] = {"sockperf": [], "bench": []}
+        total = args.rounds * 2 * (args.seconds + 4) + 5
+        with background(server.tcpPort, total) if scenario == "busy" else _nothing():
+            for _ in range(args.rounds):
+                runs["sockperf"].append(
+                    sockperf(shim, server.udpPort, args.size, args.seconds)
+                )
+                runs["bench"].append(bench(server.udpPort, args.size, args.seconds))
+        results[scenario] = {tool: medianFigures(r) for tool, r in runs.items()}
+    return results
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+if __name__ == "__main__":
+    main()
