@@ -8,6 +8,7 @@ part and keeps the others'.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,8 +24,10 @@ _SECTION_MARK = re.compile(r"^<!-- section: (?P<name>[\w-]+) -->\n", re.MULTILIN
 
 
 def ratio(value: float, base: float) -> str:
-    """Format C{value / base} as C{1.23x}."""
-    return f"{value / base:.2f}x" if base else "-"
+    """Format C{value / base} as C{1.23x}; C{-} without a value or a base."""
+    if not base or math.isnan(value) or math.isnan(base):
+        return "-"
+    return f"{value / base:.2f}x"
 
 
 def splitSections(text: str) -> dict[str, str]:

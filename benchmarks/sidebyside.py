@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,23 @@ class Samples:
     p99: list[float] = field(default_factory=list)
 
 
+def median(values: Sequence[float]) -> float:
+    """The median of C{values}; NaN when a server failed every round."""
+    return statistics.median(values) if values else math.nan
+
+
+def number(value: float, spec: str) -> str:
+    """C{value} formatted with C{spec}, or C{failed} for NaN."""
+    return "failed" if math.isnan(value) else format(value, spec)
+
+
 def serversTable(
     names: Sequence[str],
     samples: dict[tuple[str, str], Samples],
     idle: dict[str, float],
 ) -> list[str]:
     """The results as markdown table lines (medians, ratios to the baseline)."""
-    med = statistics.median
+    med = median
 
     def rate(name: str, workload: Workload) -> float:
         return med(samples[name, workload.name].echoesPerSecond)
@@ -62,18 +74,18 @@ def serversTable(
         one = samples[name, single.name]
         cells = [
             name,
-            f"{rate(name, heavy):,.0f}",
+            number(rate(name, heavy), ",.0f"),
             ratio(rate(name, heavy), rate(BASELINE, heavy)),
-            f"{cpu(name):.2f}",
-            f"{1e6 / cpu(name):,.0f}",
+            number(cpu(name), ".2f"),
+            number(1e6 / cpu(name), ",.0f"),
             ratio(cpu(BASELINE), cpu(name)),
-            f"{rate(name, single):,.0f}",
+            number(rate(name, single), ",.0f"),
             ratio(rate(name, single), rate(BASELINE, single)),
-            f"{med(one.p50):.0f}",
-            f"{med(one.p99):.0f}",
-            f"{rate(name, bulk):,.0f}",
+            number(med(one.p50), ".0f"),
+            number(med(one.p99), ".0f"),
+            number(rate(name, bulk), ",.0f"),
             ratio(rate(name, bulk), rate(BASELINE, bulk)),
-            f"{rate(name, bulk) * bulk.size / 1e6:,.0f}",
+            number(rate(name, bulk) * bulk.size / 1e6, ",.0f"),
             idleText(name),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -89,7 +101,7 @@ def peerTable(
     """
     if not any(name == peer for name in names):
         return []
-    med = statistics.median
+    med = median
 
     def rate(name: str, workload: Workload) -> float:
         return med(samples[name, workload.name].echoesPerSecond)
@@ -123,7 +135,7 @@ def chart(
     matplotlib.use("Agg")
     pyplot = importlib.import_module("matplotlib.pyplot")
     figure, panels = pyplot.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    med = statistics.median
+    med = median
     width = 0.8 / len(names)
 
     def perCpu(name: str, workload: Workload) -> float:
@@ -156,6 +168,55 @@ def chart(
     return True
 
 
+def measureRound(
+    arguments: argparse.Namespace,
+    loadgen: Sequence[str],
+    running: Running,
+    *,
+    rep: int,
+    samples: dict[tuple[str, str], Samples],
+    restart: Callable[[], Running],
+) -> Running:
+    """Put every workload on C{running}'s server once; record the samples.
+
+    Return the server left running (a fresh one from C{restart} if a load
+    failed).
+    """
+    server = running.server
+    for workload in WORKLOADS:
+        try:
+            result, meter = pingpongTogether(
+                [loadgen],
+                running,
+                workload,
+                arguments.seconds,
+                arguments.warmup,
+            )
+        except RuntimeError as e:
+            # A peer that stalls (rloop 0.5 did here) is reported as
+            # failed for this round, not fatal; a fresh server takes the
+            # next load.
+            print(f"round {rep + 1} {server.name:16} failed: {e}", flush=True)
+            running.stop()
+            running = restart()
+            continue
+        cpu = meter.cpuMicrosPerEcho(result["echoes"])
+        sample = samples[server.name, workload.name]
+        sample.echoesPerSecond.append(result["echoes_per_s"])
+        sample.cpuMicrosPerEcho.append(cpu)
+        sample.p50.append(result["p50_us"])
+        sample.p99.append(result["p99_us"])
+        print(
+            f"round {rep + 1} {server.name:16} {workload.name:9}"
+            f" {result['echoes_per_s']:>10,.0f} echoes/s"
+            f" {cpu:6.2f} µs CPU/echo"
+            f" p50 {result['p50_us']:.0f} µs"
+            f" p99 {result['p99_us']:.0f} µs",
+            flush=True,
+        )
+    return running
+
+
 def runServers(
     arguments: argparse.Namespace,
     loadgen: Sequence[str],
@@ -186,28 +247,14 @@ def runServers(
         for server in order:
             running = Running(server, serverCpu, logs)
             try:
-                for workload in WORKLOADS:
-                    result, meter = pingpongTogether(
-                        [loadgen],
-                        running,
-                        workload,
-                        arguments.seconds,
-                        arguments.warmup,
-                    )
-                    cpu = meter.cpuMicrosPerEcho(result["echoes"])
-                    sample = samples[server.name, workload.name]
-                    sample.echoesPerSecond.append(result["echoes_per_s"])
-                    sample.cpuMicrosPerEcho.append(cpu)
-                    sample.p50.append(result["p50_us"])
-                    sample.p99.append(result["p99_us"])
-                    print(
-                        f"round {rep + 1} {server.name:16} {workload.name:9}"
-                        f" {result['echoes_per_s']:>10,.0f} echoes/s"
-                        f" {cpu:6.2f} µs CPU/echo"
-                        f" p50 {result['p50_us']:.0f} µs"
-                        f" p99 {result['p99_us']:.0f} µs",
-                        flush=True,
-                    )
+                running = measureRound(
+                    arguments,
+                    loadgen,
+                    running,
+                    rep=rep,
+                    samples=samples,
+                    restart=partial(Running, server, serverCpu, logs),
+                )
             finally:
                 running.stop()
     for server in candidates:

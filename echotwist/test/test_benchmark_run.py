@@ -26,7 +26,7 @@ try:
     from benchmarks.control import Pinning
     from benchmarks.meter import Meter
     from benchmarks.procstat import Spread
-    from benchmarks.sidebyside import Samples, peerTable
+    from benchmarks.sidebyside import Samples, peerTable, serversTable
 except ImportError:
     # An installed echotwist.test: the lab is not shipped with it.
     skip = "needs the source tree's benchmarks package (run from its root)"
@@ -442,3 +442,14 @@ class PeerTableTests(SynchronousTestCase):
         """Without the peer in the run, no table."""
         samples = self.samples({"echotwist": [1.0, 1.0, 1.0]})
         self.assertEqual(peerTable(["echotwist"], samples, "uvloop"), [])
+
+    def test_failedServer(self) -> None:
+        """A server that failed every round shows as failed, not as an error."""
+        samples = self.samples({"uvloop": [100.0, 10.0, 40.0]})
+        for workload in catalogue.WORKLOADS:
+            samples["rloop", workload.name] = Samples()
+        lines = peerTable(["uvloop", "rloop"], samples, "uvloop")
+        self.assertEqual(lines[-1], "| rloop | - | - | - |")
+        samples.update(self.samples({"twisted": [50.0, 5.0, 20.0]}))
+        table = serversTable(["twisted", "rloop"], samples, {})
+        self.assertTrue(table[-1].startswith("| rloop | failed | - | failed |"))
