@@ -78,6 +78,7 @@ from echotwist.bench.report import (
     emit,
     fail,
     fail_,
+    intervalOf,
     openLog,
     writeMergedLog,
     writeReport,
@@ -240,8 +241,8 @@ async def runOnce(
         )
     timeline: list[Interval] = []
     observers.append(
-        lambda batch, _u, start, end, _r: timeline.append(
-            Interval.of(batch, start, end)
+        lambda batch, _u, start, end, run: timeline.append(
+            intervalOf(batch, start, end, run)
         )
     )
     progress = display(args, observers)

@@ -22,6 +22,7 @@ logs, progress) runs once per interval.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, deque
 from collections.abc import Callable
@@ -55,9 +56,11 @@ from echotwist.bench.arguments import SPIN
 from echotwist.bench.content import Payload, classifyExcess, classifyMismatch
 from echotwist.bench.results import (
     HIGHEST_US,
+    Interval,
     LatencyRecorder,
     Results,
     newHistogram,
+    quantize,
 )
 from echotwist.bench.schedule import OpenLoopSchedule, waitBefore
 from echotwist.bench.timer import Waker, makeWaker
@@ -170,6 +173,8 @@ class LoadRun:
         # UDP: datagrams lost while measuring, and echoes that came late.
         self.lost = 0
         self.late = 0
+        # The last interval measured, summarised (for the progress lines).
+        self.interval: Interval | None = None
 
     def newCid(self) -> int:
         """A connection id never used before in this run."""
@@ -637,8 +642,11 @@ async def measure(
             await flushInSlices(reactor, recorder, samples)
             for recorder, samples in taken
         ]
-        batch = batches[0]
-        uncorrected = batches[1] if run.uncorrected is not None else None
+        batch, summary = batches[0]
+        uncorrected = batches[1][0] if run.uncorrected is not None else None
+        run.interval = dataclasses.replace(
+            summary, start=previous - start, end=now - start
+        )
         if observer is not None:
             observer(batch, uncorrected, previous - start, now - start, run)
         previous = now
@@ -653,7 +661,7 @@ RECORD_SLICE = 128
 
 async def flushInSlices(
     reactor: IReactorTime, recorder: LatencyRecorder, samples: list[int]
-) -> HdrHistogram:
+) -> tuple[HdrHistogram, Interval]:
     """Record C{samples} into C{recorder}'s histogram a slice per reactor turn.
 
     Counting a second's samples and recording each distinct value in the
@@ -661,19 +669,24 @@ async def flushInSlices(
     widely spread latencies); done at once it would hold up every send
     due meanwhile, and the open loop's send delay would show a spike each
     second.  In slices of well under a millisecond, the reactor sends and
-    reads between them.  Returns the batch's own histogram.
+    reads between them.  Returns the batch's own histogram and its summary
+    (whose start and end are left at 0).
     """
-    counts: Counter[int] = Counter()
+    exact: Counter[int] = Counter()
     for first in range(0, len(samples), COUNT_SLICE):
-        counts.update(samples[first : first + COUNT_SLICE])
+        exact.update(samples[first : first + COUNT_SLICE])
         await sleep(reactor, 0)
+    counts: Counter[int] = Counter()
+    for value, count in exact.items():
+        counts[quantize(min(max(value, 0), HIGHEST_US))] += count
+    await sleep(reactor, 0)
     batch = newHistogram()
     for i, (value, count) in enumerate(counts.items()):
-        batch.record_value(min(max(value, 0), HIGHEST_US), count)
+        batch.record_value(value, count)
         if i % RECORD_SLICE == RECORD_SLICE - 1:
             await sleep(reactor, 0)
     recorder.histogram.add(batch)
-    return batch
+    return batch, Interval.ofCounts(counts, 0.0, 0.0)
 
 
 def resultsOf(run: LoadRun, seconds: float, echoes: int | None = None) -> Results:

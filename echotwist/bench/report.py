@@ -90,6 +90,13 @@ def writeReport(results: Results, args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+def intervalOf(batch: HdrHistogram, start: float, end: float, run: LoadRun) -> Interval:
+    """The interval's summary: the run's own, else worked out from C{batch}."""
+    if run.interval is not None and run.interval.end == end:
+        return run.interval
+    return Interval.of(batch, start, end)
+
+
 class IntervalLines:
     """One line per interval on standard output, kept in the scrollback.
 
@@ -106,7 +113,7 @@ class IntervalLines:
         run: LoadRun,
     ) -> None:
         """Print the interval's rate and latencies and the errors so far."""
-        line = Interval.of(batch, start, end).line(sum(run.errors.values()))
+        line = intervalOf(batch, start, end, run).line(sum(run.errors.values()))
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
@@ -153,7 +160,7 @@ class Progress:
         run: LoadRun,
     ) -> None:
         """Show the last interval's rate and median, and the errors so far."""
-        line = Interval.of(batch, start, end).line(sum(run.errors.values()))
+        line = intervalOf(batch, start, end, run).line(sum(run.errors.values()))
         from rich.text import Text
 
         # Plain Text: rich's number highlighting would only add noise.

@@ -34,11 +34,14 @@ from echotwist.bench.results import (
     LatencyRecorder,
     Results,
     childReport,
+    encodeHistogram,
     flatten,
     formatDistribution,
     formatReport,
+    highest,
     newHistogram,
     percentiles,
+    quantize,
     resultsFromChild,
 )
 from echotwist.bench.schedule import waitBefore
@@ -306,6 +309,36 @@ class OutputTests(SynchronousTestCase):
         """An interval without echoes is all zeros, not an error."""
         self.assertEqual(
             Interval.of(newHistogram(), 0.0, 1.0), Interval(0.0, 1.0, 0, 0, 0, 0)
+        )
+
+
+class QuantizeTests(SynchronousTestCase):
+    """Counting by histogram bucket changes nothing the histogram reports."""
+
+    def test_quantize(self) -> None:
+        """Below 2,048 values stay; above, they fall to their bucket's start."""
+        self.assertEqual(
+            [quantize(v) for v in (0, 1, 2047, 2048, 2049, 4097, 4099, 10**6 + 7)],
+            [0, 1, 2047, 2048, 2048, 4096, 4096, 999_936],
+        )
+        self.assertEqual([highest(v) for v in (5, 2049, 4096)], [5, 2049, 4099])
+
+    def test_sameHistogram(self) -> None:
+        """Quantized values land in the same buckets as the values themselves."""
+        values = [(i * 7919) % 3_000_000 for i in range(3000)]
+        exact, quantized = newHistogram(), newHistogram()
+        for value in values:
+            exact.record_value(value)
+            quantized.record_value(quantize(value))
+        self.assertEqual(encodeHistogram(exact), encodeHistogram(quantized))
+
+    def test_summaryOfCounts(self) -> None:
+        """The summary from counts has the histogram's p50, p99 and max."""
+        values = [(i * 7919) % 30_000 for i in range(5000)]
+        counts = Counter(quantize(value) for value in values)
+        histogram = histogramOf(values).histogram
+        self.assertEqual(
+            Interval.ofCounts(counts, 1.0, 2.0), Interval.of(histogram, 1.0, 2.0)
         )
 
 
