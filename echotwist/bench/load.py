@@ -654,9 +654,11 @@ async def measure(
             return now - start
 
 
-# Samples counted, and distinct values recorded, per reactor turn.
+# Samples counted, distinct values quantized, and buckets recorded, per
+# reactor turn: each slice well under half a millisecond here.
 COUNT_SLICE = 4096
-RECORD_SLICE = 128
+QUANTIZE_SLICE = 1024
+RECORD_SLICE = 64
 
 
 async def flushInSlices(
@@ -677,9 +679,10 @@ async def flushInSlices(
         exact.update(samples[first : first + COUNT_SLICE])
         await sleep(reactor, 0)
     counts: Counter[int] = Counter()
-    for value, count in exact.items():
+    for i, (value, count) in enumerate(exact.items()):
         counts[quantize(min(max(value, 0), HIGHEST_US))] += count
-    await sleep(reactor, 0)
+        if i % QUANTIZE_SLICE == QUANTIZE_SLICE - 1:
+            await sleep(reactor, 0)
     batch = newHistogram()
     for i, (value, count) in enumerate(counts.items()):
         batch.record_value(value, count)
