@@ -165,6 +165,25 @@ class DatagramProbe(DatagramProtocol):
     def __init__(self) -> None:
         self.waiting: Deferred[bytes] | None = None
         self.late = 0
+        # Kept when the socket opens: Twisted forgets its transport when
+        # the port closes, which it does itself on an ICMP error.
+        self.localPort = 0
+
+    def startProtocol(self) -> None:
+        """Note the port the socket was bound to."""
+        assert self.transport is not None
+        self.localPort = self.transport.getHost().port
+
+    def stopProtocol(self) -> None:
+        """The socket closed: a probe still waiting is refused.
+
+        Linux reports a connected UDP socket's ICMP port unreachable as an
+        error event with nothing to read; Twisted's epoll reactor then
+        closes the port rather than reading it, so C{connectionRefused} is
+        never called: the close is the one sign.  Closing it ourselves
+        (L{DatagramProber.reset}) forgets the probe first.
+        """
+        self.connectionRefused()
 
     def probe(self, message: bytes) -> Deferred[bytes]:
         """Send C{message} as one datagram; fire with the next reply."""
@@ -312,10 +331,9 @@ class DatagramProber:
         self.reset()
 
 
-def _localPort(protocol: DatagramProtocol) -> int:
-    """The port C{protocol}'s socket is bound to."""
-    assert protocol.transport is not None
-    return protocol.transport.getHost().port
+def _localPort(protocol: DatagramProbe) -> int:
+    """The port C{protocol}'s socket is (or was) bound to."""
+    return protocol.localPort
 
 
 def describeProbeFailure(failure: Failure, timeout: float) -> str:

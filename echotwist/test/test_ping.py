@@ -316,6 +316,20 @@ class DatagramProbeTests(SynchronousTestCase):
         failure: Failure = self.failureResultOf(d, EchoError)
         self.assertEqual(str(failure.value), "port unreachable")
 
+    def test_closedUnderIt(self) -> None:
+        """The socket closed by the reactor (how Linux's ICMP error ends a
+        connected UDP port under epoll) fails the probe in flight as
+        unreachable; closed with no probe waiting, nothing fails.
+        """
+        protocol = DatagramProbe()
+        d: Deferred[bytes] = Deferred()
+        protocol.waiting = d
+        protocol.stopProtocol()
+        failure: Failure = self.failureResultOf(d, EchoError)
+        self.assertEqual(str(failure.value), "port unreachable")
+        protocol.stopProtocol()
+        self.assertIsNone(protocol.waiting)
+
 
 SERVER = ("192.0.2.7", 7007)
 

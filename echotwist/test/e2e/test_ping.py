@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -27,6 +28,14 @@ from echotwist.test.e2e.harness import (
 
 _PROBE = re.compile(r"^5 bytes from 127\.0\.0\.1: seq=(\d+) time=\d+\.\d{3} ms$")
 _RTT = re.compile(r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$")
+
+
+def closedUdpPort() -> int:
+    """A UDP port of 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 class PingEndToEndTests(SynchronousTestCase):
@@ -164,6 +173,23 @@ class PingEndToEndTests(SynchronousTestCase):
             result.stderr,
             "echotwist.client: error: no echo from 127.0.0.1 in 2 probes\n",
         )
+
+    def test_udpClosedPort(self) -> None:
+        """A closed UDP port: each probe says port unreachable, no traceback,
+        exit 1; the one-shot client says it in one line.
+        """
+        port = closedUdpPort()
+        result = runClient(
+            "--udp", "-c", "2", "-i", "0", "-W", "5", "127.0.0.1", "hi", str(port)
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("no echo from 127.0.0.1: seq=0 port unreachable", result.stdout)
+        self.assertIn("no echo from 127.0.0.1: seq=1 port unreachable", result.stdout)
+        self.assertNotIn("Error()", result.stdout)
+        oneShot = runClient("--udp", "127.0.0.1", "hi", str(port))
+        self.assertEqual(oneShot.returncode, 1)
+        self.assertEqual(len(oneShot.stderr.splitlines()), 1, oneShot.stderr)
+        self.assertIn("port unreachable", oneShot.stderr)
 
     def test_tls(self) -> None:
         """--tls --insecure pings a TLS server; without --insecure it is refused."""
