@@ -33,6 +33,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.python.failure import Failure
 
+import echotwist
 from echotwist.client.connect import describeFailure, streamEndpoint
 from echotwist.client.oneshot import echoOver, udpEcho
 from echotwist.client.ping import DatagramProber, StreamProber, runPing
@@ -56,6 +57,7 @@ def buildParser() -> argparse.ArgumentParser:
             " like ping (-c 0: until Ctrl-C, which prints the summary)."
         ),
     )
+    parser.add_argument("--version", action="version", version=echotwist.versionText())
     parser.add_argument(
         "host",
         type=argumentType(parseHost, "host"),

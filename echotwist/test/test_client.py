@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import ConnectionCompleter, IOPump
 from twisted.trial.unittest import SynchronousTestCase
 
+from echotwist import versionText
 from echotwist.client.cli import ECHO_PORT, buildParser, main
 from echotwist.client.connect import (
     EchoError,
@@ -353,6 +354,14 @@ class ParserTests(SynchronousTestCase):
         """The port and timeout are parsed."""
         args = buildParser().parse_args(["h", "w", "5000", "--timeout", "2.5"])
         self.assertEqual((args.port, args.timeout), (5000, 2.5))
+
+    def test_version(self) -> None:
+        """C{--version} prints echotwist's version and exits 0."""
+        stdout = io.StringIO()
+        with redirect_stdout(stdout), self.assertRaises(SystemExit) as caught:
+            buildParser().parse_args(["--version"])
+        self.assertEqual(caught.exception.code, 0)
+        self.assertEqual(stdout.getvalue(), versionText() + "\n")
 
     def test_badArguments(self) -> None:
         """Missing words, bad ports and bad timeouts exit 2 with the usage line."""
