@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from functools import partial
 
+import echotwist
 from echotwist.endpoints import parseHost
 from echotwist.parsing import (
     argumentType,
@@ -169,6 +170,7 @@ def buildParser() -> argparse.ArgumentParser:
             " comparing two JSON reports."
         ),
     )
+    parser.add_argument("--version", action="version", version=echotwist.versionText())
     parser.add_argument(
         "host",
         type=argumentType(parseTarget, "host"),

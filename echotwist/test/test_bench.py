@@ -25,6 +25,7 @@ from twisted.internet.testing import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from echotwist import versionText
 from echotwist.bench import plot
 from echotwist.bench.arguments import (
     UsageError,
@@ -648,6 +649,14 @@ class HoldTests(SynchronousTestCase):
 
 class CommandLineTests(SynchronousTestCase):
     """The bench's option handling, without running anything."""
+
+    def test_version(self) -> None:
+        """C{--version} prints echotwist's version and exits 0."""
+        output = OutputCapture(self)
+        with self.assertRaises(SystemExit) as raised:
+            buildParser().parse_args(["--version"])
+        self.assertEqual(raised.exception.code, 0)
+        self.assertEqual(output.out.getvalue(), versionText() + "\n")
 
     def test_bracketedHost(self) -> None:
         """An IPv6 address may be given in brackets; they are taken off."""
