@@ -70,7 +70,7 @@ from benchmarks.clusterresults import (
     parseSession,
     phases,
 )
-from benchmarks.control import loadAverage, machine
+from benchmarks.control import TWISTD, loadAverage, machine
 from benchmarks.netfaults import CommandFailed, aptInstall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,9 +275,7 @@ def environment(**extra: str) -> dict[str, str]:
 def startServer(host: Host) -> Child:
     """C{twistd echo} on C{host}: a PROXY listener and a plain one."""
     command = [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
+        *TWISTD,
         "-n",
         "--pidfile=",
         "echo",

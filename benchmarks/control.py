@@ -24,6 +24,10 @@ from benchmarks.catalogue import Server
 # Every wait on a child process is bounded by this many seconds.
 WAIT = 60.0
 
+# The start of a command line running twistd with this interpreter, so
+# the echo plugin is found as this environment (and PYTHONPATH) has it.
+TWISTD = (sys.executable, "-c", "from twisted.scripts.twistd import run; run()")
+
 _PORT_LINES = (
     re.compile(r"^PORT (?P<port>\d+)$", re.MULTILINE),
     re.compile(r"Listening on tcp:127\.0\.0\.1:(?P<port>\d+)"),

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from benchmarks.control import TWISTD
 from benchmarks.procstat import readStatusKiB
 from benchmarks.supervisorlog import LogLine, listeningPort, workerIndex
 
@@ -107,9 +108,7 @@ class EchoServer:
         self._lock = threading.Lock()
         self._log = logPath.open("w", encoding="utf-8")
         command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
+            *TWISTD,
             "-n",
             "--pidfile=",
             "echo",
