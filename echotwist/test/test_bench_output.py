@@ -11,9 +11,11 @@ import io
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import cast
 
-from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,6 +29,7 @@ from echotwist.bench.compare import (
     formatRows,
 )
 from echotwist.bench.hlog import IntervalLogWriter, mergeLogs
+from echotwist.bench.load import COUNT_SLICE, flushInSlices
 from echotwist.bench.plot import curve, maximum, title
 from echotwist.bench.report import IntervalLines, writeReport
 from echotwist.bench.results import (
@@ -138,6 +141,37 @@ class OpenLoopTimingTests(SynchronousTestCase):
         rebuilt = resultsFromChild(json.loads(json.dumps(childReport(results))))
         assert rebuilt.delays is not None
         self.assertEqual(rebuilt.delays.get_total_count(), 2)
+
+
+class CountingClock(Clock):
+    """A clock that counts the calls scheduled on it (each a reactor turn)."""
+
+    scheduled = 0
+
+    def callLater(  # type: ignore[override]
+        self, delay: float, callable: Callable[..., object], *args: object
+    ) -> IDelayedCall:
+        """Count, then schedule as L{Clock} does."""
+        self.scheduled += 1
+        return super().callLater(delay, callable, *args)
+
+
+class FlushTests(SynchronousTestCase):
+    """The per-interval histogram work yields to the reactor between slices."""
+
+    def test_inSlices(self) -> None:
+        """20,000 samples take several reactor turns, and land whole."""
+        clock = CountingClock()
+        recorder = LatencyRecorder()
+        samples = [(i * 7919) % 50_000 for i in range(20_000)]
+        d = Deferred.fromCoroutine(flushInSlices(clock, recorder, samples))
+        self.assertNoResult(d)
+        clock.advance(0)
+        self.assertGreater(clock.scheduled, 20_000 // COUNT_SLICE)
+        batch, summary = self.successResultOf(d)
+        self.assertEqual(batch.get_total_count(), 20_000)
+        self.assertEqual(recorder.histogram.get_total_count(), 20_000)
+        self.assertEqual(summary.count, 20_000)
 
 
 class FakeTimer:
