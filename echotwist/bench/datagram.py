@@ -253,7 +253,4 @@ async def runDatagram(
         seconds = await measure(run, reactor, observer, config.warmup)
     finally:
         run.finish()
-    results = resultsOf(run, seconds)
-    results.lost = run.lost
-    results.late = run.late
-    return results
+    return resultsOf(run, seconds)

@@ -655,9 +655,13 @@ async def measure(
 
 
 # Samples counted, distinct values quantized, and buckets recorded, per
-# reactor turn: each slice well under half a millisecond here.
+# reactor turn: at most about half a millisecond each here (4,096 samples
+# took 455 us to count, 512 values 460 us to quantize, 64 buckets 243 us
+# to record).  Slices of about 30 us (256, 32, 8) were tried at 50,000
+# sends/s and were not clearly better in back-to-back runs on a VM whose
+# own noise was larger than the difference.
 COUNT_SLICE = 4096
-QUANTIZE_SLICE = 1024
+QUANTIZE_SLICE = 512
 RECORD_SLICE = 64
 
 
@@ -708,6 +712,8 @@ def resultsOf(run: LoadRun, seconds: float, echoes: int | None = None) -> Result
         uncorrected=run.uncorrected.histogram if run.uncorrected else None,
         targetRate=config.rate,
         delays=run.delays.histogram if run.delays else None,
+        lost=run.lost if config.udp else None,
+        late=run.late if config.udp else None,
     )
 
 

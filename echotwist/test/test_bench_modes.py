@@ -28,6 +28,7 @@ from echotwist.bench.load import (
     LoadRun,
     SetupError,
     describeConnectFailure,
+    resultsOf,
     runConnect,
 )
 from echotwist.bench.results import Results
@@ -175,6 +176,12 @@ class DatagramTests(SynchronousTestCase):
         connection.datagramReceived(lost, SERVER)
         connection.datagramReceived(b"x" * 16, SERVER)
         self.assertEqual((run.late, run.errors), (1, Counter(corrupt=1)))
+
+    def test_partialReportCountsLoss(self) -> None:
+        """A report of the run so far (after a signal) has its losses too."""
+        _, _, run, _ = self.connection()
+        run.lost = 3
+        self.assertEqual(resultsOf(run, 1.0).lost, 3)
 
     def test_refused(self) -> None:
         """An ICMP port unreachable while measuring is an error."""
