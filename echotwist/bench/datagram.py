@@ -30,6 +30,7 @@ from echotwist.bench.load import (
     IntervalObserver,
     LoadConfig,
     LoadRun,
+    Sending,
     SetupError,
     measure,
     resultsOf,
@@ -48,23 +49,13 @@ class Refused(Exception):
 REMEMBER_LOST = 1024
 
 
-class DatagramConnection(DatagramProtocol):
+class DatagramConnection(Sending, DatagramProtocol):
     """One UDP socket of a C{--udp} run: send, verify each echo, count losses."""
 
     noisy = False
 
     def __init__(self, run: LoadRun, slot: int, cid: int) -> None:
-        self.run = run
-        self.slot = slot
-        self.cid = cid
-        self.seq = 0
-        self.payload = run.payload
-        self.pipeline = run.config.pipeline
-        self.openLoop = run.openLoop
-        self.now = run.now
-        # (message, intended send time, actual send time), oldest first.
-        self.inflight: deque[tuple[bytes, float, float]] = deque()
-        self.backlog: deque[float] = deque()
+        Sending.__init__(self, run, slot, cid)
         self.lost: deque[bytes] = deque(maxlen=REMEMBER_LOST)
         self.port: IListeningPort | None = None
         self.answered: Deferred[None] | None = None
@@ -74,42 +65,20 @@ class DatagramConnection(DatagramProtocol):
         assert self.transport is not None
         self.transport.connect(self.run.address, self.run.config.port)
 
-    def start(self) -> None:
-        """Closed loop: put C{pipeline} datagrams in flight."""
-        if not self.openLoop:
-            for _ in range(self.pipeline):
-                self.send()
-
     def probe(self) -> Deferred[None]:
         """Send one datagram; fire when its echo is back (before the run)."""
         self.answered = Deferred()
         self.send()
         return self.answered
 
-    def send(self, intended: float | None = None) -> None:
-        """Send the next datagram; open loop, the one due at C{intended}.
+    def nextMessage(self) -> bytes:
+        """The next datagram, numbered (a repeat would meet the server's loop guard)."""
+        return self.payload.numbered(self.cid, self.seq)
 
-        As L{echotwist.bench.load.LoadConnection.send}: the clock is read
-        just before the write, and an open-loop send's lateness recorded.
-        """
-        message = self.payload.numbered(self.cid, self.seq)
-        self.seq += 1
-        sent = self.now()
-        if intended is None:
-            intended = sent
-        elif self.run.measuring:
-            assert self.run.delays is not None
-            self.run.delays.samples.append(int((sent - intended) * 1e6))
-        self.inflight.append((message, intended, sent))
+    def writeMessage(self, message: bytes) -> None:
+        """Send C{message} as one datagram to the connected server."""
         assert self.transport is not None
         self.transport.write(message, None)
-
-    def sendScheduled(self, intended: float) -> None:
-        """Open loop: send now, or as soon as fewer than C{pipeline} are out."""
-        if len(self.inflight) < self.pipeline:
-            self.send(intended)
-        else:
-            self.backlog.append(intended)
 
     def datagramReceived(self, datagram: bytes, addr: object) -> None:
         """Match the echo with its datagram; then make any send due by now."""
@@ -135,25 +104,12 @@ class DatagramConnection(DatagramProtocol):
 
     def echoed(self, intended: float, sent: float, now: float) -> None:
         """Record one verified echo and send the next datagram."""
-        run = self.run
         if self.answered is not None:
             answered, self.answered = self.answered, None
             answered.callback(None)
             return
-        if run.measuring:
-            run.recorder.samples.append(int((now - intended) * 1e6))
-            if run.uncorrected is not None:
-                run.uncorrected.samples.append(int((now - sent) * 1e6))
-        self.next(now)
-
-    def next(self, now: float) -> None:
-        """One datagram is out of flight: send the next one, if the run goes on."""
-        if not self.run.running:
-            return
-        if not self.openLoop:
-            self.send()
-        elif self.backlog:
-            self.send(self.backlog.popleft())
+        self.recordEcho(intended, sent, now)
+        self.sendNext()
 
     def sweep(self, now: float, timeout: float) -> None:
         """Count the datagrams out for longer than C{timeout} as lost."""
@@ -163,7 +119,7 @@ class DatagramConnection(DatagramProtocol):
             self.lost.append(message)
             if self.run.measuring:
                 self.run.lost += 1
-            self.next(now)
+            self.sendNext()
 
     def connectionRefused(self) -> None:
         """An ICMP port unreachable: nothing listens there (the datagram is lost)."""

@@ -359,9 +359,13 @@ class LoadRun:
                 connection.abort()
 
 
-@implementer(IHandshakeListener)
-class LoadConnection(Protocol):
-    """One pingpong connection: send, verify every echoed byte, repeat."""
+class Sending:
+    """The sending side every load socket shares: what is in flight, the
+    schedule, and what each verified echo records.
+
+    A subclass (L{LoadConnection}, L{echotwist.bench.datagram.DatagramConnection})
+    says how a message is made (L{nextMessage}) and written (L{writeMessage}).
+    """
 
     def __init__(self, run: LoadRun, slot: int, cid: int) -> None:
         self.run = run
@@ -372,9 +376,74 @@ class LoadConnection(Protocol):
         self.pipeline = run.config.pipeline
         self.openLoop = run.openLoop
         self.now = run.now
-        # (message, intended send time, actual send time) per echo due.
+        # (message, intended send time, actual send time) per echo due,
+        # oldest first.
         self.inflight: deque[tuple[bytes, float, float]] = deque()
         self.backlog: deque[float] = deque()
+
+    def nextMessage(self) -> bytes:
+        """The message with sequence number C{self.seq}."""
+        raise NotImplementedError
+
+    def writeMessage(self, message: bytes) -> None:
+        """Put C{message} on the wire."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Closed loop: put C{pipeline} messages in flight."""
+        if not self.openLoop:
+            for _ in range(self.pipeline):
+                self.send()
+
+    def send(self, intended: float | None = None) -> None:
+        """Send the next message; open loop, the one due at C{intended}.
+
+        The clock is read just before the write, so that a latency from
+        the actual send holds none of this side's own work before it;
+        in open loop, how late that is against C{intended} is recorded.
+        """
+        message = self.nextMessage()
+        self.seq += 1
+        sent = self.now()
+        if intended is None:
+            intended = sent
+        elif self.run.measuring:
+            assert self.run.delays is not None
+            self.run.delays.samples.append(int((sent - intended) * 1e6))
+        self.inflight.append((message, intended, sent))
+        self.writeMessage(message)
+
+    def sendScheduled(self, intended: float) -> None:
+        """Open loop: send now, or as soon as the pipeline has room."""
+        if len(self.inflight) < self.pipeline:
+            self.send(intended)
+        else:
+            self.backlog.append(intended)
+
+    def recordEcho(self, intended: float, sent: float, now: float) -> None:
+        """Record the latency of one verified echo, while measuring."""
+        run = self.run
+        if run.measuring:
+            run.recorder.samples.append(int((now - intended) * 1e6))
+            if run.uncorrected is not None:
+                run.uncorrected.samples.append(int((now - sent) * 1e6))
+
+    def sendNext(self) -> None:
+        """One message is out of flight: send the next one, if the run goes on."""
+        if not self.run.running:
+            return
+        if not self.openLoop:
+            self.send()
+        elif self.backlog:
+            self.send(self.backlog.popleft())
+
+
+@implementer(IHandshakeListener)
+class LoadConnection(Sending, Protocol):
+    """One pingpong connection: send, verify every echoed byte, repeat."""
+
+    def __init__(self, run: LoadRun, slot: int, cid: int) -> None:
+        Sending.__init__(self, run, slot, cid)
         self.pending = b""
         self.previous: bytes | None = None
         self.failed = False
@@ -400,32 +469,12 @@ class LoadConnection(Protocol):
         if self.run.begun:
             self.start()
 
-    def start(self) -> None:
-        """Closed loop: put C{pipeline} messages in flight."""
-        if not self.openLoop:
-            for _ in range(self.pipeline):
-                self.send()
+    def nextMessage(self) -> bytes:
+        """The next message, numbered for this connection."""
+        return self.payload.message(self.cid, self.seq)
 
-    def send(self, intended: float | None = None) -> None:
-        """Send the next message; open loop, the one due at C{intended}.
-
-        The clock is read just before the write, so that a latency from
-        the actual send holds none of this side's own work before it;
-        in open loop, how late that is against C{intended} is recorded.
-        """
-        message = self.payload.message(self.cid, self.seq)
-        self.seq += 1
-        sent = self.now()
-        if intended is None:
-            intended = sent
-        elif self.run.measuring:
-            assert self.run.delays is not None
-            self.run.delays.samples.append(int((sent - intended) * 1e6))
-        self.inflight.append((message, intended, sent))
-        self.write(message)
-
-    def write(self, data: bytes) -> None:
-        """Write C{data}: straight to the socket when nothing is queued.
+    def write(self, message: bytes) -> None:
+        """Write C{message}: straight to the socket when nothing is queued.
 
         C{transport.write} only queues: the bytes leave on the reactor's
         next turn, after every other ready connection has been read, at the
@@ -436,14 +485,10 @@ class LoadConnection(Protocol):
         goes through C{transport.write} as usual.
         """
         assert self.transport is not None
-        sendNow(self.transport, data)
+        sendNow(self.transport, message)
 
-    def sendScheduled(self, intended: float) -> None:
-        """Open loop: send now, or as soon as the pipeline has room."""
-        if len(self.inflight) < self.pipeline:
-            self.send(intended)
-        else:
-            self.backlog.append(intended)
+    # Sending writes each message this way: no extra call per send.
+    writeMessage = write
 
     def dataReceived(self, data: bytes) -> None:
         """Verify the echo; the common case is one whole message per read.
@@ -496,17 +541,8 @@ class LoadConnection(Protocol):
     def echoed(self, message: bytes, intended: float, sent: float, now: float) -> None:
         """Record one verified echo and send the next message."""
         self.previous = message
-        run = self.run
-        if run.measuring:
-            run.recorder.samples.append(int((now - intended) * 1e6))
-            if run.uncorrected is not None:
-                run.uncorrected.samples.append(int((now - sent) * 1e6))
-        if not run.running:
-            return
-        if not self.openLoop:
-            self.send()
-        elif self.backlog:
-            self.send(self.backlog.popleft())
+        self.recordEcho(intended, sent, now)
+        self.sendNext()
 
     def oldestSend(self, now: float) -> float:
         """How long the oldest echo still due has been waiting (0 if none)."""
