@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from benchmarks.netfaults import CommandFailed, run
+from benchmarks.netfaults import deleteNamespaces, run
 
 SUBNET = "10.204.0.0/24"
 PREFIX = 24
@@ -110,11 +110,6 @@ class Cluster:
 
         Return the errors, if any, rather than raising: teardown goes on.
         """
-        errors = []
-        for namespace in reversed(self.made):
-            try:
-                run(["ip", "netns", "del", namespace])
-            except CommandFailed as e:
-                errors.append(str(e))
+        errors = deleteNamespaces(self.made)
         self.made = []
         return errors

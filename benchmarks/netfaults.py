@@ -160,12 +160,7 @@ class NamespacePair:
 
         Return the errors, if any, rather than raising: teardown goes on.
         """
-        errors = []
-        for namespace in reversed(self.made):
-            try:
-                run(["ip", "netns", "del", namespace])
-            except CommandFailed as e:
-                errors.append(str(e))
+        errors = deleteNamespaces(self.made)
         self.made = []
         return errors
 
@@ -275,3 +270,17 @@ class NamespacePair:
             run(
                 self.inNamespace(namespace, ["tc", "qdisc", "del", "dev", link, "root"])
             )
+
+
+def deleteNamespaces(namespaces: list[str]) -> list[str]:
+    """Delete C{namespaces}, newest first (their links go with them).
+
+    Return the errors, if any, rather than raising: teardown goes on.
+    """
+    errors = []
+    for namespace in reversed(namespaces):
+        try:
+            run(["ip", "netns", "del", namespace])
+        except CommandFailed as e:
+            errors.append(str(e))
+    return errors
