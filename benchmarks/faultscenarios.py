@@ -136,6 +136,30 @@ def takeProber(row: Row, job: Job) -> dict[str, Any] | None:
     return report
 
 
+def startLoad(
+    children: Children, server: EchoServer, s: Settings
+) -> tuple[Job, Job, float]:
+    """Start the prober, then the open-loop bench, against C{server}.
+
+    Return both jobs and when the bench starts measuring.
+    """
+    prober = startProber(
+        children, "127.0.0.1", server.port, seconds=s.window + s.warmup + 4
+    )
+    # The prober connects first, so its count covers the bench's set-up.
+    time.sleep(0.5)
+    bench = startBench(
+        children,
+        "127.0.0.1",
+        server.port,
+        connections=s.connections,
+        rate=s.rate,
+        seconds=s.window,
+        warmup=s.warmup,
+    )
+    return prober, bench, bench.started + SETUP + s.warmup
+
+
 def runKills(children: Children, settings: Settings) -> Row:
     """Kill -9 the longest-running worker every period, under load."""
     s = settings
@@ -145,20 +169,7 @@ def runKills(children: Children, settings: Settings) -> Row:
     done: list[Kill] = []
     missing = 0
     try:
-        prober = startProber(
-            children, "127.0.0.1", server.port, seconds=s.window + s.warmup + 4
-        )
-        time.sleep(0.5)
-        bench = startBench(
-            children,
-            "127.0.0.1",
-            server.port,
-            connections=s.connections,
-            rate=s.rate,
-            seconds=s.window,
-            warmup=s.warmup,
-        )
-        measuring = bench.started + SETUP + s.warmup
+        prober, bench, measuring = startLoad(children, server, s)
         for k in range(1, kills + 1):
             sleepUntil(measuring + k * s.period)
             victim = oldestWorker(server.workerPids())
@@ -233,20 +244,7 @@ def runReloads(children: Children, settings: Settings) -> Row:
     server = EchoServer(children, s.logDir / "sighup.log", s.workers)
     sent: list[tuple[float, list[int]]] = []
     try:
-        prober = startProber(
-            children, "127.0.0.1", server.port, seconds=s.window + s.warmup + 4
-        )
-        time.sleep(0.5)
-        bench = startBench(
-            children,
-            "127.0.0.1",
-            server.port,
-            connections=s.connections,
-            rate=s.rate,
-            seconds=s.window,
-            warmup=s.warmup,
-        )
-        measuring = bench.started + SETUP + s.warmup
+        prober, bench, measuring = startLoad(children, server, s)
         for k in range(1, reloads + 1):
             sleepUntil(measuring + k * s.period)
             if not server.alive():
