@@ -76,6 +76,12 @@ def servers(python: str) -> list[Server]:
             " plugin chooses)",
         ),
         Server(
+            "echotwist-python",
+            ("env", "ECHOTWIST_PURE_PYTHON=1", *twistd, *echotwist, "echo", *listen),
+            "the default command with its C speedups turned off: the echo path"
+            " in Python (echotwist.internals.speedups)",
+        ),
+        Server(
             "echotwist-poll",
             (*twistd, *echotwist, "-r", "poll", "echo", *listen),
             "twistd -r poll echo",

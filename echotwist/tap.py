@@ -19,6 +19,7 @@ from twisted.internet.interfaces import (
     IReactorUDP,
     IStreamServerEndpoint,
 )
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.reflect import fullyQualifiedName
 
@@ -33,7 +34,8 @@ from echotwist.endpoints import (
 from echotwist.internals.emfile import guardAccept
 from echotwist.internals.leanserver import useLeanServer
 from echotwist.internals.proxyheader import ProxyHeaderEndpoint
-from echotwist.logging import LogLevelsService, parseLogLevel
+from echotwist.internals.speedups import describeEchoPath
+from echotwist.logging import LogLevelsService, logObserver, parseLogLevel
 from echotwist.parsing import parseCount, parseRate, parseSeconds
 from echotwist.protocol import EchoFactory
 from echotwist.server import limits
@@ -52,6 +54,8 @@ from echotwist.server.udp import (
 from echotwist.workers.restarts import DEFAULT_LIMIT, DEFAULT_WINDOW
 
 T = TypeVar("T")
+
+_log = Logger(observer=logObserver)
 
 
 def _checked(parse: Callable[[str], T], option: str, text: str) -> T:
@@ -477,6 +481,7 @@ def makeService(options: Options) -> MultiService:
         pool.setServiceParent(supervisor)
         return supervisor
     reactor = options.reactor
+    _log.info("Echo path {path}", path=describeEchoPath())
     stats = ServerStats()
     worker = options.get("worker")
     if worker is not None:

@@ -15,6 +15,10 @@ peer's end), is dispatched in the loop itself: C{doRead}, then the
 disconnection C{_doReadOrWrite} would make of its result.  Any other
 event (writable, hang-up, error) goes through C{_doReadOrWrite}.
 
+Where the C speedups are built (L{echotwist.internals.speedups}), the
+same loop runs in C, and reads a L{LeanServer} that is only readable
+without calling its C{doRead} (it does what C{doRead} does).
+
 Linux only (epoll); this module is imported only when the reactor is
 chosen.  Twisted internals relied on (pinned by
 C{echotwist.test.test_fastepoll}): the epoll reactor's C{_poller},
@@ -26,10 +30,15 @@ from __future__ import annotations
 
 import errno
 from select import EPOLLIN
+from types import ModuleType
 
+from twisted.internet import main
 from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from echotwist.internals.leanserver import LeanServer
+from echotwist.internals.speedups import builtSpeedups
 from echotwist.logging import logObserver
 
 
@@ -38,10 +47,36 @@ class FastEPollReactor(EPollReactor):
 
     _log = Logger(observer=logObserver)
 
+    def __init__(self, speedups: ModuleType | None = builtSpeedups) -> None:
+        """Dispatch in C with C{speedups}' C{Dispatcher} if given (by default
+        the built extension, L{echotwist.internals.speedups}), else in Python.
+        """
+        EPollReactor.__init__(self)
+        # The dispatcher keeps the selectables dict: the epoll reactor makes
+        # it once, in __init__, and only ever changes its contents.
+        self._dispatcher = (
+            None
+            if speedups is None
+            else speedups.Dispatcher(
+                self._selectables,
+                LeanServer,
+                self._dispatch,
+                self._disconnectSelectable,
+                self._readFailed,
+                main.CONNECTION_DONE,
+                main.CONNECTION_LOST,
+            )
+        )
+
     def doPoll(self, timeout: float | None) -> None:
         """Poll once and dispatch each ready descriptor directly."""
+        # As EPollReactor.doPoll: at most as many events as descriptors.
+        if self._dispatcher is not None:
+            self._dispatcher.poll(
+                self._poller.fileno(), timeout, len(self._selectables)
+            )
+            return
         try:
-            # As EPollReactor.doPoll: at most as many events as descriptors.
             events = self._poller.poll(
                 -1 if timeout is None else timeout, len(self._selectables)
             )
@@ -54,31 +89,41 @@ class FastEPollReactor(EPollReactor):
             # A descriptor removed by an earlier event of this batch is
             # skipped, as EPollReactor does.
             selectable = selectables.get(fd)
-            if selectable is None:
-                continue
-            if event == EPOLLIN:
-                # Only readable: as _doReadOrWrite would, read, then drop
-                # the connection if the read says it is over.
-                try:
-                    why = selectable.doRead()
-                except KeyboardInterrupt:
-                    # As log.callWithLogger: Ctrl-C stops the reactor.
-                    raise
-                except BaseException as e:
-                    self._log.failure("Unhandled error reading {fd}", fd=fd)
-                    why = e
-                if why:
-                    self._disconnectSelectable(selectable, why, True)
-                continue
+            if selectable is not None:
+                self._dispatch(selectable, fd, event)
+
+    doIteration = doPoll
+
+    def _dispatch(self, selectable: object, fd: int, event: int) -> None:
+        # One ready descriptor (the C dispatcher's calls here are for
+        # anything but a LeanServer that is only readable).
+        if event == EPOLLIN:
+            # Only readable: as _doReadOrWrite would, read, then drop the
+            # connection if the read says it is over.
             try:
-                self._doReadOrWrite(selectable, fd, event)
+                why = selectable.doRead()  # type: ignore[attr-defined]
             except KeyboardInterrupt:
                 # As log.callWithLogger: Ctrl-C stops the reactor.
                 raise
-            except BaseException:
-                self._log.failure("Unhandled error dispatching {fd}", fd=fd)
+            except BaseException as e:
+                self._readFailed(selectable, fd, e)
+                return
+            if why:
+                self._disconnectSelectable(selectable, why, True)
+            return
+        try:
+            self._doReadOrWrite(selectable, fd, event)
+        except KeyboardInterrupt:
+            # As log.callWithLogger: Ctrl-C stops the reactor.
+            raise
+        except BaseException:
+            self._log.failure("Unhandled error dispatching {fd}", fd=fd)
 
-    doIteration = doPoll
+    def _readFailed(self, selectable: object, fd: int, error: BaseException) -> None:
+        # A read raised: logged, and the connection dropped with the error
+        # as the reason, as _doReadOrWrite does.
+        self._log.failure("Unhandled error reading {fd}", Failure(error), fd=fd)
+        self._disconnectSelectable(selectable, error, True)
 
 
 def install() -> None:

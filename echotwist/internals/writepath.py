@@ -26,8 +26,12 @@ are empty exactly when nothing is waiting to be sent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet import abstract, tcp, unix
 from twisted.internet.interfaces import ITransport
+
+from echotwist.internals.speedups import builtSpeedups
 
 # Twisted's buffered write, which every class below inherits unchanged.
 _bufferedWrite = abstract.FileDescriptor.write
@@ -61,13 +65,14 @@ def _isIdleOpen(connection: tcp.Connection) -> bool:
     )
 
 
-def writeAtOnce(connection: tcp.Connection, data: bytes) -> None:
+def pythonWriteAtOnce(connection: tcp.Connection, data: bytes) -> None:
     """Write C{data}, sending it at once if nothing is buffered.
 
     Equivalent to Twisted's C{write(data)} in what reaches the peer and in
     what order; what the kernel does not take at once is buffered by that
     C{write}, with its flow control.  A connection class uses it as its
-    C{write} method.
+    C{write} method.  L{writeAtOnce} is this function, or its copy in C
+    (L{echotwist.internals.speedups}) where that is built.
     """
     # _isIdleOpen, inlined: this runs once per echo.
     if (
@@ -92,6 +97,12 @@ def writeAtOnce(connection: tcp.Connection, data: bytes) -> None:
         return
     if sent < len(data):
         _bufferedWrite(connection, data[sent:])
+
+
+# The write in use: the C speedups' (the same statements) when built.
+writeAtOnce: Callable[[tcp.Connection, bytes], None] = (
+    pythonWriteAtOnce if builtSpeedups is None else builtSpeedups.writeAtOnce
+)
 
 
 def sendNow(transport: ITransport, data: bytes) -> None:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket as socket_
+from types import ModuleType
+from typing import cast
 
 from twisted.application.reactors import IReactorInstaller
-from twisted.internet.error import ConnectionDone
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.main import CONNECTION_DONE
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.plugin import getPlugins
 from twisted.python import context
 from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.internals.leanserver import LeanServer
+from echotwist.internals.speedups import builtSpeedups
+from echotwist.test.transports import FakeSocket
 
 try:
     from twisted.internet.epollreactor import EPollReactor
@@ -117,9 +127,13 @@ def pollOnce(
     reactor.doPoll(0)
 
 
-def newReactor(test: SynchronousTestCase, kind: type[EPollReactor]) -> EPollReactor:
-    """A reactor of C{kind} (not installed), closed at cleanup."""
-    reactor = kind()
+def newReactor(
+    test: SynchronousTestCase, kind: type[EPollReactor], *arguments: object
+) -> EPollReactor:
+    """A reactor of C{kind} made with C{arguments} (not installed), closed at
+    cleanup.
+    """
+    reactor = kind(*arguments)
 
     def close() -> None:
         reactor.removeAll()
@@ -129,10 +143,171 @@ def newReactor(test: SynchronousTestCase, kind: type[EPollReactor]) -> EPollReac
     return reactor
 
 
+class PipeSocket(FakeSocket):
+    """A fake socket whose descriptor is a pipe's reading end, so that epoll
+    reports it readable once the pipe has a byte; C{recv} gives what the
+    test put in C{incoming}, as L{FakeSocket}'s does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readEnd, self.writeEnd = os.pipe()
+        os.write(self.writeEnd, b"x")
+
+    def fileno(self) -> int:
+        """The pipe's reading end."""
+        return self.readEnd
+
+    def closePipe(self) -> None:
+        """Close both ends."""
+        os.close(self.readEnd)
+        os.close(self.writeEnd)
+
+
+class Receiver(Protocol):
+    """Records what it receives and how it was closed; may raise on data."""
+
+    def __init__(self, failing: BaseException | None = None) -> None:
+        self.received: list[bytes] = []
+        self.lost: list[Failure] = []
+        self.failing = failing
+
+    def dataReceived(self, data: bytes) -> None:
+        """Record C{data}, then raise if told to."""
+        self.received.append(data)
+        if self.failing is not None:
+            raise self.failing
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Record the reason."""
+        self.lost.append(reason)
+
+
 class FastEPollReactorTests(SynchronousTestCase):
     """L{FastEPollReactor} dispatches as the epoll reactor, minus the context."""
 
     skip = EPOLL_MISSING
+    # How it dispatches: in Python here, in C below.
+    speedups: ModuleType | None = None
+
+    def fastReactor(self) -> EPollReactor:
+        """A L{FastEPollReactor} dispatching as this test case says."""
+        return newReactor(self, FastEPollReactor, self.speedups)
+
+    def readyLeanServer(
+        self, reactor: EPollReactor, incoming: list[bytes | OSError], protocol: Receiver
+    ) -> LeanServer:
+        """A L{LeanServer} reading from a readable L{PipeSocket} on C{reactor}."""
+        socket = PipeSocket()
+        socket.incoming = incoming
+        self.addCleanup(socket.closePipe)
+        transport = LeanServer(
+            cast(socket_.socket, socket),
+            protocol,
+            ("127.0.0.1", 40000),
+            tcp.Port(0, Factory.forProtocol(Protocol), reactor=reactor),
+            1,
+            reactor,
+        )
+        protocol.makeConnection(transport)
+        # Registered here (Echo would register itself as a producer), and
+        # unregistered before its pipe closes (cleanups run last first).
+        reactor.addReader(transport)
+        self.addCleanup(reactor.removeReader, transport)
+        return transport
+
+    def test_leanServerRead(self) -> None:
+        """A readable L{LeanServer}'s bytes go to its protocol, as C{doRead}."""
+        reactor = self.fastReactor()
+        protocol = Receiver()
+        transport = self.readyLeanServer(reactor, [b"hello"], protocol)
+        reactor.doPoll(0)
+        self.assertEqual(protocol.received, [b"hello"])
+        self.assertIn(transport, reactor.getReaders())
+        self.assertEqual(protocol.lost, [])
+
+    def test_leanServerReadsBufferSize(self) -> None:
+        """One read takes at most the transport's C{bufferSize} bytes."""
+        reactor = self.fastReactor()
+        protocol = Receiver()
+        big = b"y" * (LeanServer.bufferSize + 10)
+        self.readyLeanServer(reactor, [big], protocol)
+        reactor.doPoll(0)
+        self.assertEqual(protocol.received, [big[: LeanServer.bufferSize]])
+
+    def test_leanServerNothingThere(self) -> None:
+        """A read that would block changes nothing."""
+        reactor = self.fastReactor()
+        protocol = Receiver()
+        transport = self.readyLeanServer(reactor, [], protocol)
+        reactor.doPoll(0)
+        self.assertEqual((protocol.received, protocol.lost), ([], []))
+        self.assertIn(transport, reactor.getReaders())
+
+    def test_leanServerEndOfInput(self) -> None:
+        """The peer's end (an empty read) closes the connection as done."""
+        reactor = self.fastReactor()
+        protocol = Receiver()
+        transport = self.readyLeanServer(reactor, [b""], protocol)
+        reactor.doPoll(0)
+        self.assertEqual(len(protocol.lost), 1)
+        self.assertIsInstance(protocol.lost[0].value, ConnectionDone)
+        self.assertNotIn(transport, reactor.getReaders())
+
+    def test_leanServerReadError(self) -> None:
+        """A read error closes the connection as lost."""
+        reactor = self.fastReactor()
+        protocol = Receiver()
+        reset = ConnectionResetError(errno.ECONNRESET, "reset")
+        transport = self.readyLeanServer(reactor, [reset], protocol)
+        reactor.doPoll(0)
+        self.assertEqual(len(protocol.lost), 1)
+        self.assertIsInstance(protocol.lost[0].value, ConnectionLost)
+        self.assertNotIn(transport, reactor.getReaders())
+
+    def test_leanServerProtocolError(self) -> None:
+        """A protocol's exception is logged and closes its connection with it."""
+        reactor = self.fastReactor()
+        bug = ZeroDivisionError("a bug in a protocol")
+        protocol = Receiver(failing=bug)
+        transport = self.readyLeanServer(reactor, [b"hello"], protocol)
+        reactor.doPoll(0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len(protocol.lost), 1)
+        self.assertIs(protocol.lost[0].value, bug)
+        self.assertNotIn(transport, reactor.getReaders())
+
+    def test_leanServerKeyboardInterrupt(self) -> None:
+        """Ctrl-C in a protocol stops the reactor; the connection stays."""
+        reactor = self.fastReactor()
+        protocol = Receiver(failing=KeyboardInterrupt())
+        transport = self.readyLeanServer(reactor, [b"hello"], protocol)
+        self.assertRaises(KeyboardInterrupt, reactor.doPoll, 0)
+        self.assertEqual(self.flushLoggedErrors(KeyboardInterrupt), [])
+        self.assertIn(transport, reactor.getReaders())
+
+    def test_removedEarlierInTheBatchSkipped(self) -> None:
+        """A descriptor removed by an earlier event of the same poll is skipped."""
+        reactor = self.fastReactor()
+        transports: list[LeanServer] = []
+
+        class Remover(Receiver):
+            # On data, unregister every other connection.
+            def dataReceived(self, data: bytes) -> None:
+                super().dataReceived(data)
+                for transport in transports:
+                    if transport.protocol is not self:
+                        reactor.removeReader(transport)
+
+        removers = [Remover(), Remover()]
+        for remover in removers:
+            transports.append(self.readyLeanServer(reactor, [b"x"], remover))
+        # Both are ready in the same poll; whichever is dispatched first
+        # removes the other, which must then not be read.
+        reactor.doPoll(0)
+        self.assertEqual(sum(len(r.received) for r in removers), 1)
+        readers = reactor.getReaders()
+        self.assertEqual(sum(t in readers for t in transports), 1)
 
     def test_internals(self) -> None:
         """The epoll reactor still has the poller, map and dispatcher used."""
@@ -150,7 +325,7 @@ class FastEPollReactorTests(SynchronousTestCase):
 
     def test_dispatchesWithoutContext(self) -> None:
         """A ready descriptor is read, with no per-event logging context."""
-        reactor = newReactor(self, FastEPollReactor)
+        reactor = self.fastReactor()
         reader = PipeReader()
         pollOnce(self, reactor, reader)
         self.assertEqual(reader.read, b"x")
@@ -159,7 +334,7 @@ class FastEPollReactorTests(SynchronousTestCase):
 
     def test_errorDisconnectsAndIsLogged(self) -> None:
         """A handler's exception is logged and disconnects its descriptor."""
-        reactor = newReactor(self, FastEPollReactor)
+        reactor = self.fastReactor()
         reader = PipeReader(failing=ZeroDivisionError("a bug in a protocol"))
         pollOnce(self, reactor, reader)
         self.assertEqual(len(reader.lost), 1)
@@ -168,7 +343,7 @@ class FastEPollReactorTests(SynchronousTestCase):
 
     def test_keyboardInterruptPropagates(self) -> None:
         """Ctrl-C during a read stops the reactor, as C{callWithLogger} lets it."""
-        reactor = newReactor(self, FastEPollReactor)
+        reactor = self.fastReactor()
         reader = PipeReader(failing=KeyboardInterrupt())
         self.assertRaises(KeyboardInterrupt, pollOnce, self, reactor, reader)
         self.assertEqual(self.flushLoggedErrors(KeyboardInterrupt), [])
@@ -180,7 +355,7 @@ class FastEPollReactorTests(SynchronousTestCase):
             def _doReadOrWrite(self, selectable: object, fd: int, event: int) -> None:
                 raise KeyboardInterrupt
 
-        reactor = newReactor(self, InterruptedReactor)
+        reactor = newReactor(self, InterruptedReactor, self.speedups)
         self.assertRaises(KeyboardInterrupt, writeOnce, self, reactor, PipeWriter())
         self.assertEqual(self.flushLoggedErrors(KeyboardInterrupt), [])
 
@@ -191,13 +366,13 @@ class FastEPollReactorTests(SynchronousTestCase):
             def _doReadOrWrite(self, selectable: object, fd: int, event: int) -> None:
                 raise ValueError("a bug in dispatch")
 
-        reactor = newReactor(self, BrokenReactor)
+        reactor = newReactor(self, BrokenReactor, self.speedups)
         writeOnce(self, reactor, PipeWriter())
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_writableThroughUpstream(self) -> None:
         """A writable descriptor is handled by C{_doReadOrWrite}: C{doWrite}."""
-        reactor = newReactor(self, FastEPollReactor)
+        reactor = self.fastReactor()
         writer = PipeWriter()
         writeOnce(self, reactor, writer)
         self.assertEqual(writer.writes, 1)
@@ -207,7 +382,9 @@ class FastEPollReactorTests(SynchronousTestCase):
         in the fast path as in the epoll reactor's C{_doReadOrWrite} (pinned).
         """
         for kind in (EPollReactor, FastEPollReactor):
-            reactor = newReactor(self, kind)
+            reactor = newReactor(
+                self, kind, *(() if kind is EPollReactor else (self.speedups,))
+            )
             reader = PipeReader(result=CONNECTION_DONE)
             pollOnce(self, reactor, reader)
             self.assertEqual(len(reader.lost), 1, kind)
@@ -218,3 +395,12 @@ class FastEPollReactorTests(SynchronousTestCase):
         """C{twistd -r fastepoll} finds the reactor plugin."""
         names = [r.shortName for r in getPlugins(IReactorInstaller)]
         self.assertIn("fastepoll", names)
+
+
+class NativeFastEPollReactorTests(FastEPollReactorTests):
+    """The same, dispatching with the C speedups' C{Dispatcher}."""
+
+    skip = EPOLL_MISSING or (
+        "the C speedups are not built" if builtSpeedups is None else None
+    )
+    speedups = builtSpeedups

@@ -21,7 +21,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from echotwist.internals.leanserver import LeanServer, SendingUNIXServer
-from echotwist.internals.writepath import canSendNow, sendNow, writeAtOnce
+from echotwist.internals.speedups import builtSpeedups
+from echotwist.internals.writepath import (
+    canSendNow,
+    pythonWriteAtOnce,
+    sendNow,
+    writeAtOnce,
+)
 from echotwist.protocol import Echo, EchoFactory
 from echotwist.test.transports import FakeSocket, client, flush, server
 
@@ -110,17 +116,177 @@ class TwistedInternalsTests(SynchronousTestCase):
         self.assertIs(unix.Server.doWrite, tcp.Server.doWrite)
 
 
-class SendNowTests(SynchronousTestCase):
-    """L{sendNow} sends at once only when nothing is buffered."""
+class EchoChecks(SynchronousTestCase):
+    """Checks of L{Echo} over a real transport class, for several classes."""
+
+    def echoOverRealTransport(
+        self,
+        kind: type[tcp.Server],
+        atOnce: bool,
+        peer: object = ("127.0.0.1", 40000),
+    ) -> None:
+        """Echo over a C{kind}: at once (or next turn), then flow control."""
+        socket = FakeSocket()
+        factory = EchoFactory(clock=Clock())
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert isinstance(protocol, Echo)
+        transport, reactor = server(socket, protocol, kind, peer)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"ping")
+        self.assertEqual(socket.sent, b"ping" if atOnce else b"")
+        flush(transport)
+        self.assertEqual(socket.sent, b"ping")
+        self.assertNotIn(transport, reactor.getWriters())
+        # A client that stops reading: the echo stops reading it too.
+        socket.room = 0
+        protocol.dataReceived(b"y" * (transport.bufferSize + 1))
+        self.assertTrue(transport.producerPaused)
+        self.assertNotIn(transport, reactor.getReaders())
+        socket.room = None
+        flush(transport)
+        self.assertFalse(transport.producerPaused)
+        self.assertIn(transport, reactor.getReaders())
+        self.assertEqual(len(socket.sent), 4 + transport.bufferSize + 1)
+
+    def echoHalfCloseFlushesThenCloses(self, kind: type[tcp.Server]) -> None:
+        """Half-close over a transport of C{kind}: flush, then close."""
+        socket = FakeSocket(room=2)
+        factory = EchoFactory(clock=Clock())
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert isinstance(protocol, Echo)
+        transport, _ = server(socket, protocol, kind)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"abcdef")
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        socket.room = None
+        result = transport.doWrite()
+        self.assertEqual(socket.sent, b"abcdef")
+        # Everything sent: doWrite reports the connection done.
+        self.assertIsNotNone(result)
+        transport.connectionLost(Failure(cast(Exception, result)))
+        self.assertFalse(transport.connected)
+        self.assertEqual(transport.fileno(), -1)
+        self.assertNotIn(protocol, factory.connections)
+
+
+class WriteAtOnceTests(EchoChecks):
+    """L{pythonWriteAtOnce} sends at once only when nothing is buffered."""
+
+    # The implementation under test: the C speedups' copy runs these too.
+    send = staticmethod(pythonWriteAtOnce)
 
     def test_sendsAtOnceWhenEmpty(self) -> None:
         """With empty buffers the bytes go straight out; no writer is added."""
         socket = FakeSocket()
         transport, reactor = server(socket)
-        sendNow(transport, b"hello")
+        self.send(transport, b"hello")
         self.assertEqual(socket.sent, b"hello")
         self.assertEqual(socket.sends, 1)
         self.assertNotIn(transport, reactor.getWriters())
+
+    def test_partialSendBuffersTheRest(self) -> None:
+        """What the kernel does not take is buffered, and sent later in order."""
+        socket = FakeSocket(room=3)
+        transport, reactor = server(socket)
+        self.send(transport, b"abcdef")
+        self.assertEqual(socket.sent, b"abc")
+        self.assertIn(transport, reactor.getWriters())
+        self.send(transport, b"ghi")
+        self.assertEqual(socket.sends, 1, "sent while bytes were buffered")
+        socket.room = None
+        flush(transport)
+        self.assertEqual(socket.sent, b"abcdefghi")
+        self.assertNotIn(transport, reactor.getWriters())
+        self.send(transport, b"jk")
+        self.assertEqual(socket.sent, b"abcdefghijk")
+
+    def test_wouldBlockBuffersAll(self) -> None:
+        """A full socket buffer leaves every byte to the transport's buffer."""
+        socket = FakeSocket(room=0)
+        transport, reactor = server(socket)
+        self.send(transport, b"abc")
+        self.assertEqual(transport._tempDataLen, 3)
+        self.assertIn(transport, reactor.getWriters())
+
+    def test_errorLeftToTwisted(self) -> None:
+        """A send error hands the data to C{write}, whose next attempt reports it."""
+        socket = FakeSocket()
+        socket.error = ConnectionResetError(errno.ECONNRESET, "reset")
+        transport, _ = server(socket)
+        self.send(transport, b"abc")
+        self.assertEqual(transport._tempDataLen, 3)
+        self.assertIsInstance(transport.doWrite(), Exception)
+
+    def test_notWhileDisconnecting(self) -> None:
+        """After C{loseConnection} writes take Twisted's path."""
+        socket = FakeSocket()
+        transport, _ = server(socket)
+        transport.loseConnection()
+        self.assertFalse(canSendNow(transport))
+        self.send(transport, b"abc")
+        self.assertEqual(socket.sends, 0)
+
+    def test_notAfterHalfClose(self) -> None:
+        """After C{loseWriteConnection} writes take Twisted's path."""
+        socket = FakeSocket()
+        transport, _ = server(socket)
+        transport.loseWriteConnection()
+        self.assertFalse(canSendNow(transport))
+
+    def test_notAfterAbort(self) -> None:
+        """After C{abortConnection} nothing more is sent."""
+        socket = FakeSocket()
+        transport, _ = server(socket)
+        transport.abortConnection()
+        self.assertFalse(canSendNow(transport))
+        self.send(transport, b"abc")
+        self.assertEqual(socket.sends, 0)
+
+    def test_notWithTLS(self) -> None:
+        """A transport that started TLS is left to Twisted."""
+        transport, _ = server(FakeSocket())
+        transport.TLS = True
+        self.assertFalse(canSendNow(transport))
+
+    def test_bindsAsAMethod(self) -> None:
+        """As a transport class's C{write}, it is called with the transport."""
+        write = self.send
+
+        class Sending(tcp.Server):
+            pass
+
+        # mypy: a method replaced on a class made for this test.
+        Sending.write = write  # type: ignore[assignment]
+        socket = FakeSocket()
+        transport, reactor = server(socket, kind=Sending)
+        transport.write(b"hello")
+        self.assertEqual((socket.sent, socket.sends), (b"hello", 1))
+        self.assertNotIn(transport, reactor.getWriters())
+
+    def test_echoOverIt(self) -> None:
+        """L{Echo} over a transport writing with it: flow control, half-close."""
+        write = self.send
+
+        class Sending(LeanServer):
+            pass
+
+        Sending.write = write
+        self.echoOverRealTransport(Sending, atOnce=True)
+        self.echoHalfCloseFlushesThenCloses(Sending)
+
+
+class NativeWriteAtOnceTests(WriteAtOnceTests):
+    """The C speedups' C{writeAtOnce} passes the same tests."""
+
+    skip = "the C speedups are not built" if builtSpeedups is None else None
+    send = staticmethod(
+        pythonWriteAtOnce if builtSpeedups is None else builtSpeedups.writeAtOnce
+    )
+
+
+class SendNowTests(SynchronousTestCase):
+    """L{sendNow} sends at once on Twisted's own transports, else writes."""
 
     def test_unixServer(self) -> None:
         """A UNIX server transport gets the fast path too."""
@@ -147,70 +313,6 @@ class SendNowTests(SynchronousTestCase):
         flush(transport)
         self.assertEqual(socket.sent, b"hello!")
 
-    def test_partialSendBuffersTheRest(self) -> None:
-        """What the kernel does not take is buffered, and sent later in order."""
-        socket = FakeSocket(room=3)
-        transport, reactor = server(socket)
-        sendNow(transport, b"abcdef")
-        self.assertEqual(socket.sent, b"abc")
-        self.assertIn(transport, reactor.getWriters())
-        sendNow(transport, b"ghi")
-        self.assertEqual(socket.sends, 1, "sent while bytes were buffered")
-        socket.room = None
-        flush(transport)
-        self.assertEqual(socket.sent, b"abcdefghi")
-        self.assertNotIn(transport, reactor.getWriters())
-        sendNow(transport, b"jk")
-        self.assertEqual(socket.sent, b"abcdefghijk")
-
-    def test_wouldBlockBuffersAll(self) -> None:
-        """A full socket buffer leaves every byte to the transport's buffer."""
-        socket = FakeSocket(room=0)
-        transport, reactor = server(socket)
-        sendNow(transport, b"abc")
-        self.assertEqual(transport._tempDataLen, 3)
-        self.assertIn(transport, reactor.getWriters())
-
-    def test_errorLeftToTwisted(self) -> None:
-        """A send error hands the data to C{write}, whose next attempt reports it."""
-        socket = FakeSocket()
-        socket.error = ConnectionResetError(errno.ECONNRESET, "reset")
-        transport, _ = server(socket)
-        sendNow(transport, b"abc")
-        self.assertEqual(transport._tempDataLen, 3)
-        self.assertIsInstance(transport.doWrite(), Exception)
-
-    def test_notWhileDisconnecting(self) -> None:
-        """After C{loseConnection} writes take Twisted's path."""
-        socket = FakeSocket()
-        transport, _ = server(socket)
-        transport.loseConnection()
-        self.assertFalse(canSendNow(transport))
-        sendNow(transport, b"abc")
-        self.assertEqual(socket.sends, 0)
-
-    def test_notAfterHalfClose(self) -> None:
-        """After C{loseWriteConnection} writes take Twisted's path."""
-        socket = FakeSocket()
-        transport, _ = server(socket)
-        transport.loseWriteConnection()
-        self.assertFalse(canSendNow(transport))
-
-    def test_notAfterAbort(self) -> None:
-        """After C{abortConnection} nothing more is sent."""
-        socket = FakeSocket()
-        transport, _ = server(socket)
-        transport.abortConnection()
-        self.assertFalse(canSendNow(transport))
-        sendNow(transport, b"abc")
-        self.assertEqual(socket.sends, 0)
-
-    def test_notWithTLS(self) -> None:
-        """A transport that started TLS is left to Twisted."""
-        transport, _ = server(FakeSocket())
-        transport.TLS = True
-        self.assertFalse(canSendNow(transport))
-
     def test_otherTransportsUseWrite(self) -> None:
         """A transport of any other class gets a plain C{write}."""
         transport = StringTransport()
@@ -222,7 +324,8 @@ class SendNowTests(SynchronousTestCase):
         """L{writeAtOnce} as a transport class's C{write}: sent at once."""
 
         class Sending(tcp.Server):
-            write = writeAtOnce
+            # mypy reads a callable class attribute as already bound.
+            write = writeAtOnce  # type: ignore[assignment]
 
         socket = FakeSocket()
         transport, reactor = server(socket, kind=Sending)
@@ -279,7 +382,7 @@ class RecordingProducer:
         self.calls.append("stop")
 
 
-class FlowControlTests(SynchronousTestCase):
+class FlowControlTests(EchoChecks):
     """Flow control and half-close survive the fast path."""
 
     def test_producerPausedWhenRestOverflows(self) -> None:
@@ -307,35 +410,6 @@ class FlowControlTests(SynchronousTestCase):
         """L{Echo} on a L{SendingUNIXServer} sends at once, pauses when blocked."""
         self.echoOverRealTransport(SendingUNIXServer, atOnce=True, peer="")
 
-    def echoOverRealTransport(
-        self,
-        kind: type[tcp.Server],
-        atOnce: bool,
-        peer: object = ("127.0.0.1", 40000),
-    ) -> None:
-        """Echo over a C{kind}: at once (or next turn), then flow control."""
-        socket = FakeSocket()
-        factory = EchoFactory(clock=Clock())
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        assert isinstance(protocol, Echo)
-        transport, reactor = server(socket, protocol, kind, peer)
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"ping")
-        self.assertEqual(socket.sent, b"ping" if atOnce else b"")
-        flush(transport)
-        self.assertEqual(socket.sent, b"ping")
-        self.assertNotIn(transport, reactor.getWriters())
-        # A client that stops reading: the echo stops reading it too.
-        socket.room = 0
-        protocol.dataReceived(b"y" * (transport.bufferSize + 1))
-        self.assertTrue(transport.producerPaused)
-        self.assertNotIn(transport, reactor.getReaders())
-        socket.room = None
-        flush(transport)
-        self.assertFalse(transport.producerPaused)
-        self.assertIn(transport, reactor.getReaders())
-        self.assertEqual(len(socket.sent), 4 + transport.bufferSize + 1)
-
     def test_echoHalfCloseFlushesThenCloses(self) -> None:
         """After the client's half-close, buffered bytes go out, then the close."""
         self.echoHalfCloseFlushesThenCloses(tcp.Server)
@@ -343,24 +417,3 @@ class FlowControlTests(SynchronousTestCase):
     def test_echoHalfCloseOnLeanServer(self) -> None:
         """On a L{LeanServer} too, a half-close flushes the echo, then closes."""
         self.echoHalfCloseFlushesThenCloses(LeanServer)
-
-    def echoHalfCloseFlushesThenCloses(self, kind: type[tcp.Server]) -> None:
-        """Half-close over a transport of C{kind}: flush, then close."""
-        socket = FakeSocket(room=2)
-        factory = EchoFactory(clock=Clock())
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        assert isinstance(protocol, Echo)
-        transport, _ = server(socket, protocol, kind)
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"abcdef")
-        protocol.readConnectionLost()
-        self.assertTrue(transport.disconnecting)
-        socket.room = None
-        result = transport.doWrite()
-        self.assertEqual(socket.sent, b"abcdef")
-        # Everything sent: doWrite reports the connection done.
-        self.assertIsNotNone(result)
-        transport.connectionLost(Failure(cast(Exception, result)))
-        self.assertFalse(transport.connected)
-        self.assertEqual(transport.fileno(), -1)
-        self.assertNotIn(protocol, factory.connections)

@@ -35,6 +35,7 @@ from echotwist.test.e2e.harness import (
     startServer,
     writeSelfSignedPEM,
 )
+from echotwist.test.test_speedups import compilerHere
 
 log = Logger()
 
@@ -537,6 +538,29 @@ class DefaultReactorTests(SynchronousTestCase):
             raise SkipTest("the fast epoll reactor is Linux only")
         self.assertEqual(
             self.reactorOf(), "echotwist.internals.fastepoll.FastEPollReactor"
+        )
+
+    def echoPathOf(self, **environment: str) -> str:
+        """The echo path C{twistd -n echo} logs, after echoing 1 MiB intact."""
+        server = startServer(self, env=childEnvironment(**environment))
+        message = random.randbytes(1 << 20)
+        with socket.create_connection(("127.0.0.1", server.port), WAIT) as client:
+            client.sendall(message)
+            self.assertEqual(receiveExactly(client, len(message)), message)
+        self.assertEqual(server.stop(), 0)
+        return server.output.waitFor(r"Echo path (in [^\n]*)").group(1)
+
+    def test_echoPathInC(self) -> None:
+        """Where a C compiler is, the default command echoes in C."""
+        if not compilerHere():
+            raise SkipTest("no C compiler here: echotwist runs its Python path")
+        self.assertEqual(self.echoPathOf(), "in C (echotwist.internals._speedups)")
+
+    def test_echoPathInPython(self) -> None:
+        """C{ECHOTWIST_PURE_PYTHON=1}: the same echo, in Python."""
+        self.assertEqual(
+            self.echoPathOf(ECHOTWIST_PURE_PYTHON="1"),
+            "in Python (ECHOTWIST_PURE_PYTHON is set)",
         )
 
     def test_askedForReactor(self) -> None:

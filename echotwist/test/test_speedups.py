@@ -1,0 +1,78 @@
+"""Tests for L{echotwist.internals.speedups}: which echo path a process runs.
+
+What the C code does is tested beside the Python code it copies, against
+both (C{test_writepath}, C{test_fastepoll}).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+from types import ModuleType
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from echotwist.internals.speedups import (
+    PURE_PYTHON,
+    builtSpeedups,
+    describeEchoPath,
+    loadSpeedups,
+)
+
+
+def compilerHere() -> bool:
+    """Whether the C compiler this Python builds extensions with is installed."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(compiler) is not None
+
+
+class LoadSpeedupsTests(SynchronousTestCase):
+    """The extension is used when built, unless the environment says not to."""
+
+    def test_turnedOff(self) -> None:
+        """C{ECHOTWIST_PURE_PYTHON=1} keeps the Python path."""
+        self.assertIsNone(loadSpeedups({PURE_PYTHON: "1"}))
+
+    def test_emptyOrZeroIsNotOff(self) -> None:
+        """An empty or C{0} value is the same as none."""
+        unset = loadSpeedups({})
+        self.assertIs(loadSpeedups({PURE_PYTHON: ""}), unset)
+        self.assertIs(loadSpeedups({PURE_PYTHON: "0"}), unset)
+
+    def test_builtWhereACompilerIs(self) -> None:
+        """Where a C compiler is installed, the extension was built: setup.py
+        builds it as optional, so a broken build would otherwise go unseen.
+        """
+        if not compilerHere():
+            raise SkipTest("no C compiler here: echotwist runs its Python path")
+        self.assertIsInstance(loadSpeedups({}), ModuleType)
+
+
+class DescribeEchoPathTests(SynchronousTestCase):
+    """The server's log says which echo path runs, and why."""
+
+    def test_inC(self) -> None:
+        """With the extension: in C."""
+        fake = ModuleType("_speedups")
+        self.assertEqual(
+            describeEchoPath(fake, {}), "in C (echotwist.internals._speedups)"
+        )
+
+    def test_turnedOff(self) -> None:
+        """Turned off by the environment: it says so."""
+        self.assertEqual(
+            describeEchoPath(None, {PURE_PYTHON: "1"}),
+            "in Python (ECHOTWIST_PURE_PYTHON is set)",
+        )
+
+    def test_notBuilt(self) -> None:
+        """Where the extension is missing (and not turned off): not built."""
+        if loadSpeedups({}) is not None:
+            raise SkipTest("the C speedups are built here")
+        self.assertEqual(
+            describeEchoPath(None, {}), "in Python (the C speedups are not built)"
+        )
+
+    def test_thisProcess(self) -> None:
+        """The module's own choice is the one described by default."""
+        self.assertEqual(describeEchoPath(), describeEchoPath(builtSpeedups))
