@@ -1,11 +1,14 @@
 /*
  * The echo path in C: the fast epoll reactor's dispatch loop and the
- * server transports' send-at-once write (echotwist.internals.native says
- * which Python code each replaces and why; echotwist.test.test_native
- * runs the same tests against both).
+ * server transports' send-at-once write (echotwist.internals.speedups
+ * says which Python code each copies; test_writepath and test_fastepoll
+ * run the same tests against both).  A real socket.socket is read and
+ * sent to with recv and send directly, as its methods do on a
+ * non-blocking socket (Twisted's always are); any other socket object
+ * (the unit tests' fakes) through its methods.
  *
- * Optional: setup.py builds it when a C compiler is there, and the pure
- * Python path serves when it is not.  Linux only (epoll).
+ * Optional: setup.py builds it when a C compiler is there, and the Python
+ * path serves when it is not.  Linux only (epoll).
  *
  * Twisted internals relied on, as by the Python code it mirrors (pinned
  * by the tests): abstract.FileDescriptor.write as the buffered write; the
