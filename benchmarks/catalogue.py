@@ -15,11 +15,14 @@ SERVERS_DIR = Path(__file__).resolve().parent / "servers"
 
 @dataclass(frozen=True)
 class Server:
-    """A server under test: its table name and how to start it."""
+    """A server under test: its table name, how to start it, and what its
+    environment adds to the benchmark's own.
+    """
 
     name: str
     command: tuple[str, ...]
     note: str
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,10 @@ def servers(python: str) -> list[Server]:
         ),
         Server(
             "echotwist-python",
-            ("env", "ECHOTWIST_PURE_PYTHON=1", *twistd, *echotwist, "echo", *listen),
+            (*twistd, *echotwist, "echo", *listen),
             "the default command with its C speedups turned off: the echo path"
             " in Python (echotwist.internals.speedups)",
+            (("ECHOTWIST_PURE_PYTHON", "1"),),
         ),
         Server(
             "echotwist-poll",

@@ -89,6 +89,7 @@ class Running:
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **dict(server.environment)},
         )
         self.port = self._waitPort()
 

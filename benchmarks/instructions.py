@@ -78,6 +78,7 @@ def measure(
             *server.command,
         ),
         server.note,
+        server.environment,
     )
     running = Running(counted, None, directory)
     try:
