@@ -2,7 +2,7 @@
 
 The extension (C{echotwist/internals/_speedups.c}) is optional: where it
 does not build (no C compiler, not Linux), echotwist installs without it
-and runs the same code in Python (C{echotwist.internals.native}).
+and runs the same code in Python (C{echotwist.internals.speedups}).
 """
 
 from setuptools import Extension, setup

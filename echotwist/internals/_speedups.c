@@ -28,7 +28,7 @@
 #include <sys/types.h>
 
 /* Interned attribute names, made once at import. */
-static PyObject *sProtocol, *sDataReceived, *sSocket, *sSend, *sRecv,
+static PyObject *sProtocol, *sDataReceived, *sSocket, *sSend, *sRecv, *sFileno,
     *sBufferSize, *sDataBuffer,
     *sTempDataLen, *sConnected, *sDisconnecting, *sWriteDisconnecting,
     *sAborting, *sTLS;
@@ -76,28 +76,60 @@ mustBuffer(PyObject *conn)
     return attributeIsTrue(conn, sTLS);
 }
 
-/* socket.socket: its own sockets are sent to and read from here directly
- * (as its send and recv methods would, on a non-blocking socket, as
- * Twisted's are); any other socket object through its methods. */
+/* socket.socket: its own sockets are sent to and read from here directly,
+ * as its send and recv methods do; any other socket object through its
+ * methods. */
 static PyTypeObject *socketType;
+
+/* The descriptor to send to or read from here, or -1 (no exception set)
+ * if the socket's methods must do it: another class, or closed. */
+static int
+directDescriptor(PyObject *sock)
+{
+    if (Py_TYPE(sock) != socketType) {
+        return -1;
+    }
+    PyObject *number = PyObject_CallMethodNoArgs(sock, sFileno);
+    if (number == NULL) {
+        /* The method call says what is wrong. */
+        PyErr_Clear();
+        return -1;
+    }
+    long fd = PyLong_AsLong(number);
+    Py_DECREF(number);
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Clear();
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* After a call failed with EINTR: 0 to retry (Python's signal handlers
+ * have run, as the socket methods run them), -1 if one raised. */
+static int
+interrupted(void)
+{
+    return PyErr_CheckSignals();
+}
 
 /* sock.send(data): the count sent, or NULL with OSError set. */
 static PyObject *
 sendSome(PyObject *sock, PyObject *data)
 {
-    if (Py_TYPE(sock) != socketType || !PyBytes_CheckExact(data)) {
+    int fd = PyBytes_CheckExact(data) ? directDescriptor(sock) : -1;
+    if (fd < 0) {
         return PyObject_CallMethodOneArg(sock, sSend, data);
     }
-    int fd = PyObject_AsFileDescriptor(sock);
-    if (fd < 0) {
-        return NULL;
-    }
     ssize_t sent;
-    /* Non-blocking: the call does not wait, so the GIL is kept. */
-    do {
-        sent = send(fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
-                    0);
-    } while (sent < 0 && errno == EINTR);
+    /* MSG_DONTWAIT: never waits, even on a socket made blocking, so the
+     * GIL is kept for the call. */
+    while ((sent = send(fd, PyBytes_AS_STRING(data),
+                        (size_t)PyBytes_GET_SIZE(data), MSG_DONTWAIT)) < 0 &&
+           errno == EINTR) {
+        if (interrupted() < 0) {
+            return NULL;
+        }
+    }
     if (sent < 0) {
         /* As the method raises: BlockingIOError for EAGAIN, and so on. */
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -107,9 +139,10 @@ sendSome(PyObject *sock, PyObject *data)
 
 /* sock.recv(size): the bytes read, or NULL with OSError set. */
 static PyObject *
-receive(PyObject *sock, int fd, PyObject *size)
+receive(PyObject *sock, PyObject *size)
 {
-    if (Py_TYPE(sock) != socketType) {
+    int fd = directDescriptor(sock);
+    if (fd < 0) {
         return PyObject_CallMethodOneArg(sock, sRecv, size);
     }
     Py_ssize_t capacity = PyLong_AsSsize_t(size);
@@ -124,9 +157,14 @@ receive(PyObject *sock, int fd, PyObject *size)
         return NULL;
     }
     ssize_t received;
-    do {
-        received = recv(fd, PyBytes_AS_STRING(data), (size_t)capacity, 0);
-    } while (received < 0 && errno == EINTR);
+    while ((received = recv(fd, PyBytes_AS_STRING(data), (size_t)capacity,
+                            MSG_DONTWAIT)) < 0 &&
+           errno == EINTR) {
+        if (interrupted() < 0) {
+            Py_DECREF(data);
+            return NULL;
+        }
+    }
     if (received < 0) {
         Py_DECREF(data);
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -204,8 +242,9 @@ static PyMethodDef writeAtOnceDef = {
     "writeAtOnce",
     (PyCFunction)writeAtOnce,
     METH_O,
-    "writeAtOnce(connection, data): write data, sending it at once if "
-    "nothing is buffered (echotwist.internals.writepath.writeAtOnce in C).",
+    "writeAtOnce($self, data, /)\n--\n\n"
+    "Write data, sending it at once if nothing is buffered "
+    "(echotwist.internals.writepath.pythonWriteAtOnce in C).",
 };
 
 /*
@@ -270,7 +309,11 @@ Dispatcher_init(Dispatcher *self, PyObject *args, PyObject *kwargs)
             &lost)) {
         return -1;
     }
-    Dispatcher_clear(self);
+    if (self->selectables != NULL) {
+        /* poll may be running: what it uses must not change under it. */
+        PyErr_SetString(PyExc_TypeError, "a Dispatcher is initialised once");
+        return -1;
+    }
     self->selectables = Py_NewRef(selectables);
     self->leanType = (PyTypeObject *)Py_NewRef(leanType);
     self->other = Py_NewRef(other);
@@ -308,8 +351,14 @@ readFailed(Dispatcher *self, PyObject *selectable, int fd)
     if (traceback != NULL) {
         PyException_SetTraceback(value, traceback);
     }
+    /* Called as the Python version calls it, inside "except": with the
+     * exception being handled (sys.exc_info(), implicit chaining). */
+    PyObject *handled = PyErr_GetHandledException();
+    PyErr_SetHandledException(value);
     PyObject *result = PyObject_CallFunction(self->failed, "OiO", selectable,
                                              fd, value);
+    PyErr_SetHandledException(handled);
+    Py_XDECREF(handled);
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(traceback);
@@ -334,7 +383,7 @@ readLean(Dispatcher *self, PyObject *selectable, int fd)
         Py_DECREF(sock);
         return readFailed(self, selectable, fd);
     }
-    PyObject *data = receive(sock, fd, size);
+    PyObject *data = receive(sock, size);
     Py_DECREF(size);
     Py_DECREF(sock);
     if (data == NULL) {
@@ -382,8 +431,9 @@ dispatchOther(Dispatcher *self, PyObject *selectable, int fd, uint32_t events)
     return 0;
 }
 
-/* epoll.poll's timeout: None or negative waits for ever, else whole
- * milliseconds rounded up (so as never to wake early). */
+/* select.epoll.poll's timeout: None waits for ever; else seconds, to
+ * nanoseconds and then whole milliseconds, each rounded up (so as never
+ * to wake early); a negative result waits for ever too. */
 static int
 timeoutMilliseconds(PyObject *timeout, int *ms)
 {
@@ -395,16 +445,24 @@ timeoutMilliseconds(PyObject *timeout, int *ms)
     if (seconds == -1.0 && PyErr_Occurred()) {
         return -1;
     }
-    if (seconds < 0) {
-        *ms = -1;
-        return 0;
+    if (isnan(seconds)) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return -1;
     }
-    double rounded = ceil(seconds * 1e3);
-    if (!(rounded <= (double)INT_MAX)) {
+    double nanoseconds = ceil(seconds * 1e9);
+    if (!(nanoseconds > -9.2e18 && nanoseconds < 9.2e18)) {
         PyErr_SetString(PyExc_OverflowError, "timeout is too large");
         return -1;
     }
-    *ms = (int)rounded;
+    long long whole = (long long)nanoseconds;
+    /* Division truncates toward zero: the ceiling for negatives. */
+    long long milliseconds =
+        whole > 0 ? (whole + 999999) / 1000000 : whole / 1000000;
+    if (milliseconds < INT_MIN || milliseconds > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "timeout is too large");
+        return -1;
+    }
+    *ms = (int)milliseconds;
     return 0;
 }
 
@@ -523,7 +581,7 @@ static PyTypeObject DispatcherType = {
 static struct PyModuleDef speedupsModule = {
     PyModuleDef_HEAD_INIT,
     .m_name = "echotwist.internals._speedups",
-    .m_doc = "The echo path in C (see echotwist.internals.native).",
+    .m_doc = "The echo path in C (see echotwist.internals.speedups).",
     .m_size = -1,
 };
 
@@ -540,7 +598,7 @@ PyInit__speedups(void)
     if (intern(&sProtocol, "protocol") < 0 ||
         intern(&sDataReceived, "dataReceived") < 0 ||
         intern(&sSocket, "socket") < 0 || intern(&sSend, "send") < 0 ||
-        intern(&sRecv, "recv") < 0 || intern(&sBufferSize, "bufferSize") < 0 ||
+        intern(&sRecv, "recv") < 0 || intern(&sFileno, "fileno") < 0 || intern(&sBufferSize, "bufferSize") < 0 ||
         intern(&sDataBuffer, "dataBuffer") < 0 ||
         intern(&sTempDataLen, "_tempDataLen") < 0 ||
         intern(&sConnected, "connected") < 0 ||

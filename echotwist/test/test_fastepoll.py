@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket as socket_
+import sys
 from types import ModuleType
 from typing import cast
 
@@ -276,6 +277,25 @@ class FastEPollReactorTests(SynchronousTestCase):
         self.assertEqual(len(protocol.lost), 1)
         self.assertIs(protocol.lost[0].value, bug)
         self.assertNotIn(transport, reactor.getReaders())
+
+    def test_readFailedWhileHandling(self) -> None:
+        """The read's exception is being handled when C{_readFailed} runs,
+        as inside an C{except} (C{sys.exc_info()}, chained exceptions).
+        """
+        seen: list[bool] = []
+
+        class Recording(FastEPollReactor):
+            def _readFailed(
+                self, selectable: object, fd: int, error: BaseException
+            ) -> None:
+                seen.append(sys.exc_info()[1] is error)
+                super()._readFailed(selectable, fd, error)
+
+        reactor = newReactor(self, Recording, self.speedups)
+        self.readyLeanServer(reactor, [b"x"], Receiver(failing=ZeroDivisionError()))
+        reactor.doPoll(0)
+        self.assertEqual(seen, [True])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_leanServerKeyboardInterrupt(self) -> None:
         """Ctrl-C in a protocol stops the reactor; the connection stays."""
