@@ -13,6 +13,13 @@ that is counted late.  Echoes may come back in another order than sent
 (UDP keeps none); each is matched with its datagram by content.  A reply
 that matches nothing sent is C{corrupt}; an ICMP port unreachable is
 C{refused}.
+
+On a real reactor each socket is a L{TimedPort}, which reads the clock
+where sockperf reads its own: right before the C{send} call and right
+after the receive returns.  A round trip is therefore the send call, the
+network and the server, the reactor's wake-up and the receive, without
+the bench's own Python work on either side of it (see "Cross-check" in
+docs/measuring.md).
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from typing import cast
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
-from twisted.internet.protocol import DatagramProtocol
 
 from echotwist.bench.load import (
     IntervalObserver,
@@ -38,6 +44,12 @@ from echotwist.bench.load import (
 from echotwist.bench.results import Results
 from echotwist.bench.timer import Waker, makeWaker
 from echotwist.endpoints import formatHostPort
+from echotwist.internals.timedudp import (
+    TimedDatagramProtocol,
+    TimedPort,
+    canTime,
+    listenTimedUDP,
+)
 
 
 class Refused(Exception):
@@ -49,21 +61,28 @@ class Refused(Exception):
 REMEMBER_LOST = 1024
 
 
-class DatagramConnection(Sending, DatagramProtocol):
+class DatagramConnection(Sending, TimedDatagramProtocol):
     """One UDP socket of a C{--udp} run: send, verify each echo, count losses."""
 
     noisy = False
 
     def __init__(self, run: LoadRun, slot: int, cid: int) -> None:
         Sending.__init__(self, run, slot, cid)
+        self.clock = run.now
         self.lost: deque[bytes] = deque(maxlen=REMEMBER_LOST)
         self.port: IListeningPort | None = None
         self.answered: Deferred[None] | None = None
 
     def startProtocol(self) -> None:
-        """Connect the socket to the server: only its datagrams come in."""
+        """Connect the socket to the server: only its datagrams come in.
+
+        On a L{TimedPort}, each send is timed by the port, right before
+        its C{send} call.
+        """
         assert self.transport is not None
         self.transport.connect(self.run.address, self.run.config.port)
+        if isinstance(self.transport, TimedPort):
+            self.writeTimed = self.transport.sendTimed
 
     def probe(self) -> Deferred[None]:
         """Send one datagram; fire when its echo is back (before the run)."""
@@ -80,9 +99,12 @@ class DatagramConnection(Sending, DatagramProtocol):
         assert self.transport is not None
         self.transport.write(message, None)
 
-    def datagramReceived(self, datagram: bytes, addr: object) -> None:
-        """Match the echo with its datagram; then make any send due by now."""
-        now = self.now()
+    def datagramReceivedAt(self, datagram: bytes, addr: object, when: float) -> None:
+        """Match the echo, received at C{when}, with its datagram.
+
+        Then make any send due by now.
+        """
+        now = when
         inflight = self.inflight
         if inflight and datagram == inflight[0][0]:
             _, intended, sent = inflight.popleft()
@@ -175,9 +197,14 @@ async def runDatagram(
     interface = "::" if isIPv6Address(address) else ""
     for slot in range(config.connections):
         connection = DatagramConnection(run, slot, run.newCid())
-        connection.port = cast(IReactorUDP, reactor).listenUDP(
-            0, connection, interface, 65535
-        )
+        if canTime(reactor):
+            connection.port = listenTimedUDP(
+                cast(IReactorUDP, reactor), 0, connection, interface, 65535, clock=now
+            )
+        else:
+            connection.port = cast(IReactorUDP, reactor).listenUDP(
+                0, connection, interface, 65535
+            )
         run.slots[slot] = connection
     first = run.slots[0]
     assert isinstance(first, DatagramConnection)

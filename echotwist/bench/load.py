@@ -380,6 +380,10 @@ class Sending:
         # oldest first.
         self.inflight: deque[tuple[bytes, float, float]] = deque()
         self.backlog: deque[float] = deque()
+        # Puts a message on the wire and returns the time read right before
+        # the send: a subclass whose transport can read it closer to the
+        # send call (L{echotwist.internals.timedudp}) replaces it.
+        self.writeTimed: Callable[[bytes], float] = self.readClockThenWrite
 
     def nextMessage(self) -> bytes:
         """The message with sequence number C{self.seq}."""
@@ -388,6 +392,12 @@ class Sending:
     def writeMessage(self, message: bytes) -> None:
         """Put C{message} on the wire."""
         raise NotImplementedError
+
+    def readClockThenWrite(self, message: bytes) -> float:
+        """Read the clock, then write C{message}; return the time read."""
+        sent = self.now()
+        self.writeMessage(message)
+        return sent
 
     def start(self) -> None:
         """Closed loop: put C{pipeline} messages in flight."""
@@ -398,20 +408,20 @@ class Sending:
     def send(self, intended: float | None = None) -> None:
         """Send the next message; open loop, the one due at C{intended}.
 
-        The clock is read just before the write, so that a latency from
-        the actual send holds none of this side's own work before it;
-        in open loop, how late that is against C{intended} is recorded.
+        The clock is read just before the write (L{writeTimed}), so that a
+        latency from the actual send holds none of this side's own work
+        before it; in open loop, how late that is against C{intended} is
+        recorded.
         """
         message = self.nextMessage()
         self.seq += 1
-        sent = self.now()
+        sent = self.writeTimed(message)
         if intended is None:
             intended = sent
         elif self.run.measuring:
             assert self.run.delays is not None
             self.run.delays.samples.append(int((sent - intended) * 1e6))
         self.inflight.append((message, intended, sent))
-        self.writeMessage(message)
 
     def sendScheduled(self, intended: float) -> None:
         """Open loop: send now, or as soon as the pipeline has room."""
@@ -668,14 +678,16 @@ async def measure(
             # Stop counting in the same turn as the final flush, so no echo
             # falls between the two.
             run.measuring = False
-        # Taken in this turn, counted over the next ones (see flushInSlices).
+        # Taken in this turn, counted over the next ones (see flushInSlices),
+        # in pauses that make the sends due and give the reactor its turns.
         taken = [
             (recorder, recorder.take())
             for recorder in (run.recorder, run.uncorrected, run.delays)
             if recorder is not None
         ]
+        breaks = Breaks(reactor, run.now, run)
         batches = [
-            await flushInSlices(reactor, recorder, samples)
+            await flushInSlices(breaks, recorder, samples)
             for recorder, samples in taken
         ]
         batch, summary = batches[0]
@@ -690,44 +702,93 @@ async def measure(
             return now - start
 
 
-# Samples counted, distinct values quantized, and buckets recorded, per
-# reactor turn: at most about half a millisecond each here (4,096 samples
-# took 455 us to count, 512 values 460 us to quantize, 64 buckets 243 us
-# to record).  Slices of about 30 us (256, 32, 8) were tried at 50,000
-# sends/s and were not clearly better in back-to-back runs on a VM whose
-# own noise was larger than the difference.
-COUNT_SLICE = 4096
-QUANTIZE_SLICE = 512
-RECORD_SLICE = 64
+# The per-interval work runs in chunks of about 15 us here (128 samples
+# took 14 us to count, 16 values 14 us to quantize, 4 buckets 15 us to
+# record).  Between two chunks a send that has fallen due is made; after
+# SLICE seconds of work the reactor gets a turn (reads the echoes waiting).
+# Slices of a whole reactor turn each (4,096 samples, 512 values, 64
+# buckets: about half a millisecond) held up every send due meanwhile: at
+# 50,000 sends/s that set the send delay's p99.
+COUNT_CHUNK = 128
+QUANTIZE_CHUNK = 16
+RECORD_CHUNK = 4
+SLICE = 100e-6
+
+
+class Paced(TypingProtocol):
+    """An open-loop schedule, as far as work that must not delay it sees it."""
+
+    # When the next send is due (infinity: none is).
+    dueAt: float
+
+    def tick(self) -> None:
+        """Make the sends due by now."""
+
+
+class Breaks:
+    """Pauses in long work, so that it holds up neither sends nor reads.
+
+    The work calls L{take} after each chunk of a few microseconds: an
+    open-loop send that has fallen due by then is made at once, and once
+    C{sliceSeconds} have passed since the reactor's last turn the work
+    waits for the next turn, in which echoes are read.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        now: Callable[[], float],
+        paced: Paced | None = None,
+        sliceSeconds: float = SLICE,
+    ) -> None:
+        self.reactor = reactor
+        self.now = now
+        self.paced = paced
+        self.sliceSeconds = sliceSeconds
+        self.turns = 0
+        self.sliceEnd = now() + sliceSeconds
+
+    async def take(self) -> None:
+        """Make the sends due; let the reactor run if this slice is used up."""
+        now = self.now()
+        paced = self.paced
+        if paced is not None and now >= paced.dueAt:
+            paced.tick()
+        if now >= self.sliceEnd:
+            self.turns += 1
+            await sleep(self.reactor, 0)
+            self.sliceEnd = self.now() + self.sliceSeconds
 
 
 async def flushInSlices(
-    reactor: IReactorTime, recorder: LatencyRecorder, samples: list[int]
+    breaks: Breaks, recorder: LatencyRecorder, samples: list[int]
 ) -> tuple[HdrHistogram, Interval]:
-    """Record C{samples} into C{recorder}'s histogram a slice per reactor turn.
+    """Record C{samples} into C{recorder}'s histogram in small chunks.
 
     Counting a second's samples and recording each distinct value in the
     pure-Python histogram takes milliseconds (more at high rates and with
     widely spread latencies); done at once it would hold up every send
     due meanwhile, and the open loop's send delay would show a spike each
-    second.  In slices of well under a millisecond, the reactor sends and
-    reads between them.  Returns the batch's own histogram and its summary
-    (whose start and end are left at 0).
+    second.  Chunks of a few microseconds, with L{Breaks} between them,
+    hold up a send by about one chunk.  Returns the batch's own histogram
+    and its summary (whose start and end are left at 0).
     """
     exact: Counter[int] = Counter()
-    for first in range(0, len(samples), COUNT_SLICE):
-        exact.update(samples[first : first + COUNT_SLICE])
-        await sleep(reactor, 0)
+    for first in range(0, len(samples), COUNT_CHUNK):
+        exact.update(samples[first : first + COUNT_CHUNK])
+        await breaks.take()
     counts: Counter[int] = Counter()
     for i, (value, count) in enumerate(exact.items()):
         counts[quantize(min(max(value, 0), HIGHEST_US))] += count
-        if i % QUANTIZE_SLICE == QUANTIZE_SLICE - 1:
-            await sleep(reactor, 0)
+        if i % QUANTIZE_CHUNK == QUANTIZE_CHUNK - 1:
+            await breaks.take()
     batch = newHistogram()
+    await breaks.take()
     for i, (value, count) in enumerate(counts.items()):
         batch.record_value(value, count)
-        if i % RECORD_SLICE == RECORD_SLICE - 1:
-            await sleep(reactor, 0)
+        if i % RECORD_CHUNK == RECORD_CHUNK - 1:
+            await breaks.take()
+    await breaks.take()
     recorder.histogram.add(batch)
     return batch, Interval.ofCounts(counts, 0.0, 0.0)
 

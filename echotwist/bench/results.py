@@ -70,10 +70,14 @@ class LatencyRecorder:
         self.histogram = newHistogram()
 
     def take(self) -> list[int]:
-        """The samples collected so far, handed over; collecting starts anew."""
-        samples = self.samples[:]
-        # Cleared in place, so that whoever holds the list keeps adding to it.
-        self.samples.clear()
+        """The samples collected so far, handed over; collecting starts anew.
+
+        The list itself is handed over (a copy of a second's samples at
+        50,000/s held the load up for a few hundred microseconds), so
+        samples are always added through C{self.samples}, never through a
+        list or C{append} kept from before.
+        """
+        samples, self.samples = self.samples, []
         return samples
 
     def flush(self) -> HdrHistogram:

@@ -8,12 +8,18 @@ by a memory reactor.
 from __future__ import annotations
 
 import argparse
+import socket as socket_
 from collections import Counter
 from collections.abc import Callable
 from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IReactorTime,
+    IReactorUDP,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -33,6 +39,8 @@ from echotwist.bench.load import (
 )
 from echotwist.bench.results import Results
 from echotwist.bench.timer import CallLaterWaker
+from echotwist.internals.timedudp import TimedPort
+from echotwist.test.test_timedudp import FakeDatagramSocket
 from echotwist.test.test_udp_loops import (
     FakeNetwork,
     FakeReactor,
@@ -198,6 +206,40 @@ class DatagramTests(SynchronousTestCase):
         self.assertEqual((run.errors, run.slots[0]), (Counter(refused=1), None))
         connection.abort()
         self.assertEqual(run.errors, Counter(refused=1))
+
+    def test_timedByThePort(self) -> None:
+        """On a timed port, a round trip runs from the port's send to its receive."""
+        portClock, runClock = Clock(), Clock()
+        # The run's own clock is far off: only the port's times may count.
+        runClock.advance(100)
+        run = LoadRun(
+            cast(IReactorTime, runClock),
+            runClock.seconds,
+            udpConfig(connections=1),
+            "127.0.0.1",
+            CallLaterWaker,
+        )
+        run.measuring = True
+        connection = DatagramConnection(run, 0, 0)
+        port = TimedPort(
+            0,
+            connection,
+            "127.0.0.1",
+            65535,
+            cast(IReactorUDP, MemoryReactorClock()),
+            clock=portClock.seconds,
+        )
+        socket = FakeDatagramSocket(portClock)
+        port.socket = cast(socket_.socket, socket)
+        connection.makeConnection(port)
+        self.assertEqual(socket.connectedTo, SERVER)
+        connection.start()
+        # Sent at 0 (the send call takes 1 s); received when the receive
+        # returns, at 2.
+        socket.incoming = [socket.sent[0]]
+        port.doRead()
+        self.assertEqual(run.recorder.samples, [2_000_000])
+        self.assertEqual(connection.inflight[0][2], 2.0)
 
     def test_silentServer(self) -> None:
         """A server that never answers: one line once the timeout is up."""

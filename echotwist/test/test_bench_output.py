@@ -29,7 +29,7 @@ from echotwist.bench.compare import (
     formatRows,
 )
 from echotwist.bench.hlog import IntervalLogWriter, mergeLogs
-from echotwist.bench.load import COUNT_SLICE, flushInSlices
+from echotwist.bench.load import COUNT_CHUNK, Breaks, flushInSlices
 from echotwist.bench.plot import curve, maximum, title
 from echotwist.bench.report import IntervalLines, writeReport
 from echotwist.bench.results import (
@@ -156,22 +156,85 @@ class CountingClock(Clock):
         return super().callLater(delay, callable, *args)
 
 
+class SteppingTime:
+    """A clock that moves C{step} seconds on every read (work takes time)."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.reads = 0
+
+    def now(self) -> float:
+        """The time: C{step} more than at the last read."""
+        self.reads += 1
+        return self.reads * self.step
+
+
+class Schedule:
+    """An open-loop schedule with a send due every C{period} seconds."""
+
+    def __init__(self, time: SteppingTime, period: float) -> None:
+        self.time = time
+        self.period = period
+        self.dueAt = period
+        # (due, made) for each send made.
+        self.made: list[tuple[float, float]] = []
+
+    def tick(self) -> None:
+        """Make the send due; the next is due a period later."""
+        self.made.append((self.dueAt, self.time.now()))
+        self.dueAt = self.period * (len(self.made) + 1)
+
+
 class FlushTests(SynchronousTestCase):
-    """The per-interval histogram work yields to the reactor between slices."""
+    """The per-interval histogram work pauses between small chunks."""
 
     def test_inSlices(self) -> None:
-        """20,000 samples take several reactor turns, and land whole."""
+        """20,000 samples take many reactor turns, and land whole."""
         clock = CountingClock()
+        # Every chunk reads the clock once, and takes 10 us.
+        time = SteppingTime(10e-6)
         recorder = LatencyRecorder()
         samples = [(i * 7919) % 50_000 for i in range(20_000)]
-        d = Deferred.fromCoroutine(flushInSlices(clock, recorder, samples))
+        breaks = Breaks(clock, time.now)
+        d = Deferred.fromCoroutine(flushInSlices(breaks, recorder, samples))
         self.assertNoResult(d)
         clock.advance(0)
-        self.assertGreater(clock.scheduled, 20_000 // COUNT_SLICE)
+        # A turn at least every 11 chunks (100 us) of counting alone.
+        self.assertGreater(clock.scheduled, 20_000 // COUNT_CHUNK // 11)
+        self.assertEqual(breaks.turns, clock.scheduled)
         batch, summary = self.successResultOf(d)
         self.assertEqual(batch.get_total_count(), 20_000)
         self.assertEqual(recorder.histogram.get_total_count(), 20_000)
         self.assertEqual(summary.count, 20_000)
+
+    def test_sendsMadeBetweenChunks(self) -> None:
+        """A send due during the work is made after the chunk in hand."""
+        clock = CountingClock()
+        time = SteppingTime(10e-6)
+        schedule = Schedule(time, 250e-6)
+        breaks = Breaks(clock, time.now, schedule)
+        samples = [(i * 7919) % 50_000 for i in range(20_000)]
+        d = Deferred.fromCoroutine(flushInSlices(breaks, LatencyRecorder(), samples))
+        clock.advance(0)
+        self.successResultOf(d)
+        # Every send due while the work went on was made, in order...
+        self.assertGreater(len(schedule.made), 20_000 // COUNT_CHUNK // 25)
+        self.assertEqual(
+            [due for due, _ in schedule.made],
+            [schedule.period * (n + 1) for n in range(len(schedule.made))],
+        )
+        # ... at most a chunk and a reactor turn (two clock reads) late.
+        self.assertLessEqual(
+            max(made - due for due, made in schedule.made), 2 * time.step + 1e-9
+        )
+
+    def test_takeHandsTheListOver(self) -> None:
+        """C{take} hands over the samples; later ones start a new list."""
+        recorder = LatencyRecorder()
+        recorder.samples.append(1)
+        taken = recorder.take()
+        recorder.samples.append(2)
+        self.assertEqual((taken, recorder.samples), ([1], [2]))
 
 
 class FakeTimer:
