@@ -28,7 +28,8 @@
 #include <sys/types.h>
 
 /* Interned attribute names, made once at import. */
-static PyObject *sProtocol, *sDataReceived, *sSocket, *sSend, *sRecv, *sFileno,
+static PyObject *sProtocol, *sDataReceived, *sDoRead, *sSocket, *sSend, *sRecv,
+    *sFileno,
     *sBufferSize, *sDataBuffer,
     *sTempDataLen, *sConnected, *sDisconnecting, *sWriteDisconnecting,
     *sAborting, *sTLS;
@@ -419,6 +420,23 @@ readLean(Dispatcher *self, PyObject *selectable, int fd)
     return 0;
 }
 
+/* Any other selectable that is only readable: its doRead, and the
+ * disconnection _doReadOrWrite makes of a true result (as _dispatch). */
+static int
+readAny(Dispatcher *self, PyObject *selectable, int fd)
+{
+    PyObject *why = PyObject_CallMethodNoArgs(selectable, sDoRead);
+    if (why == NULL) {
+        return readFailed(self, selectable, fd);
+    }
+    int over = PyObject_IsTrue(why);
+    int status = over < 0    ? readFailed(self, selectable, fd)
+                 : over == 0 ? 0
+                             : callDisconnect(self, selectable, why);
+    Py_DECREF(why);
+    return status;
+}
+
 static int
 dispatchOther(Dispatcher *self, PyObject *selectable, int fd, uint32_t events)
 {
@@ -542,10 +560,12 @@ Dispatcher_poll(Dispatcher *self, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         Py_INCREF(selectable);
-        if (what == EPOLLIN && Py_TYPE(selectable) == self->leanType) {
+        if (what != EPOLLIN) {
+            status = dispatchOther(self, selectable, fd, what);
+        } else if (Py_TYPE(selectable) == self->leanType) {
             status = readLean(self, selectable, fd);
         } else {
-            status = dispatchOther(self, selectable, fd, what);
+            status = readAny(self, selectable, fd);
         }
         Py_DECREF(selectable);
     }
@@ -597,6 +617,7 @@ PyInit__speedups(void)
 {
     if (intern(&sProtocol, "protocol") < 0 ||
         intern(&sDataReceived, "dataReceived") < 0 ||
+        intern(&sDoRead, "doRead") < 0 ||
         intern(&sSocket, "socket") < 0 || intern(&sSend, "send") < 0 ||
         intern(&sRecv, "recv") < 0 || intern(&sFileno, "fileno") < 0 || intern(&sBufferSize, "bufferSize") < 0 ||
         intern(&sDataBuffer, "dataBuffer") < 0 ||

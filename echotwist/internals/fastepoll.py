@@ -16,8 +16,9 @@ disconnection C{_doReadOrWrite} would make of its result.  Any other
 event (writable, hang-up, error) goes through C{_doReadOrWrite}.
 
 Where the C speedups are built (L{echotwist.internals.speedups}), the
-same loop runs in C, and reads a L{LeanServer} that is only readable
-without calling its C{doRead} (it does what C{doRead} does).
+same loop runs in C: it calls the C{doRead} of a descriptor that is
+only readable itself, and reads a L{LeanServer} without calling its
+C{doRead} (it does what C{doRead} does).
 
 Linux only (epoll); this module is imported only when the reactor is
 chosen.  Twisted internals relied on (pinned by
@@ -95,8 +96,8 @@ class FastEPollReactor(EPollReactor):
     doIteration = doPoll
 
     def _dispatch(self, selectable: object, fd: int, event: int) -> None:
-        # One ready descriptor (the C dispatcher's calls here are for
-        # anything but a LeanServer that is only readable).
+        # One ready descriptor (the C dispatcher calls here only for
+        # events other than "only readable", which it handles itself).
         if event == EPOLLIN:
             # Only readable: as _doReadOrWrite would, read, then drop the
             # connection if the read says it is over.

@@ -6,9 +6,9 @@ statement, with the same Twisted internals:
   - C{writeAtOnce}: the server transports' C{write}
     (L{echotwist.internals.writepath.pythonWriteAtOnce});
   - C{Dispatcher.poll}: the fast epoll reactor's wait and dispatch
-    (L{echotwist.internals.fastepoll.FastEPollReactor}), with
-    C{LeanServer.doRead} done in the loop for a connection that is only
-    readable.
+    (L{echotwist.internals.fastepoll.FastEPollReactor}): a descriptor
+    that is only readable gets its C{doRead} called from C, and a
+    C{LeanServer}'s is done in the loop itself.
 Each echo then runs one Python frame (C{Echo.dataReceived}) instead of
 four; the calls into Twisted and into the socket are the same.  The tests
 run each contract against both versions.
