@@ -47,6 +47,7 @@ from echotwist.bench.arguments import (
     sourceAddresses,
 )
 from echotwist.bench.compare import BadReport, checkReport, compareRows, formatRows
+from echotwist.bench.cpustat import CpuTimes, readCpuTimes, stealPercent
 from echotwist.bench.datagram import runDatagram
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs
 from echotwist.bench.load import (
@@ -105,6 +106,8 @@ class System:
     runProcesses: RunProcesses = runProcesses
     # The open loop's timer: a timerfd where the reactor can watch one.
     makeWaker: Callable[[IReactorTime, Callable[[], object]], Waker] = makeWaker
+    # The CPU times of the machine (/proc/stat), for the host's steal.
+    readCpuTimes: Callable[[], CpuTimes | None] = readCpuTimes
 
 
 class Measured:
@@ -115,6 +118,15 @@ class Measured:
         self.seconds = 0.0
         self.children: list[ChildProcess] = []
         self.startedAt: float | None = None
+        # The machine's CPU times when the run started, for its steal.
+        self.cpuTimes: CpuTimes | None = None
+
+    def machine(self, reactor: object, system: System) -> dict[str, object]:
+        """The run's machine context, with the host's steal since it started."""
+        now = system.readCpuTimes()
+        before = self.cpuTimes
+        steal = None if before is None or now is None else stealPercent(before, now)
+        return machineContext(type(reactor).__name__, steal)
 
     def observe(
         self,
@@ -323,8 +335,9 @@ async def main(  # noqa: PLR0915
         if args.child:
             watchParent(sys.stdin.fileno(), interrupt)
     measured = Measured()
+    system = system or System()
     work = Deferred.fromCoroutine(
-        bench(reactor, parser, args, argv, measured, system=system or System())
+        bench(reactor, parser, args, argv, measured, system=system)
     )
     # Whichever comes first: the run's end (or failure) or a signal.
     first: Deferred[int | None] = Deferred()
@@ -358,7 +371,7 @@ async def main(  # noqa: PLR0915
         measured.run.finish()
     if results is None:
         fail_(f"interrupted by {name} before anything was measured", 128 + number)
-    results.machine = machineContext(type(reactor).__name__)
+    results.machine = measured.machine(reactor, system)
     describeRun(results, args, address=None, startedAt=measured.startedAt)
     writeReport(results, args)
     fail_(f"interrupted by {name}: report of {results.seconds:.1f} s", 128 + number)
@@ -402,6 +415,7 @@ async def bench(
 ) -> None:
     """Check, resolve, run and report: the bench proper."""
     measured.startedAt = system.wallClock()
+    measured.cpuTimes = system.readCpuTimes()
     try:
         checkOptions(args)
         address = await resolve(reactor, args.host, args.timeout)
@@ -426,7 +440,7 @@ async def bench(
     else:
         raiseFileLimit(args.connections, system.getFileLimit, system.setFileLimit)
         results = await runOnce(reactor, args, address, measured, system)
-    results.machine = machineContext(type(reactor).__name__)
+    results.machine = measured.machine(reactor, system)
     describeRun(results, args, address=address, startedAt=measured.startedAt)
     emit(results, args)
 

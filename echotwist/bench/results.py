@@ -21,6 +21,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from echotwist.bench.cpustat import STEAL_WARNING_PERCENT
 from echotwist.endpoints import formatHostPort
 
 # One hour in microseconds: no echo latency worth reporting is longer.
@@ -111,14 +112,22 @@ def decodeHistogram(text: str) -> HdrHistogram:
     return HdrHistogram.decode(text)
 
 
-def machineContext(reactorName: str) -> dict[str, Any]:
-    """What the numbers were measured on: CPUs, kernel, Python, reactor."""
-    return {
+def machineContext(
+    reactorName: str, stealPercent: float | None = None
+) -> dict[str, Any]:
+    """What the numbers were measured on: CPUs, kernel, Python, reactor, and
+    the host's steal during the run where it was read
+    (L{echotwist.bench.cpustat}).
+    """
+    context: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "kernel": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "reactor": reactorName,
     }
+    if stealPercent is not None:
+        context["steal_percent"] = round(stealPercent, 1)
+    return context
 
 
 def percentiles(histogram: HdrHistogram) -> dict[str, float]:
@@ -407,9 +416,20 @@ def formatReport(results: Results) -> list[str]:
         lines.append(targetLine(results.target, results.startedAt))
     machine = results.machine
     if machine:
+        steal = machine.get("steal_percent")
+        if steal is None:
+            stolen = ""
+        elif steal < STEAL_WARNING_PERCENT:
+            stolen = f", host steal {steal:.1f}%"
+        else:
+            # On the same line, so that the report's lines keep their places.
+            stolen = (
+                f", host steal {steal:.1f}%: the host took that share of the"
+                " CPU time, and these figures measure it too"
+            )
         lines.append(
             f"machine: {machine.get('cpus')} CPUs, {machine.get('kernel')},"
-            f" {machine.get('python')}, {machine.get('reactor')}"
+            f" {machine.get('python')}, {machine.get('reactor')}{stolen}"
         )
     return lines
 

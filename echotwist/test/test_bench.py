@@ -40,6 +40,7 @@ from echotwist.bench.arguments import (
 )
 from echotwist.bench.cli import System, main, resolve
 from echotwist.bench.content import Payload, classifyExcess, classifyMismatch, mix
+from echotwist.bench.cpustat import CpuTimes
 from echotwist.bench.hlog import BadLog, IntervalLogWriter, mergeLogs, readLog
 from echotwist.bench.load import (
     LoadConfig,
@@ -874,13 +875,16 @@ def runMain(
     now: Callable[[], float] | None = None,
     limit: FileLimit | None = None,
     runProcesses: RunProcesses | None = None,
+    cpuTimes: Sequence[CpuTimes] = (),
 ) -> Deferred[None]:
     """Start L{main} on a memory reactor (or C{reactor}).
 
     No signal handlers are installed and the process's file limit is
     never read or changed: C{limit} (or a generous one) stands in for it.
-    C{now} (the reactor's clock by default) times the run.
+    C{now} (the reactor's clock by default) times the run.  The machine's
+    CPU times are the successive C{cpuTimes}, then unknown (None).
     """
+    readings = list(cpuTimes)
     clock = cast(MemoryReactorClock, reactor or MemoryReactorClock())
     limit = limit or FileLimit(1024, 65536)
     system = System(
@@ -888,6 +892,7 @@ def runMain(
         getFileLimit=limit.get,
         setFileLimit=limit.setLimit,
         makeWaker=CallLaterWaker,
+        readCpuTimes=lambda: readings.pop(0) if readings else None,
     )
     if runProcesses is not None:
         system = dataclasses.replace(system, runProcesses=runProcesses)
@@ -1103,13 +1108,37 @@ class InterruptTests(SynchronousTestCase):
     """SIGINT and SIGTERM end a run with a report (or one line) and 128 + N."""
 
     def startPingpong(
-        self, reactor: MemoryReactorClock
+        self, reactor: MemoryReactorClock, cpuTimes: Sequence[CpuTimes] = ()
     ) -> tuple[Deferred[None], Interrupt]:
         """Start a pingpong run on C{reactor} whose clock also times it."""
         interrupt = Interrupt(reactor)
         argv = ["--json", "-c", "2", "-w", "0", "-d", "10", "127.0.0.1", "9"]
-        d = runMain(self, argv, reactor, interrupt, now=reactor.seconds)
+        d = runMain(
+            self, argv, reactor, interrupt, now=reactor.seconds, cpuTimes=cpuTimes
+        )
         return d, interrupt
+
+    def test_hostSteal(self) -> None:
+        """The report has the host's steal between the run's start and its
+        report: here 50 of 1,000 ticks, 5 %.
+        """
+        output = OutputCapture(self)
+        reactor = MemoryReactorClock()
+        d, interrupt = self.startPingpong(
+            reactor, [CpuTimes(10_000, 100), CpuTimes(11_000, 150)]
+        )
+        for _host, _port, factory, _timeout, _bind in reactor.tcpClients:
+            protocol = factory.buildProtocol(None)
+            assert protocol is not None
+            transport = StringTransportWithDisconnection()
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+        reactor.advance(0)
+        reactor.advance(1.0)
+        interrupt.fire(signal.SIGTERM)
+        self.failureResultOf(d, SystemExit)
+        report = json.loads(output.out.getvalue())
+        self.assertEqual(report["machine"]["steal_percent"], 5.0)
 
     def test_beforeMeasuring(self) -> None:
         """Interrupted while connecting: one line, exit 130, nothing on stdout."""

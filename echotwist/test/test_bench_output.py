@@ -42,6 +42,7 @@ from echotwist.bench.results import (
     formatDistribution,
     formatReport,
     highest,
+    machineContext,
     newHistogram,
     percentiles,
     quantize,
@@ -351,6 +352,28 @@ class OutputTests(SynchronousTestCase):
             "target: localhost:5000 (127.0.0.1), started 2023-11-14T22:13:20.500Z",
             lines,
         )
+
+    def test_hostSteal(self) -> None:
+        """The machine line gives the host's steal; from 1 % it says what that means."""
+        results = self.results()
+        results.machine = machineContext("R", 0.43)
+        lines = formatReport(results)
+        self.assertTrue(lines[-1].endswith(", R, host steal 0.4%"), lines[-1])
+        results.machine = machineContext("R", 12.34)
+        self.assertTrue(
+            formatReport(results)[-1].endswith(
+                ", R, host steal 12.3%: the host took that share of the CPU time,"
+                " and these figures measure it too"
+            )
+        )
+        self.assertEqual(results.toJSON()["machine"]["steal_percent"], 12.3)
+
+    def test_stealUnknown(self) -> None:
+        """Where steal could not be read, nothing is said of it."""
+        results = self.results()
+        results.machine = machineContext("R")
+        self.assertNotIn("steal_percent", results.machine)
+        self.assertTrue(formatReport(results)[-1].endswith(", R"))
 
     def test_json(self) -> None:
         """The JSON carries target, parameters and start time first."""

@@ -72,8 +72,11 @@ class BenchAgainstServerTests(SynchronousTestCase):
         self.assertLessEqual(values["p50_us"], values["p99_us"])
         self.assertLessEqual(values["p99_us"], values["max_us"])
         self.assertEqual(
-            sorted(values["machine"]), ["cpus", "kernel", "python", "reactor"]
+            sorted(values["machine"]),
+            ["cpus", "kernel", "python", "reactor", "steal_percent"],
         )
+        # The host's steal during the run, read from Linux's /proc/stat.
+        self.assertTrue(0 <= values["machine"]["steal_percent"] <= 100)
         # The fast epoll reactor, as twistd echo's default on Linux.
         self.assertEqual(values["machine"]["reactor"], "FastEPollReactor")
 
