@@ -48,6 +48,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from echotwist.bench.cpustat import readCpuTimes, stealPercent
+
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0
 FIGURES = ("p50", "p90", "p99", "mean")
@@ -330,14 +332,16 @@ def main() -> None:
         shim = Path(directory) / "shim.so"
         run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"])
         server = Server()
+        steal: dict[str, dict[str, list[float]]] = {}
         try:
-            results = measure(server, shim, args)
+            results = measure(server, shim, args, steal)
         finally:
             server.stop()
     lines = tableLines(results)
     load = os.getloadavg()
     print("\n".join(lines))
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print("\n".join(stealLines(steal)))
     args.output.parent.mkdir(exist_ok=True)
     args.output.write_text(
         json.dumps(
@@ -346,6 +350,7 @@ def main() -> None:
                 "seconds": args.seconds,
                 "rounds": args.rounds,
                 "load_average": load,
+                "steal_percent": steal,
                 "results": {
                     scenario: {tool: asdict(f) for tool, f in tools.items()}
                     for scenario, tools in results.items()
@@ -358,21 +363,56 @@ def main() -> None:
 
 
 def measure(
-    server: Server, shim: Path, args: argparse.Namespace
+    server: Server,
+    shim: Path,
+    args: argparse.Namespace,
+    steal: dict[str, dict[str, list[float]]],
 ) -> dict[str, dict[str, Figures]]:
-    """Both tools in turns, C{rounds} times, idle and busy: their medians."""
+    """Both tools in turns, C{rounds} times, idle and busy: their medians.
+
+    The host's steal during each tool's run goes into C{steal}, by scenario
+    and tool (where C{/proc/stat} can be read).
+    """
     results: dict[str, dict[str, Figures]] = {}
     for scenario in ("idle", "busy"):
         runs: dict[str, list[Figures]] = {"sockperf": [], "bench": []}
+        stolen: dict[str, list[float]] = steal.setdefault(
+            scenario, {"sockperf": [], "bench": []}
+        )
         total = args.rounds * 2 * (args.seconds + 4) + 5
         with background(server.tcpPort, total) if scenario == "busy" else _nothing():
             for _ in range(args.rounds):
-                runs["sockperf"].append(
-                    sockperf(shim, server.udpPort, args.size, args.seconds)
-                )
-                runs["bench"].append(bench(server.udpPort, args.size, args.seconds))
+                for tool in ("sockperf", "bench"):
+                    before = readCpuTimes()
+                    runs[tool].append(
+                        sockperf(shim, server.udpPort, args.size, args.seconds)
+                        if tool == "sockperf"
+                        else bench(server.udpPort, args.size, args.seconds)
+                    )
+                    after = readCpuTimes()
+                    share = (
+                        None
+                        if before is None or after is None
+                        else stealPercent(before, after)
+                    )
+                    if share is not None:
+                        stolen[tool].append(share)
         results[scenario] = {tool: medianFigures(r) for tool, r in runs.items()}
     return results
+
+
+def stealLines(steal: dict[str, dict[str, list[float]]]) -> list[str]:
+    """The host's steal during each tool's runs: median and most, per scenario."""
+    lines = []
+    for scenario, tools in steal.items():
+        parts = [
+            f"{tool} {statistics.median(shares):.1f} % (at most {max(shares):.1f} %)"
+            for tool, shares in tools.items()
+            if shares
+        ]
+        if parts:
+            lines.append(f"host steal, {scenario}: " + ", ".join(parts))
+    return lines
 
 
 @contextmanager

@@ -19,6 +19,7 @@ try:
         medianFigures,
         parseBench,
         parseSockperf,
+        stealLines,
         tableLines,
     )
 except ImportError:
@@ -102,3 +103,21 @@ class CrosscheckTests(SynchronousTestCase):
         self.assertEqual(len(lines), 5)
         self.assertRegex(lines[1], r"^idle +p50 +20\.0 +22\.0 +\+10\.0%$")
         self.assertRegex(lines[3], r"^idle +p99 +40\.0 +38\.0 +-5\.0%$")
+
+
+class StealLinesTests(SynchronousTestCase):
+    """The host's steal during each tool's runs, per scenario."""
+
+    def test_lines(self) -> None:
+        """Median and most per tool; a scenario without readings says nothing."""
+        steal = {
+            "idle": {"sockperf": [0.0, 2.0, 1.0], "bench": [4.0]},
+            "busy": {"sockperf": [], "bench": []},
+        }
+        self.assertEqual(
+            stealLines(steal),
+            [
+                "host steal, idle: sockperf 1.0 % (at most 2.0 %),"
+                " bench 4.0 % (at most 4.0 %)"
+            ],
+        )
