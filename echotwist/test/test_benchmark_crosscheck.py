@@ -110,7 +110,7 @@ class StealLinesTests(SynchronousTestCase):
 
     def test_lines(self) -> None:
         """Median and most per tool; a scenario without readings says nothing."""
-        steal = {
+        steal: dict[str, dict[str, list[float]]] = {
             "idle": {"sockperf": [0.0, 2.0, 1.0], "bench": [4.0]},
             "busy": {"sockperf": [], "bench": []},
         }
