@@ -328,6 +328,18 @@ def attach(run: LoadRun, slot: int = 0) -> tuple[LoadConnection, io.BytesIO]:
     return connection, transport.io
 
 
+def connectAll(reactor: MemoryReactorClock) -> None:
+    """Connect every connection the run asked C{reactor} for, on string
+    transports.
+    """
+    for _host, _port, factory, _timeout, _bind in reactor.tcpClients:
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+
+
 class LoadConnectionTests(SynchronousTestCase):
     """A load connection verifies every byte and counts what goes wrong."""
 
@@ -1127,12 +1139,7 @@ class InterruptTests(SynchronousTestCase):
         d, interrupt = self.startPingpong(
             reactor, [CpuTimes(10_000, 100), CpuTimes(11_000, 150)]
         )
-        for _host, _port, factory, _timeout, _bind in reactor.tcpClients:
-            protocol = factory.buildProtocol(None)
-            assert protocol is not None
-            transport = StringTransportWithDisconnection()
-            transport.protocol = protocol
-            protocol.makeConnection(transport)
+        connectAll(reactor)
         reactor.advance(0)
         reactor.advance(1.0)
         interrupt.fire(signal.SIGTERM)
@@ -1160,12 +1167,7 @@ class InterruptTests(SynchronousTestCase):
         output = OutputCapture(self)
         reactor = MemoryReactorClock()
         d, interrupt = self.startPingpong(reactor)
-        for _host, _port, factory, _timeout, _bind in reactor.tcpClients:
-            protocol = factory.buildProtocol(None)
-            assert protocol is not None
-            transport = StringTransportWithDisconnection()
-            transport.protocol = protocol
-            protocol.makeConnection(transport)
+        connectAll(reactor)
         reactor.advance(0)
         reactor.advance(1.0)
         reactor.advance(1.0)
