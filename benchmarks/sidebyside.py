@@ -22,6 +22,7 @@ from benchmarks.catalogue import BASELINE, WORKLOADS, Workload, servers
 from benchmarks.control import Pinning, Running, loadAverage, machine, pinned
 from benchmarks.loads import idleMemory, pingpongTogether
 from benchmarks.results import ratio
+from echotwist.bench.cpustat import readCpuTimes, stealPercent
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Samples:
     cpuMicrosPerEcho: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    # The host's steal during each round's load, in percent (Linux).
+    steal: list[float] = field(default_factory=list)
 
 
 def median(values: Sequence[float]) -> float:
@@ -184,6 +187,7 @@ def measureRound(
     """
     server = running.server
     for workload in WORKLOADS:
+        before = readCpuTimes()
         try:
             result, meter = pingpongTogether(
                 [loadgen],
@@ -200,8 +204,12 @@ def measureRound(
             running.stop()
             running = restart()
             continue
+        after = readCpuTimes()
+        steal = None if before is None or after is None else stealPercent(before, after)
         cpu = meter.cpuMicrosPerEcho(result["echoes"])
         sample = samples[server.name, workload.name]
+        if steal is not None:
+            sample.steal.append(steal)
         sample.echoesPerSecond.append(result["echoes_per_s"])
         sample.cpuMicrosPerEcho.append(cpu)
         sample.p50.append(result["p50_us"])
@@ -211,10 +219,25 @@ def measureRound(
             f" {result['echoes_per_s']:>10,.0f} echoes/s"
             f" {cpu:6.2f} µs CPU/echo"
             f" p50 {result['p50_us']:.0f} µs"
-            f" p99 {result['p99_us']:.0f} µs",
+            f" p99 {result['p99_us']:.0f} µs"
+            + ("" if steal is None else f" host steal {steal:.1f}%"),
             flush=True,
         )
     return running
+
+
+def stealLine(samples: dict[tuple[str, str], Samples]) -> str | None:
+    """The host's steal over every round's load: median and most; None if
+    it was not read.
+    """
+    shares = [share for sample in samples.values() for share in sample.steal]
+    if not shares:
+        return None
+    return (
+        f"Host steal during the loads (the hypervisor's share of the CPU time):"
+        f" median {statistics.median(shares):.1f} %, at most {max(shares):.1f} %"
+        " (compare runs with the same, low steal)."
+    )
 
 
 def runServers(
@@ -279,6 +302,7 @@ def runServers(
         f"Load average (1, 5, 15 min) before the run {loadBefore} (other work"
         f" on the machine), after it {loadAverage()} (including the"
         " benchmark's own server and load generator, about 2).",
+        *([] if (stolen := stealLine(samples)) is None else [stolen]),
         f"{pinning.describe().capitalize()}; "
         f"{arguments.reps} interleaved round(s) of {arguments.seconds:g} s per "
         f"load after {arguments.warmup:g} s warm-up; medians; idle RSS at "

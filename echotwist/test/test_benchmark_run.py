@@ -26,7 +26,7 @@ try:
     from benchmarks.control import Pinning
     from benchmarks.meter import Meter
     from benchmarks.procstat import Spread
-    from benchmarks.sidebyside import Samples, peerTable, serversTable
+    from benchmarks.sidebyside import Samples, peerTable, serversTable, stealLine
 except ImportError:
     # An installed echotwist.test: the lab is not shipped with it.
     skip = "needs the source tree's benchmarks package (run from its root)"
@@ -453,3 +453,23 @@ class PeerTableTests(SynchronousTestCase):
         samples.update(self.samples({"twisted": [50.0, 5.0, 20.0]}))
         table = serversTable(["twisted", "rloop"], samples, {})
         self.assertTrue(table[-1].startswith("| rloop | failed | - | failed |"))
+
+
+class StealLineTests(SynchronousTestCase):
+    """The host's steal over the side-by-side run's loads."""
+
+    def test_line(self) -> None:
+        """Median and most over every server's rounds."""
+        samples = {
+            ("uvloop", "50x512B"): Samples(steal=[0.0, 3.0]),
+            ("echotwist", "50x512B"): Samples(steal=[1.0]),
+        }
+        self.assertEqual(
+            stealLine(samples),
+            "Host steal during the loads (the hypervisor's share of the CPU time):"
+            " median 1.0 %, at most 3.0 % (compare runs with the same, low steal).",
+        )
+
+    def test_notRead(self) -> None:
+        """No readings (not Linux): no line."""
+        self.assertIsNone(stealLine({("uvloop", "50x512B"): Samples()}))
