@@ -44,12 +44,10 @@ import datetime
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +70,7 @@ from benchmarks.clusterresults import (
 )
 from benchmarks.control import TWISTD, loadAverage, machine
 from benchmarks.netfaults import CommandFailed, aptInstall
+from benchmarks.processoutput import OutputReader
 
 ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CONFIG = ROOT / "contrib" / "haproxy" / "echotwist.cfg"
@@ -150,70 +149,6 @@ def ensureTools() -> list[str]:
     if missing:
         aptInstall(missing)
     return missing
-
-
-class OutputReader:
-    """A process's output lines, read in a thread; waits for patterns.
-
-    (The end-to-end tests' reader does the same, but C{echotwist.test}
-    needs the test extra, which C{make cluster} does not install.)
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self.lines: list[str] = []
-        self.closed = False
-        self._condition = threading.Condition()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: TextIO) -> None:
-        for line in iter(stream.readline, ""):
-            with self._condition:
-                self.lines.append(line.rstrip("\n"))
-                self._condition.notify_all()
-        with self._condition:
-            self.closed = True
-            self._condition.notify_all()
-
-    def waitForAll(
-        self, pattern: str, count: int, timeout: float
-    ) -> list[re.Match[str]]:
-        """The first C{count} lines matching C{pattern}, once there are that
-        many; raise L{CommandFailed} when the output ends or C{timeout}
-        seconds pass first.
-        """
-        regex = re.compile(pattern)
-
-        def matches() -> list[re.Match[str]]:
-            found = (regex.search(line) for line in self.lines)
-            return [m for m in found if m is not None][:count]
-
-        with self._condition:
-            self._condition.wait_for(
-                lambda: len(matches()) >= count or self.closed, timeout
-            )
-            result = matches()
-        if len(result) < count:
-            raise CommandFailed(
-                f"no {count} lines matching {pattern!r} within {timeout:g} s;"
-                f" last output: {' / '.join(self.lines[-3:])}"
-            )
-        return result
-
-    def waitFor(self, pattern: str, timeout: float) -> re.Match[str]:
-        """The first line matching C{pattern} (see L{waitForAll})."""
-        return self.waitForAll(pattern, 1, timeout)[0]
-
-    def waitClosed(self, timeout: float) -> str:
-        """All the output, once it has ended (at most C{timeout} s from now)."""
-        with self._condition:
-            if not self._condition.wait_for(lambda: self.closed, timeout):
-                raise CommandFailed(f"output still open after {timeout:g} s")
-            return "\n".join(self.lines)
-
-    def text(self) -> str:
-        """Everything read so far."""
-        with self._condition:
-            return "\n".join(self.lines)
 
 
 class Child:

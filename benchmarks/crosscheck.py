@@ -41,14 +41,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO, cast
 
 from echotwist.bench.cpustat import readCpuTimes, stealPercent
+
+if not __package__:
+    # Run as a script: import the source tree's benchmarks package.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.netfaults import CommandFailed
+from benchmarks.processoutput import OutputReader
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0
@@ -229,24 +235,17 @@ class Server:
             stdin=subprocess.DEVNULL,
             text=True,
         )  # fmt: skip
-        self.tcpPort = self.udpPort = 0
-        self.lines: list[str] = []
-        ready = threading.Event()
-        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
-        if not ready.wait(WAIT):
+        output = OutputReader(cast(TextIO, self.process.stdout))
+        try:
+            self.tcpPort = int(
+                output.waitFor(r"Listening on tcp:127\.0\.0\.1:(\d+)", WAIT).group(1)
+            )
+            self.udpPort = int(
+                output.waitFor(r"Listening on udp:127\.0\.0\.1:(\d+)", WAIT).group(1)
+            )
+        except CommandFailed as e:
             self.stop()
-            raise SystemExit("the server did not start:\n" + "\n".join(self.lines))
-
-    def _read(self, ready: threading.Event) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-            if found := re.search(r"Listening on tcp:127\.0\.0\.1:(\d+)", line):
-                self.tcpPort = int(found.group(1))
-            if found := re.search(r"Listening on udp:127\.0\.0\.1:(\d+)", line):
-                self.udpPort = int(found.group(1))
-            if self.tcpPort and self.udpPort:
-                ready.set()
+            raise SystemExit(f"the server did not start: {e}") from None
 
     def stop(self) -> None:
         """Terminate the server and wait for it."""
@@ -389,12 +388,7 @@ def measure(
                         if tool == "sockperf"
                         else bench(server.udpPort, args.size, args.seconds)
                     )
-                    after = readCpuTimes()
-                    share = (
-                        None
-                        if before is None or after is None
-                        else stealPercent(before, after)
-                    )
+                    share = stealPercent(before, readCpuTimes())
                     if share is not None:
                         stolen[tool].append(share)
         results[scenario] = {tool: medianFigures(r) for tool, r in runs.items()}

@@ -30,6 +30,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TextIO, cast
+
+if not __package__:
+    # Run as a script: import the source tree's benchmarks package.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.netfaults import CommandFailed
+from benchmarks.processoutput import OutputReader
 
 WAIT = 30.0
 LOOPBACK = "127.0.0.1"
@@ -61,25 +68,15 @@ class Server:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        self.udpPort = 0
-        self.metrics = ""
-        self.lines: list[str] = []
-        ready = threading.Event()
-        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
-        if not ready.wait(WAIT):
+        output = OutputReader(cast(TextIO, self.process.stdout))
+        try:
+            self.udpPort = int(
+                output.waitFor(r"Listening on udp:127\.0\.0\.1:(\d+)", WAIT).group(1)
+            )
+            self.metrics = output.waitFor(r"Metrics on (tcp:\S+)", WAIT).group(1)
+        except CommandFailed as e:
             self.stop()
-            raise SystemExit("server did not start:\n" + "\n".join(self.lines))
-
-    def _read(self, ready: threading.Event) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-            if found := re.search(r"Listening on udp:127\.0\.0\.1:(\d+)", line):
-                self.udpPort = int(found.group(1))
-            if found := re.search(r"Metrics on (tcp:\S+)", line):
-                self.metrics = found.group(1)
-            if self.udpPort and self.metrics:
-                ready.set()
+            raise SystemExit(f"server did not start: {e}") from None
 
     @property
     def address(self) -> tuple[str, int]:
