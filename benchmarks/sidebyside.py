@@ -204,8 +204,7 @@ def measureRound(
             running.stop()
             running = restart()
             continue
-        after = readCpuTimes()
-        steal = None if before is None or after is None else stealPercent(before, after)
+        steal = stealPercent(before, readCpuTimes())
         cpu = meter.cpuMicrosPerEcho(result["echoes"])
         sample = samples[server.name, workload.name]
         if steal is not None:

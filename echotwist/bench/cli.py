@@ -123,9 +123,7 @@ class Measured:
 
     def machine(self, reactor: object, system: System) -> dict[str, object]:
         """The run's machine context, with the host's steal since it started."""
-        now = system.readCpuTimes()
-        before = self.cpuTimes
-        steal = None if before is None or now is None else stealPercent(before, now)
+        steal = stealPercent(self.cpuTimes, system.readCpuTimes())
         return machineContext(type(reactor).__name__, steal)
 
     def observe(

@@ -45,10 +45,13 @@ def parseCpuTimes(text: str) -> CpuTimes:
     raise ValueError("no cpu line in /proc/stat")
 
 
-def stealPercent(before: CpuTimes, after: CpuTimes) -> float | None:
+def stealPercent(before: CpuTimes | None, after: CpuTimes | None) -> float | None:
     """The share of the CPU time between two readings that was stolen, in
-    percent; None if no time passed between them.
+    percent; None if either reading is missing or no time passed between
+    them.
     """
+    if before is None or after is None:
+        return None
     total = after.total - before.total
     if total <= 0:
         return None

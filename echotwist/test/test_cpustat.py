@@ -46,6 +46,11 @@ class StealPercentTests(SynchronousTestCase):
         """50 of 1,000 ticks stolen: 5 %."""
         self.assertEqual(stealPercent(CpuTimes(9000, 10), CpuTimes(10000, 60)), 5.0)
 
+    def test_readingMissing(self) -> None:
+        """Either reading missing (not Linux): unknown."""
+        self.assertIsNone(stealPercent(None, CpuTimes(5, 1)))
+        self.assertIsNone(stealPercent(CpuTimes(5, 1), None))
+
     def test_noTimePassed(self) -> None:
         """No ticks between the readings: unknown."""
         self.assertIsNone(stealPercent(CpuTimes(5, 1), CpuTimes(5, 1)))
