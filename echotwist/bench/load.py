@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 from typing import Protocol as TypingProtocol
@@ -662,11 +662,11 @@ async def measure(
     histograms and C{observer} hears about the interval.
     """
     await sleep(reactor, warmup)
-    run.recorder.samples.clear()
+    run.recorder.clear()
     if run.uncorrected is not None:
-        run.uncorrected.samples.clear()
+        run.uncorrected.clear()
     if run.delays is not None:
-        run.delays.samples.clear()
+        run.delays.clear()
     run.measuring = True
     start = previous = run.now()
     end = start + run.config.duration
@@ -761,7 +761,7 @@ class Breaks:
 
 
 async def flushInSlices(
-    breaks: Breaks, recorder: LatencyRecorder, samples: list[int]
+    breaks: Breaks, recorder: LatencyRecorder, samples: Sequence[int]
 ) -> tuple[HdrHistogram, Interval]:
     """Record C{samples} into C{recorder}'s histogram in small chunks.
 

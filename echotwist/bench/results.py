@@ -1,7 +1,7 @@
 """Latency histograms, the run's results and how they are reported.
 
 Plain code, no I/O.  Latencies are whole microseconds.  On the hot path
-a connection only appends a latency to a list; L{LatencyRecorder.flush}
+a connection only appends a latency to an array; L{LatencyRecorder.flush}
 moves the batch into an HDR histogram (C{hdrhistogram}, 3 significant
 digits) off the hot path, counting equal values first so that the
 pure-Python C{record_value} runs once per distinct value, not per echo.
@@ -15,6 +15,7 @@ import io
 import math
 import os
 import platform
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,23 +64,40 @@ def newHistogram() -> HdrHistogram:
     return HdrHistogram(1, HIGHEST_US, 3)
 
 
+def newSamples() -> array[int]:
+    """An empty array of latencies (signed 64-bit microseconds).
+
+    An array, not a list: a list of a second's samples (50,000 and more)
+    is an object the garbage collector walks item by item in each
+    collection it is young for, which held the load generator up for 1 to
+    1.6 ms once a second at 50,000 sends/s; an array's items are plain
+    numbers, not references, which a collection does not walk (those
+    pauses became 0.1 to 0.35 ms).
+    """
+    return array("q")
+
+
 class LatencyRecorder:
     """Collect latencies cheaply now, into a histogram later."""
 
     def __init__(self) -> None:
-        self.samples: list[int] = []
+        self.samples = newSamples()
         self.histogram = newHistogram()
 
-    def take(self) -> list[int]:
+    def take(self) -> array[int]:
         """The samples collected so far, handed over; collecting starts anew.
 
-        The list itself is handed over (a copy of a second's samples at
+        The array itself is handed over (a copy of a second's samples at
         50,000/s held the load up for a few hundred microseconds), so
-        samples are always added through C{self.samples}, never through a
-        list or C{append} kept from before.
+        samples are always added through C{self.samples}, never through an
+        array or C{append} kept from before.
         """
-        samples, self.samples = self.samples, []
+        samples, self.samples = self.samples, newSamples()
         return samples
+
+    def clear(self) -> None:
+        """Drop the samples collected so far (the warm-up's)."""
+        del self.samples[:]
 
     def flush(self) -> HdrHistogram:
         """Move the collected samples into the histogram; return them as one.
@@ -90,8 +108,7 @@ class LatencyRecorder:
         batch = newHistogram()
         for value, count in Counter(self.samples).items():
             batch.record_value(min(max(value, 0), HIGHEST_US), count)
-        # Cleared in place: connections hold the list's bound append method.
-        self.samples.clear()
+        self.clear()
         self.histogram.add(batch)
         return batch
 

@@ -143,7 +143,7 @@ class ResultsTests(SynchronousTestCase):
         recorder = LatencyRecorder()
         recorder.samples.extend([100] * 99 + [5000])
         batch = recorder.flush()
-        self.assertEqual(recorder.samples, [])
+        self.assertEqual(list(recorder.samples), [])
         recorder.samples.append(7)
         second = recorder.flush()
         self.assertEqual((batch.get_total_count(), second.get_total_count()), (100, 1))
@@ -355,7 +355,7 @@ class LoadConnectionTests(SynchronousTestCase):
         connection.dataReceived(first[:3])
         reactor.advance(0.001)
         connection.dataReceived(first[3:])
-        self.assertEqual(run.recorder.samples, [3000])
+        self.assertEqual(list(run.recorder.samples), [3000])
         self.assertEqual(
             written.getvalue(), first + run.payload.message(connection.cid, 1)
         )
@@ -482,8 +482,8 @@ class OpenLoopTests(SynchronousTestCase):
         reactor.advance(0.001)
         connection.dataReceived(written.getvalue()[8:16])
         assert run.uncorrected is not None
-        self.assertEqual(run.recorder.samples, [25000, 16000])
-        self.assertEqual(run.uncorrected.samples, [25000, 1000])
+        self.assertEqual(list(run.recorder.samples), [25000, 16000])
+        self.assertEqual(list(run.uncorrected.samples), [25000, 1000])
 
     def test_droppedSlotIsUnsent(self) -> None:
         """A send due while its connection is being replaced is an error."""

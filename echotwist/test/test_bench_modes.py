@@ -176,7 +176,7 @@ class DatagramTests(SynchronousTestCase):
         clock.advance(0.001)
         connection.datagramReceived(second, SERVER)
         connection.datagramReceived(first, SERVER)
-        self.assertEqual(run.recorder.samples, [1000, 1000])
+        self.assertEqual(list(run.recorder.samples), [1000, 1000])
         clock.advance(1)
         connection.sweep(clock.seconds(), 0.5)
         self.assertEqual(run.lost, 2)
@@ -238,7 +238,7 @@ class DatagramTests(SynchronousTestCase):
         # returns, at 2.
         socket.incoming = [socket.sent[0]]
         port.doRead()
-        self.assertEqual(run.recorder.samples, [2_000_000])
+        self.assertEqual(list(run.recorder.samples), [2_000_000])
         self.assertEqual(connection.inflight[0][2], 2.0)
 
     def test_silentServer(self) -> None:
