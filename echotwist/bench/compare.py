@@ -29,6 +29,8 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("uncorrected.p99_us", "actual-send p99 us"),
     ("send_delay.p50_us", "send delay p50 us"),
     ("send_delay.p99_us", "send delay p99 us"),
+    ("schedule_delay.p99_us", "schedule delay p99 us"),
+    ("held_sends", "held sends"),
     ("lost", "lost"),
     ("errors", "errors"),
 )

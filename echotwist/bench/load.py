@@ -59,6 +59,7 @@ from echotwist.bench.results import (
     Interval,
     LatencyRecorder,
     Results,
+    SendDelays,
     newHistogram,
     quantize,
 )
@@ -108,7 +109,7 @@ class SetupError(Exception):
 # Called once per interval with the interval's histogram (and the
 # uncorrected one in open loop), its start and end (seconds from the
 # measured window's start) and the running totals (the run's send
-# delays, in open loop, are in its C{delays} recorder).
+# delays, in open loop, are in its C{delays}, a L{SendDelays}).
 IntervalObserver = Callable[
     [HdrHistogram, HdrHistogram | None, float, float, "LoadRun"], None
 ]
@@ -149,8 +150,8 @@ class LoadRun:
         self.openLoop = config.rate is not None
         self.recorder = LatencyRecorder()
         self.uncorrected = LatencyRecorder() if self.openLoop else None
-        # Open loop: how late each send left (actual minus intended).
-        self.delays = LatencyRecorder() if self.openLoop else None
+        # Open loop: how late each send left and was reached.
+        self.delays = SendDelays() if self.openLoop else None
         self.errors: Counter[str] = Counter()
         self.running = True
         self.measuring = False
@@ -321,21 +322,28 @@ class LoadRun:
         if self.inProgress < self.config.connections:
             self.startTimed(intended)
         else:
+            if self.measuring:
+                assert self.delays is not None
+                self.delays.reached.samples.append(int((self.now() - intended) * 1e6))
             self.backlog.append(intended)
 
-    def startTimed(self, intended: float) -> None:
-        """Start a transaction due at C{intended}; note how late it starts."""
+    def startTimed(self, intended: float, held: bool = False) -> None:
+        """Start a transaction due at C{intended}; note how late it starts.
+
+        C{held}: it waited for one in progress to end (L{SendDelays}).
+        """
         now = self.now()
         if self.measuring:
             assert self.delays is not None
-            self.delays.samples.append(int((now - intended) * 1e6))
+            delays = self.delays.held if held else self.delays.made
+            delays.samples.append(int((now - intended) * 1e6))
         factory = startTransaction(self, intended=intended)
         self.inProgress += 1
 
         def ended(_: object) -> None:
             self.inProgress -= 1
             if self.running and self.backlog:
-                self.startTimed(self.backlog.popleft())
+                self.startTimed(self.backlog.popleft(), held=True)
 
         factory.finished.addCallback(ended)
 
@@ -405,13 +413,13 @@ class Sending:
             for _ in range(self.pipeline):
                 self.send()
 
-    def send(self, intended: float | None = None) -> None:
+    def send(self, intended: float | None = None, held: bool = False) -> None:
         """Send the next message; open loop, the one due at C{intended}.
 
         The clock is read just before the write (L{writeTimed}), so that a
         latency from the actual send holds none of this side's own work
         before it; in open loop, how late that is against C{intended} is
-        recorded.
+        recorded (C{held}: the send waited for room, L{SendDelays}).
         """
         message = self.nextMessage()
         self.seq += 1
@@ -420,7 +428,8 @@ class Sending:
             intended = sent
         elif self.run.measuring:
             assert self.run.delays is not None
-            self.run.delays.samples.append(int((sent - intended) * 1e6))
+            delays = self.run.delays.held if held else self.run.delays.made
+            delays.samples.append(int((sent - intended) * 1e6))
         self.inflight.append((message, intended, sent))
 
     def sendScheduled(self, intended: float) -> None:
@@ -428,6 +437,10 @@ class Sending:
         if len(self.inflight) < self.pipeline:
             self.send(intended)
         else:
+            run = self.run
+            if run.measuring:
+                assert run.delays is not None
+                run.delays.reached.samples.append(int((self.now() - intended) * 1e6))
             self.backlog.append(intended)
 
     def recordEcho(self, intended: float, sent: float, now: float) -> None:
@@ -445,7 +458,7 @@ class Sending:
         if not self.openLoop:
             self.send()
         elif self.backlog:
-            self.send(self.backlog.popleft())
+            self.send(self.backlog.popleft(), held=True)
 
 
 @implementer(IHandshakeListener)
@@ -680,11 +693,12 @@ async def measure(
             run.measuring = False
         # Taken in this turn, counted over the next ones (see flushInSlices),
         # in pauses that make the sends due and give the reactor its turns.
-        taken = [
-            (recorder, recorder.take())
-            for recorder in (run.recorder, run.uncorrected, run.delays)
-            if recorder is not None
-        ]
+        recorders = [run.recorder]
+        if run.uncorrected is not None:
+            recorders.append(run.uncorrected)
+        if run.delays is not None:
+            recorders += run.delays.recorders()
+        taken = [(recorder, recorder.take()) for recorder in recorders]
         breaks = Breaks(reactor, run.now, run)
         batches = [
             await flushInSlices(breaks, recorder, samples)
@@ -808,7 +822,9 @@ def resultsOf(run: LoadRun, seconds: float, echoes: int | None = None) -> Result
         pipeline=config.pipeline,
         uncorrected=run.uncorrected.histogram if run.uncorrected else None,
         targetRate=config.rate,
-        delays=run.delays.histogram if run.delays else None,
+        delays=run.delays.sendDelays() if run.delays else None,
+        scheduleDelays=run.delays.scheduleDelays() if run.delays else None,
+        held=run.delays.heldCount() if run.delays else None,
         lost=run.lost if config.udp else None,
         late=run.late if config.udp else None,
     )

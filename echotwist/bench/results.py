@@ -113,6 +113,55 @@ class LatencyRecorder:
         return batch
 
 
+class SendDelays:
+    """Open loop: how late each send left, and how late the schedule reached it.
+
+    A send falls due at its intended time; the schedule reaches it then,
+    or later if the generator was busy, and makes it at once, unless its
+    connection has C{pipeline} messages in flight already: then the send
+    is held until an echo makes room, a wait that is the server's latency
+    rather than the schedule's.  The send delay (actual minus intended
+    send) holds both waits; the schedule delay (reached minus intended)
+    only the generator's own lateness.  Each send is recorded once: a send
+    made when reached in C{made} (its two delays are one), a held one in
+    C{held} (when it left) and C{reached} (when the schedule reached it).
+    """
+
+    def __init__(self) -> None:
+        self.made = LatencyRecorder()
+        self.held = LatencyRecorder()
+        self.reached = LatencyRecorder()
+
+    def recorders(self) -> tuple[LatencyRecorder, ...]:
+        """The three recorders, to clear and to flush."""
+        return (self.made, self.held, self.reached)
+
+    def clear(self) -> None:
+        """Drop the samples collected so far (the warm-up's)."""
+        for recorder in self.recorders():
+            recorder.clear()
+
+    def sendDelays(self) -> HdrHistogram:
+        """Every send's delay, actual minus intended (flushed samples only)."""
+        return combined(self.made.histogram, self.held.histogram)
+
+    def scheduleDelays(self) -> HdrHistogram:
+        """Every send's schedule delay, reached minus intended (flushed only)."""
+        return combined(self.made.histogram, self.reached.histogram)
+
+    def heldCount(self) -> int:
+        """How many sends waited for room in their connection (flushed only)."""
+        return int(self.reached.histogram.get_total_count())
+
+
+def combined(*histograms: HdrHistogram) -> HdrHistogram:
+    """A new histogram holding the values of all of C{histograms}."""
+    total = newHistogram()
+    for histogram in histograms:
+        total.add(histogram)
+    return total
+
+
 def encodeHistogram(histogram: HdrHistogram) -> str:
     """A histogram as text (HdrHistogram's compressed, base64 form)."""
     encoded = histogram.encode()
@@ -275,8 +324,12 @@ class Results:
     answered: int | None = None
     setupSeconds: float | None = None
     finalSeconds: float | None = None
-    # Open loop: how late each send left its schedule (actual minus intended).
+    # Open loop: how late each send left its schedule (actual minus
+    # intended), how late the schedule reached it (see L{SendDelays}), and
+    # how many sends waited for room in their connection's pipeline.
     delays: HdrHistogram | None = None
+    scheduleDelays: HdrHistogram | None = None
+    held: int | None = None
     # What was measured and how: the target (host, port, address), the
     # options, and when the run started (seconds since the epoch).
     target: dict[str, Any] | None = None
@@ -318,6 +371,10 @@ class Results:
             self.uncorrected.add(other.uncorrected)
         if self.delays is not None and other.delays is not None:
             self.delays.add(other.delays)
+        if self.scheduleDelays is not None and other.scheduleDelays is not None:
+            self.scheduleDelays.add(other.scheduleDelays)
+        if self.held is not None and other.held is not None:
+            self.held += other.held
         if self.targetRate is not None and other.targetRate is not None:
             self.targetRate += other.targetRate
         self.seconds = max(self.seconds, other.seconds)
@@ -375,6 +432,10 @@ class Results:
             report["uncorrected"] = percentiles(self.uncorrected)
         if self.delays is not None:
             report["send_delay"] = percentiles(self.delays)
+        if self.scheduleDelays is not None:
+            report["schedule_delay"] = percentiles(self.scheduleDelays)
+        if self.held is not None:
+            report["held_sends"] = self.held
         report["machine"] = self.machine
         return report
 
@@ -470,6 +531,18 @@ def latencyLines(results: Results) -> list[str]:
             "send delay (actual - intended send): "
             + formatPercentiles(percentiles(results.delays))
         )
+    if results.scheduleDelays is not None:
+        lines.append(
+            "schedule delay (reached - intended send): "
+            + formatPercentiles(percentiles(results.scheduleDelays))
+        )
+    if results.held is not None and results.delays is not None:
+        sends = results.delays.get_total_count()
+        share = 100.0 * results.held / sends if sends else 0.0
+        lines.append(
+            f"held for room in the pipeline: {results.held} of {sends} sends"
+            f" ({share:.2f}%), sent when an echo came back"
+        )
     return lines
 
 
@@ -511,6 +584,13 @@ def formatDistribution(results: Results) -> list[str]:
         shown.append(
             ("Send delay distribution (actual - intended send)", results.delays)
         )
+    if results.scheduleDelays is not None:
+        shown.append(
+            (
+                "Schedule delay distribution (reached - intended send)",
+                results.scheduleDelays,
+            )
+        )
     lines: list[str] = []
     for title, histogram in shown:
         lines += ["", f"{title}, value in us:", *distribution(histogram).splitlines()]
@@ -540,6 +620,8 @@ def childReport(results: Results) -> dict[str, Any]:
         report["uncorrected_histogram"] = encodeHistogram(results.uncorrected)
     if results.delays is not None:
         report["delays_histogram"] = encodeHistogram(results.delays)
+    if results.scheduleDelays is not None:
+        report["schedule_delays_histogram"] = encodeHistogram(results.scheduleDelays)
     return report
 
 
@@ -551,6 +633,7 @@ def resultsFromChild(report: dict[str, Any]) -> Results:
     """
     uncorrected = report.get("uncorrected_histogram")
     delays = report.get("delays_histogram")
+    scheduleDelays = report.get("schedule_delays_histogram")
     return Results(
         mode=report["mode"],
         connections=report["connections"],
@@ -568,4 +651,6 @@ def resultsFromChild(report: dict[str, Any]) -> Results:
         lost=report.get("lost"),
         late=report.get("late"),
         delays=decodeHistogram(delays) if delays else None,
+        scheduleDelays=decodeHistogram(scheduleDelays) if scheduleDelays else None,
+        held=report.get("held_sends"),
     )

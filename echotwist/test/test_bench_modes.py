@@ -21,7 +21,11 @@ from twisted.internet.interfaces import (
     IReactorUDP,
 )
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransport,
+    StringTransportWithDisconnection,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -374,6 +378,30 @@ class ConnectRateTests(SynchronousTestCase):
         reactor.advance(0.01)
         self.assertEqual(len(reactor.tcpClients), 4)
         self.assertNoResult(d)
+
+    def test_heldTransactionTimedTwice(self) -> None:
+        """One due while all slots are busy: reached on time, started late."""
+        reactor, run = tcpRun(mode="connect", connections=1, rate=100.0)
+        run.measuring = True
+        run.connectScheduled(0.0)
+        reactor.advance(0.01)
+        run.connectScheduled(0.01)
+        self.assertEqual(len(reactor.tcpClients), 1)
+        # The first transaction ends 2 ms later: the held one starts then.
+        reactor.advance(0.002)
+        connection = reactor.tcpClients[0][2].buildProtocol(None)
+        assert connection is not None
+        transport = StringTransportWithDisconnection()
+        transport.protocol = connection
+        connection.makeConnection(transport)
+        connection.dataReceived(transport.value())
+        self.assertEqual(len(reactor.tcpClients), 2)
+        delays = run.delays
+        assert delays is not None
+        self.assertEqual(
+            [list(r.samples) for r in (delays.made, delays.reached, delays.held)],
+            [[0], [0], [2000]],
+        )
 
 
 class ModeArgumentTests(SynchronousTestCase):

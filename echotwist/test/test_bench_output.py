@@ -37,6 +37,7 @@ from echotwist.bench.results import (
     Interval,
     LatencyRecorder,
     Results,
+    SendDelays,
     childReport,
     encodeHistogram,
     flatten,
@@ -85,7 +86,7 @@ class OpenLoopTimingTests(SynchronousTestCase):
         # A send is due every 1/1024 s; the wake-up comes 2**-12 s late.
         reactor.advance(2**-10 + 2**-12)
         assert run.delays is not None
-        self.assertEqual(list(run.delays.samples), [0, 244])
+        self.assertEqual(list(run.delays.made.samples), [0, 244])
 
     def test_wakesEarlyAndSpins(self) -> None:
         """The timer is set C{spin} before the next send, then the loop spins."""
@@ -115,7 +116,54 @@ class OpenLoopTimingTests(SynchronousTestCase):
         connection.dataReceived(first)
         self.assertEqual(len(written.getvalue()), 2 * len(first))
         assert run.delays is not None
-        self.assertEqual(list(run.delays.samples), [0, 0])
+        self.assertEqual(list(run.delays.made.samples), [0, 0])
+
+    def test_heldSendTimedTwice(self) -> None:
+        """A send due while its pipeline is full: reached on time, sent late.
+
+        The wait for the echo that makes room is the server's latency: it
+        is in the send delay, not in the schedule delay.
+        """
+        reactor, run = startRun(rate=1024, pipeline=1)
+        run.measuring = True
+        connection, written = attach(run)
+        run.begin()
+        first = written.getvalue()
+        # The second send falls due with the first still in flight ...
+        reactor.advance(2**-10)
+        self.assertEqual(written.getvalue(), first)
+        # ... and leaves with the echo, 2**-12 s later.
+        reactor.advance(2**-12)
+        connection.dataReceived(first)
+        self.assertEqual(len(written.getvalue()), 2 * len(first))
+        delays = run.delays
+        assert delays is not None
+        self.assertEqual(
+            [list(r.samples) for r in (delays.made, delays.reached, delays.held)],
+            [[0], [0], [244]],
+        )
+
+    def test_sendAndScheduleDelaysCombined(self) -> None:
+        """Each send counts once in each delay; the held ones are counted."""
+        delays = SendDelays()
+        delays.made.samples.extend([5, 6])
+        delays.reached.samples.append(10)
+        delays.held.samples.append(300)
+        for recorder in delays.recorders():
+            recorder.flush()
+        sent, scheduled = delays.sendDelays(), delays.scheduleDelays()
+        self.assertEqual(
+            (sent.get_total_count(), sent.get_max_value()),
+            (3, 300),
+        )
+        self.assertEqual(
+            (scheduled.get_total_count(), scheduled.get_max_value()),
+            (3, 10),
+        )
+        self.assertEqual(delays.heldCount(), 1)
+        delays.made.samples.append(7)
+        delays.clear()
+        self.assertEqual([list(r.samples) for r in delays.recorders()], [[], [], []])
 
     def test_finishStopsTheWaker(self) -> None:
         """After the run, no timer is left and no echo sends anything."""
@@ -143,6 +191,36 @@ class OpenLoopTimingTests(SynchronousTestCase):
         rebuilt = resultsFromChild(json.loads(json.dumps(childReport(results))))
         assert rebuilt.delays is not None
         self.assertEqual(rebuilt.delays.get_total_count(), 2)
+
+    def test_scheduleDelaysReachTheReport(self) -> None:
+        """The schedule delay and the held sends: lines, JSON, child, merge."""
+        results = Results("pingpong", 1, 8, 1.0, 4, histogramOf([100]).histogram)
+        results.uncorrected = histogramOf([90]).histogram
+        results.delays = histogramOf([4, 7, 900, 1000]).histogram
+        results.scheduleDelays = histogramOf([4, 7, 8, 9]).histogram
+        results.held = 2
+        results.targetRate = 100.0
+        report = "\n".join(formatReport(results))
+        self.assertIn("schedule delay (reached - intended send): p50 7  p90 9", report)
+        self.assertIn(
+            "held for room in the pipeline: 2 of 4 sends (50.00%),"
+            " sent when an echo came back",
+            report,
+        )
+        self.assertIn(
+            "Schedule delay distribution (reached - intended send)",
+            "\n".join(formatDistribution(results)),
+        )
+        reported = results.toJSON()
+        self.assertEqual(
+            (reported["schedule_delay"]["max_us"], reported["held_sends"]), (9, 2)
+        )
+        rebuilt = resultsFromChild(json.loads(json.dumps(childReport(results))))
+        rebuilt.add(results)
+        assert rebuilt.scheduleDelays is not None
+        self.assertEqual(
+            (rebuilt.scheduleDelays.get_total_count(), rebuilt.held), (8, 4)
+        )
 
 
 class CountingClock(Clock):

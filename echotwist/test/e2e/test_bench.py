@@ -149,6 +149,12 @@ class BenchAgainstServerTests(SynchronousTestCase):
         self.assertGreater(values["achieved_rate"], 0)
         self.assertLessEqual(values["uncorrected"]["p50_us"], values["p50_us"])
         self.assertLessEqual(values["send_delay"]["p50_us"], values["p50_us"])
+        # Each send's schedule delay is at most its send delay.
+        for key in ("p50_us", "p99_us", "max_us"):
+            self.assertLessEqual(
+                values["schedule_delay"][key], values["send_delay"][key]
+            )
+        self.assertGreaterEqual(values["held_sends"], 0)
         self.assertEqual(values["parameters"]["rate"], 300)
         self.assertEqual(
             values["target"],
