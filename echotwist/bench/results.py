@@ -536,12 +536,14 @@ def latencyLines(results: Results) -> list[str]:
             "schedule delay (reached - intended send): "
             + formatPercentiles(percentiles(results.scheduleDelays))
         )
-    if results.held is not None and results.delays is not None:
-        sends = results.delays.get_total_count()
-        share = 100.0 * results.held / sends if sends else 0.0
+    if results.held is not None and results.scheduleDelays is not None:
+        # Every send the schedule reached, held or not (a run that fell
+        # behind ends with held sends that never left).
+        due = results.scheduleDelays.get_total_count()
+        share = 100.0 * results.held / due if due else 0.0
         lines.append(
-            f"held for room in the pipeline: {results.held} of {sends} sends"
-            f" ({share:.2f}%), sent when an echo came back"
+            f"held for room in the pipeline: {results.held} of {due} sends due"
+            f" ({share:.2f}%), each sent when an echo made room"
         )
     return lines
 

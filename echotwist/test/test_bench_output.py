@@ -203,8 +203,8 @@ class OpenLoopTimingTests(SynchronousTestCase):
         report = "\n".join(formatReport(results))
         self.assertIn("schedule delay (reached - intended send): p50 7  p90 9", report)
         self.assertIn(
-            "held for room in the pipeline: 2 of 4 sends (50.00%),"
-            " sent when an echo came back",
+            "held for room in the pipeline: 2 of 4 sends due (50.00%),"
+            " each sent when an echo made room",
             report,
         )
         self.assertIn(
@@ -214,6 +214,15 @@ class OpenLoopTimingTests(SynchronousTestCase):
         reported = results.toJSON()
         self.assertEqual(
             (reported["schedule_delay"]["max_us"], reported["held_sends"]), (9, 2)
+        )
+        # A run that fell behind: held sends that never left count too.
+        behind = Results("pingpong", 1, 8, 1.0, 1, histogramOf([100]).histogram)
+        behind.delays = histogramOf([4]).histogram
+        behind.scheduleDelays = histogramOf([4, 5, 6]).histogram
+        behind.held = 2
+        self.assertIn(
+            "held for room in the pipeline: 2 of 3 sends due (66.67%)",
+            "\n".join(formatReport(behind)),
         )
         rebuilt = resultsFromChild(json.loads(json.dumps(childReport(results))))
         rebuilt.add(results)
