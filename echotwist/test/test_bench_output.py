@@ -10,6 +10,7 @@ import csv
 import gc
 import io
 import json
+import select
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -410,18 +411,56 @@ class WakerTests(SynchronousTestCase):
         timer.expired = 1
         waker.doRead()
         self.assertEqual(calls, [None])
-        # A spin is a reactor turn, not a timer: one pending at a time.
+        # A spin: the timer armed to expire at once and left unread (the
+        # descriptor stays readable), one call back per asking.
         waker.wakeIn(0)
         waker.wakeIn(0)
-        self.assertEqual(timer.armed, [250_000])
-        reactor.advance(0)
+        self.assertEqual(timer.armed, [250_000, 1])
+        waker.doRead()
         self.assertEqual(calls, [None, None])
+        # Not asked again: the next turn stops the spin, disarming.
+        waker.doRead()
+        self.assertEqual((len(calls), timer.armed), (2, [250_000, 1, 0]))
+        # A wait ends a spin by arming for its end.
         waker.wakeIn(0)
+        waker.wakeIn(0.001)
+        waker.doRead()
+        self.assertEqual((len(calls), timer.armed), (2, [250_000, 1, 0, 1, 1_000_000]))
         waker.stop()
-        reactor.advance(0)
-        self.assertEqual(calls, [None, None])
         self.assertNotIn(waker, reactor.getReaders())
         self.assertTrue(timer.closed)
+
+    def test_timerfdSpinTurns(self) -> None:
+        """A callback that asks for the next turn each time costs no arming."""
+        reactor = MemoryReactorClock()
+        timer = FakeTimer()
+        calls: list[None] = []
+
+        def tick() -> None:
+            calls.append(None)
+            if len(calls) < 3:
+                waker.wakeIn(0)
+
+        waker = TimerfdWaker(cast(IReactorFDSet, reactor), tick, cast(Timerfd, timer))
+        waker.wakeIn(0)
+        for _ in range(5):
+            waker.doRead()
+        self.assertEqual((len(calls), timer.armed), (3, [1, 0]))
+
+    def test_timerfdStopInCallback(self) -> None:
+        """A callback that stops the waker leaves the closed timer alone."""
+        reactor = MemoryReactorClock()
+        timer = FakeTimer()
+
+        def stopWaker() -> None:
+            waker.stop()
+
+        waker = TimerfdWaker(
+            cast(IReactorFDSet, reactor), stopWaker, cast(Timerfd, timer)
+        )
+        waker.wakeIn(0)
+        waker.doRead()
+        self.assertEqual((timer.armed, timer.closed), ([1], True))
 
     def test_timerfdDescriptor(self) -> None:
         """On Linux a real timerfd opens, disarmed, and closes."""
@@ -431,6 +470,30 @@ class WakerTests(SynchronousTestCase):
         self.addCleanup(timer.close)
         timer.arm(0)
         self.assertEqual(timer.read(), 0)
+
+    def test_timerfdArmingClearsAnExpiry(self) -> None:
+        """An expiry left unread keeps the timer readable until an arming.
+
+        The spin relies on both: the kernel's C{timerfd_settime} clears an
+        expiry not read yet, whether it arms or disarms.
+        """
+        if not sys.platform.startswith("linux"):
+            raise self.skipTest("timerfd is Linux only")
+        timer = Timerfd()
+        self.addCleanup(timer.close)
+        poller = select.epoll()
+        self.addCleanup(poller.close)
+        poller.register(timer.descriptor, select.EPOLLIN)
+        timer.arm(1)
+        # Expired 1 ns after the arming: readable at once, and again.
+        self.assertEqual(poller.poll(1.0), [(timer.descriptor, select.EPOLLIN)])
+        self.assertEqual(poller.poll(0), [(timer.descriptor, select.EPOLLIN)])
+        timer.arm(60 * 10**9)
+        self.assertEqual(poller.poll(0), [])
+        timer.arm(1)
+        self.assertEqual(poller.poll(1.0), [(timer.descriptor, select.EPOLLIN)])
+        timer.arm(0)
+        self.assertEqual((poller.poll(0), timer.read()), ([], 0))
 
 
 class OutputTests(SynchronousTestCase):
