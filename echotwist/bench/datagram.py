@@ -102,7 +102,7 @@ class DatagramConnection(Sending, TimedDatagramProtocol):
     def datagramReceivedAt(self, datagram: bytes, addr: object, when: float) -> None:
         """Match the echo, received at C{when}, with its datagram.
 
-        Then make any send due by now.
+        Then make any send due by now (the clock read after this work).
         """
         now = when
         inflight = self.inflight
@@ -121,7 +121,8 @@ class DatagramConnection(Sending, TimedDatagramProtocol):
                     self.run.late += 1
                 else:
                     self.run.error("corrupt")
-        if now >= self.run.dueAt:
+        # By the clock after this echo's work, as LoadConnection.dataReceived.
+        if self.openLoop and self.now() >= self.run.dueAt:
             self.run.tick()
 
     def echoed(self, intended: float, sent: float, now: float) -> None:

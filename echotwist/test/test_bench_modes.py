@@ -189,6 +189,41 @@ class DatagramTests(SynchronousTestCase):
         connection.datagramReceived(b"x" * 16, SERVER)
         self.assertEqual((run.late, run.errors), (1, Counter(corrupt=1)))
 
+    def test_dueCheckedAfterTheEcho(self) -> None:
+        """A send that fell due while an echo was handled is made after it.
+
+        The echo was received (C{when}) before the send was due; the clock
+        read after its work says it is due now.
+        """
+        network = FakeNetwork(Clock())
+        network.bind(Dropping(lambda _: True), *SERVER)
+        reactor = UdpReactor(network, "127.0.0.1")
+        clock = network.clock
+        run = LoadRun(
+            cast(IReactorTime, reactor),
+            clock.seconds,
+            udpConfig(connections=1, rate=1024.0),
+            "127.0.0.1",
+            CallLaterWaker,
+        )
+        run.measuring = True
+        connection = DatagramConnection(run, 0, 0)
+        port = reactor.listenUDP(0, connection)
+        run.slots[0] = connection
+        run.begin()
+        # The second send falls due with the first in flight: held.
+        clock.advance(2**-10)
+        first = port.sent[0][0]
+        # The first echo, received 2**-12 s later, is handled after the
+        # third send's time (2 * 2**-10), without a timer firing.
+        clock.rightNow = 2 * 2**-10 + 2**-12
+        connection.datagramReceivedAt(first, SERVER, 2**-10 + 2**-12)
+        delays = run.delays
+        assert delays is not None
+        # The held second left; the third was reached (and held) at once.
+        self.assertEqual(len(port.sent), 2)
+        self.assertEqual(list(delays.reached.samples), [0, 244])
+
     def test_partialReportCountsLoss(self) -> None:
         """A report of the run so far (after a signal) has its losses too."""
         _, _, run, _ = self.connection()

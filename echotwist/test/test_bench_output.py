@@ -19,7 +19,7 @@ from typing import cast
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from echotwist.bench.arguments import buildParser
@@ -31,7 +31,7 @@ from echotwist.bench.compare import (
     formatRows,
 )
 from echotwist.bench.hlog import IntervalLogWriter, mergeLogs
-from echotwist.bench.load import COUNT_CHUNK, Breaks, flushInSlices
+from echotwist.bench.load import COUNT_CHUNK, Breaks, LoadConnection, flushInSlices
 from echotwist.bench.plot import curve, maximum, title
 from echotwist.bench.report import IntervalLines, writeReport
 from echotwist.bench.results import (
@@ -118,6 +118,29 @@ class OpenLoopTimingTests(SynchronousTestCase):
         self.assertEqual(len(written.getvalue()), 2 * len(first))
         assert run.delays is not None
         self.assertEqual(list(run.delays.made.samples), [0, 0])
+
+    def test_dueCheckedAfterTheEcho(self) -> None:
+        """A send that falls due while an echo is handled is made after it.
+
+        The clock is read again once the echo's work is done, not taken
+        from before it.
+        """
+        reactor, run = startRun(rate=1024, pipeline=1)
+        run.measuring = True
+        connection = LoadConnection(run, 0, run.newCid())
+        transport = SlowTransport(reactor)
+        connection.makeConnection(transport)
+        run.begin()
+        first = transport.value()
+        reactor.advance(2**-10)
+        # The echo comes 2**-12 s later; sending the held second message
+        # takes 2**-10 s, past the third's time (no timer fires meanwhile).
+        reactor.rightNow += 2**-12
+        transport.seconds = 2**-10
+        connection.dataReceived(first)
+        delays = run.delays
+        assert delays is not None
+        self.assertEqual(list(delays.reached.samples), [0, 244])
 
     def test_heldSendTimedTwice(self) -> None:
         """A send due while its pipeline is full: reached on time, sent late.
@@ -349,6 +372,21 @@ class FlushTests(SynchronousTestCase):
         recorder.samples.append(7)
         recorder.flush()
         self.assertEqual(recorder.histogram.get_total_count(), 1)
+
+
+class SlowTransport(StringTransport):
+    """A transport whose writes take C{seconds} of a memory reactor's time."""
+
+    def __init__(self, reactor: MemoryReactorClock) -> None:
+        # StringTransport is not annotated.
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.reactor = reactor
+        self.seconds = 0.0
+
+    def write(self, data: bytes) -> None:
+        """Record C{data}; the clock moves on, no timer firing."""
+        super().write(data)  # type: ignore[no-untyped-call]
+        self.reactor.rightNow += self.seconds
 
 
 class FakeTimer:
