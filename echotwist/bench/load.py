@@ -168,9 +168,10 @@ class LoadRun:
         self.pendingCalls: set[IDelayedCall] = set()
         self._tlsOptions: object | None = None
         # Connect mode at a rate: transactions in progress, and those due
-        # while C{connections} were already in progress.
+        # while C{connections} were already in progress (when each was
+        # due and when the schedule reached it).
         self.inProgress = 0
-        self.backlog: deque[float] = deque()
+        self.backlog: deque[tuple[float, float]] = deque()
         # UDP: datagrams lost while measuring, and echoes that came late.
         self.lost = 0
         self.late = 0
@@ -322,28 +323,25 @@ class LoadRun:
         if self.inProgress < self.config.connections:
             self.startTimed(intended)
         else:
-            if self.measuring:
-                assert self.delays is not None
-                self.delays.reached.samples.append(int((self.now() - intended) * 1e6))
-            self.backlog.append(intended)
+            self.backlog.append((intended, self.now()))
 
-    def startTimed(self, intended: float, held: bool = False) -> None:
+    def startTimed(self, intended: float, reached: float | None = None) -> None:
         """Start a transaction due at C{intended}; note how late it starts.
 
-        C{held}: it waited for one in progress to end (L{SendDelays}).
+        C{reached}: when the schedule reached it, if it then waited for
+        one in progress to end (L{SendDelays}).
         """
         now = self.now()
         if self.measuring:
             assert self.delays is not None
-            delays = self.delays.held if held else self.delays.made
-            delays.samples.append(int((now - intended) * 1e6))
+            self.delays.record(intended, reached, now)
         factory = startTransaction(self, intended=intended)
         self.inProgress += 1
 
         def ended(_: object) -> None:
             self.inProgress -= 1
             if self.running and self.backlog:
-                self.startTimed(self.backlog.popleft(), held=True)
+                self.startTimed(*self.backlog.popleft())
 
         factory.finished.addCallback(ended)
 
@@ -387,7 +385,9 @@ class Sending:
         # (message, intended send time, actual send time) per echo due,
         # oldest first.
         self.inflight: deque[tuple[bytes, float, float]] = deque()
-        self.backlog: deque[float] = deque()
+        # Open loop: (intended send time, when the schedule reached it) of
+        # each send waiting for room in the pipeline.
+        self.backlog: deque[tuple[float, float]] = deque()
         # Puts a message on the wire and returns the time read right before
         # the send: a subclass whose transport can read it closer to the
         # send call (L{echotwist.internals.timedudp}) replaces it.
@@ -413,13 +413,14 @@ class Sending:
             for _ in range(self.pipeline):
                 self.send()
 
-    def send(self, intended: float | None = None, held: bool = False) -> None:
+    def send(self, intended: float | None = None, reached: float | None = None) -> None:
         """Send the next message; open loop, the one due at C{intended}.
 
         The clock is read just before the write (L{writeTimed}), so that a
         latency from the actual send holds none of this side's own work
         before it; in open loop, how late that is against C{intended} is
-        recorded (C{held}: the send waited for room, L{SendDelays}).
+        recorded (and C{reached}, when the schedule reached a send that
+        then waited for room: L{SendDelays}).
         """
         message = self.nextMessage()
         self.seq += 1
@@ -428,8 +429,7 @@ class Sending:
             intended = sent
         elif self.run.measuring:
             assert self.run.delays is not None
-            delays = self.run.delays.held if held else self.run.delays.made
-            delays.samples.append(int((sent - intended) * 1e6))
+            self.run.delays.record(intended, reached, sent)
         self.inflight.append((message, intended, sent))
 
     def sendScheduled(self, intended: float) -> None:
@@ -437,11 +437,7 @@ class Sending:
         if len(self.inflight) < self.pipeline:
             self.send(intended)
         else:
-            run = self.run
-            if run.measuring:
-                assert run.delays is not None
-                run.delays.reached.samples.append(int((self.now() - intended) * 1e6))
-            self.backlog.append(intended)
+            self.backlog.append((intended, self.now()))
 
     def recordEcho(self, intended: float, sent: float, now: float) -> None:
         """Record the latency of one verified echo, while measuring."""
@@ -458,7 +454,7 @@ class Sending:
         if not self.openLoop:
             self.send()
         elif self.backlog:
-            self.send(self.backlog.popleft(), held=True)
+            self.send(*self.backlog.popleft())
 
 
 @implementer(IHandshakeListener)

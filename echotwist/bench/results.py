@@ -118,19 +118,30 @@ class SendDelays:
 
     A send falls due at its intended time; the schedule reaches it then,
     or later if the generator was busy, and makes it at once, unless its
-    connection has C{pipeline} messages in flight already: then the send
-    is held until an echo makes room, a wait that is the server's latency
-    rather than the schedule's.  The send delay (actual minus intended
-    send) holds both waits; the schedule delay (reached minus intended)
-    only the generator's own lateness.  Each send is recorded once: a send
-    made when reached in C{made} (its two delays are one), a held one in
-    C{held} (when it left) and C{reached} (when the schedule reached it).
+    connection has C{pipeline} messages in flight already (connect mode:
+    all C{connections} are in progress): then the send is held until
+    there is room, a wait that is the server's latency rather than the
+    schedule's.  The send delay (actual minus intended send) holds both
+    waits; the schedule delay (reached minus intended) only the
+    generator's own lateness.  Each send that left while measuring is
+    recorded once, when it leaves: one made when reached in C{made} (its
+    two delays are one), a held one in C{held} (when it left) and in
+    C{reached} (when the schedule reached it), so that the two delays are
+    of the same sends.
     """
 
     def __init__(self) -> None:
         self.made = LatencyRecorder()
         self.held = LatencyRecorder()
         self.reached = LatencyRecorder()
+
+    def record(self, intended: float, reached: float | None, sent: float) -> None:
+        """One send that left at C{sent}; C{reached}: it was held from then."""
+        if reached is None:
+            self.made.samples.append(int((sent - intended) * 1e6))
+        else:
+            self.held.samples.append(int((sent - intended) * 1e6))
+            self.reached.samples.append(int((reached - intended) * 1e6))
 
     def recorders(self) -> tuple[LatencyRecorder, ...]:
         """The three recorders, to clear and to flush."""
@@ -150,7 +161,7 @@ class SendDelays:
         return combined(self.made.histogram, self.reached.histogram)
 
     def heldCount(self) -> int:
-        """How many sends waited for room in their connection (flushed only)."""
+        """How many sends waited for room before they left (flushed only)."""
         return int(self.reached.histogram.get_total_count())
 
 
@@ -513,7 +524,7 @@ def formatReport(results: Results) -> list[str]:
 
 
 def latencyLines(results: Results) -> list[str]:
-    """The report's latency lines: one, or three in open loop."""
+    """The report's latency lines: one, or five in open loop."""
     if results.uncorrected is not None:
         label = "latency (from intended send)"
     elif results.mode == "hold":
@@ -536,15 +547,15 @@ def latencyLines(results: Results) -> list[str]:
             "schedule delay (reached - intended send): "
             + formatPercentiles(percentiles(results.scheduleDelays))
         )
-    if results.held is not None and results.scheduleDelays is not None:
-        # Every send the schedule reached, held or not (a run that fell
-        # behind ends with held sends that never left).
-        due = results.scheduleDelays.get_total_count()
-        share = 100.0 * results.held / due if due else 0.0
-        lines.append(
-            f"held for room in the pipeline: {results.held} of {due} sends due"
-            f" ({share:.2f}%), each sent when an echo made room"
+    if results.held is not None and results.delays is not None:
+        sent = results.delays.get_total_count()
+        share = 100.0 * results.held / sent if sent else 0.0
+        what = (
+            "held for a free slot (all connections busy):"
+            if results.mode == "connect"
+            else "held for room in the pipeline:"
         )
+        lines.append(f"{what} {results.held} of {sent} sends ({share:.2f}%)")
     return lines
 
 

@@ -13,9 +13,9 @@ binding for it (C{os.timerfd_create} came in 3.13), so the two calls are
 made through C{ctypes}.  L{CallLaterWaker} is the portable fallback, and
 what tests use with a L{task.Clock<twisted.internet.task.Clock>}.
 
-Both call the callback after each arming, arming again replacing an
-earlier arming; the timerfd waker may call back early (an arming
-overtaken by a spin), so the callback reads the clock itself.  A wake-up
+Both call the callback once after each arming, arming again replacing
+an earlier arming, and log a callback that raises (as the reactor does a
+timed call's) and go on.  A wake-up
 is still only as prompt as the kernel can schedule the process (tens of
 microseconds on a virtual machine, more under load), which is why the
 schedule wakes a little early and spins the last stretch
@@ -43,6 +43,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IReadDescriptor,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -51,6 +52,8 @@ _TFD_NONBLOCK = os.O_NONBLOCK
 _TFD_CLOEXEC = os.O_CLOEXEC
 # The smallest arming: it_value 0 would disarm the timer instead.
 _SOON_NS = 1
+
+_log = Logger()
 
 
 class Waker(Protocol):
@@ -173,32 +176,48 @@ class TimerfdWaker:
         reactor.addReader(self)
 
     def wakeIn(self, seconds: float) -> None:
-        """Arm the timer C{seconds} from now; for 0, spin to the next turn."""
+        """Arm the timer C{seconds} from now; for 0, spin to the next turn.
+
+        Once stopped, nothing.
+        """
+        if self.stopped:
+            return
         if seconds > 0:
             self.spinning = self.due = False
             self.timer.arm(max(int(seconds * 1e9), _SOON_NS))
             return
-        self.due = True
         if not self.spinning:
-            self.spinning = True
             self.timer.arm(_SOON_NS)
+            self.spinning = True
+        self.due = True
 
     def fileno(self) -> int:
         """The timer's descriptor, for the reactor."""
         return -1 if self.stopped else self.timer.descriptor
 
     def doRead(self) -> None:
-        """A spin's turn, or the timer expired: call back once per arming."""
+        """A spin's turn (one call back per asking) or a wait's end (one)."""
         if self.spinning:
             if self.due:
                 self.due = False
-                self.callback()
+                self.callBack()
             if self.spinning and not self.due and not self.stopped:
                 # Not asked for again: disarming clears the expiry.
                 self.spinning = False
                 self.timer.arm(0)
         elif self.timer.read():
+            self.callBack()
+
+    def callBack(self) -> None:
+        """Call the callback; if it raises, log that and keep the timer.
+
+        Raised out of C{doRead}, the error would make the reactor drop the
+        descriptor, and the open loop would have no timer left.
+        """
+        try:
             self.callback()
+        except Exception:
+            _log.failure("The open loop's wake-up raised")
 
     def connectionLost(self, reason: Failure) -> None:
         """The reactor dropped the descriptor (at shutdown): release it."""

@@ -49,6 +49,7 @@ from echotwist.bench.load import (
     SetupError,
     TransactionConnection,
     measure,
+    resultsOf,
     runConnect,
     runHold,
 )
@@ -476,7 +477,7 @@ class OpenLoopTests(SynchronousTestCase):
         self.assertEqual(len(written.getvalue()), 8)
         # The server sits on the first echo for 25 ms: sends 1 and 2 fall due.
         reactor.advance(0.025)
-        self.assertEqual(list(connection.backlog), [0.01, 0.02])
+        self.assertEqual([due for due, _ in connection.backlog], [0.01, 0.02])
         connection.dataReceived(written.getvalue())
         # Send 1 leaves now (25 ms) though it was due at 10 ms.
         reactor.advance(0.001)
@@ -524,6 +525,36 @@ class MeasureTests(SynchronousTestCase):
         self.assertEqual(seen, [(2, 0.0, 1.0), (1, 1.0, 2.0)])
         self.assertEqual(run.recorder.histogram.get_total_count(), 3)
         self.assertFalse(run.measuring)
+
+    def test_openLoopDelays(self) -> None:
+        """Open loop: the warm-up's send delays dropped, each kind reported."""
+        clock = Clock()
+        config = LoadConfig(host="h", port=7, duration=2.0, interval=1.0, rate=10.0)
+        run = LoadRun(clock, clock.seconds, config, "127.0.0.1")
+        delays = run.delays
+        assert delays is not None
+        d = Deferred.fromCoroutine(measure(run, clock, None, warmup=0.5))
+        delays.record(0.0, None, 0.005)
+        clock.advance(0.5)
+        # Made at once 61 us late; held: reached 122 us late, sent 488 us
+        # late (times in powers of two, which floating point holds exactly).
+        delays.record(1.0, None, 1.0 + 2**-14)
+        delays.record(1.25, 1.25 + 2**-13, 1.25 + 2**-11)
+        clock.advance(1.0)
+        delays.record(2.0, 2.0 + 2**-12, 2.0 + 2**-10)
+        clock.advance(1.0)
+        self.successResultOf(d)
+        results = resultsOf(run, 2.0)
+        assert results.delays is not None
+        assert results.scheduleDelays is not None
+        self.assertEqual(
+            [
+                [h.get_value_at_percentile(p) for p in (1, 50, 100)]
+                for h in (results.delays, results.scheduleDelays)
+            ],
+            [[61, 488, 976], [61, 122, 244]],
+        )
+        self.assertEqual((results.delays.get_total_count(), results.held), (3, 2))
 
 
 def holdConfig(connections: int) -> LoadConfig:

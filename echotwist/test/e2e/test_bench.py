@@ -154,7 +154,10 @@ class BenchAgainstServerTests(SynchronousTestCase):
             self.assertLessEqual(
                 values["schedule_delay"][key], values["send_delay"][key]
             )
-        self.assertGreaterEqual(values["held_sends"], 0)
+        # Held sends are among those due in the window.
+        self.assertLessEqual(
+            values["held_sends"], values["target_rate"] * values["seconds"] + 1
+        )
         self.assertEqual(values["parameters"]["rate"], 300)
         self.assertEqual(
             values["target"],
