@@ -16,7 +16,11 @@ and what travels between them are untouched: the same C{twistd -n echo
 For each scenario both tools measure the round trip of one UDP datagram of
 C{--size} bytes at a time (ping-pong), in turns, C{--rounds} times, each
 for C{--seconds}; the server runs on the first CPU, the tools on the
-second (C{taskset}).  Scenarios:
+second (C{taskset}).  sockperf runs twice a round: as it is by default
+for one peer (C{-i}: it waits for each reply in a blocking C{recvfrom})
+and with C{-F e} (a peers file, C{--timeout=-1}: it waits in
+C{epoll_wait}, then receives), which is how the bench's reactor waits.
+Scenarios:
   - idle: the server has nothing else to do;
   - busy: a C load generator (benchmarks/loadgen.c, 20 TCP connections
     in ping-pong), on the server's CPU, keeps the server busy, so each
@@ -59,6 +63,8 @@ from benchmarks.processoutput import OutputReader
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0
 FIGURES = ("p50", "p90", "p99", "mean")
+# The tools of each round, in the order they run.
+TOOLS = ("sockperf", "sockperf-epoll", "bench")
 
 # Clears sockperf's "from the client" flag in what its client receives:
 # bit 0 of the big-endian 16-bit flags that follow the 8-byte sequence
@@ -163,18 +169,24 @@ def difference(bench: float, sockperf: float) -> float:
 
 
 def tableLines(results: dict[str, dict[str, Figures]]) -> list[str]:
-    """The scenarios as a table: both tools' medians and the difference."""
+    """The scenarios as a table: the tools' medians, the bench's differences.
+
+    The bench against sockperf as it is (C{recvfrom}) and against
+    sockperf waiting in C{epoll_wait} as the bench does.
+    """
     lines = [
-        f"{'scenario':<8} {'figure':<6} {'sockperf us':>12} {'bench us':>10}"
-        f" {'difference':>11}"
+        f"{'scenario':<8} {'figure':<6} {'sockperf us':>12} {'-F e us':>8}"
+        f" {'bench us':>9} {'vs sockperf':>12} {'vs -F e':>8}"
     ]
     for scenario, tools in results.items():
         for name in FIGURES:
             theirs = getattr(tools["sockperf"], name)
+            theirsEpoll = getattr(tools["sockperf-epoll"], name)
             ours = getattr(tools["bench"], name)
             lines.append(
-                f"{scenario:<8} {name:<6} {theirs:>12.1f} {ours:>10.1f}"
-                f" {difference(ours, theirs):>+10.1f}%"
+                f"{scenario:<8} {name:<6} {theirs:>12.1f} {theirsEpoll:>8.1f}"
+                f" {ours:>9.1f} {difference(ours, theirs):>+11.1f}%"
+                f" {difference(ours, theirsEpoll):>+7.1f}%"
             )
     return lines
 
@@ -292,10 +304,22 @@ def background(port: int, seconds: float) -> Iterator[None]:
         process.wait(WAIT)
 
 
-def sockperf(shim: Path, port: int, size: int, seconds: float) -> Figures:
-    """One sockperf ping-pong run through the shim: UDP, full round trips."""
+def sockperf(
+    shim: Path, port: int, size: int, seconds: float, peers: Path | None = None
+) -> Figures:
+    """One sockperf ping-pong run through the shim: UDP, full round trips.
+
+    With C{peers} (a file naming the server), sockperf waits for each
+    reply in C{epoll_wait} (C{-F e}, no timeout) instead of a blocking
+    C{recvfrom}.
+    """
+    target = (
+        ["-i", "127.0.0.1", "-p", str(port)]
+        if peers is None
+        else ["-f", str(peers), "-F", "e", "--timeout=-1"]
+    )
     output = run(
-        [*pinned(1), "sockperf", "ping-pong", "-i", "127.0.0.1", "-p", str(port),
+        [*pinned(1), "sockperf", "ping-pong", *target,
          "-m", str(size), "-t", str(int(seconds)), "--full-rtt"],
         env={**os.environ, "LD_PRELOAD": str(shim)},
     )  # fmt: skip
@@ -331,9 +355,11 @@ def main() -> None:
         shim = Path(directory) / "shim.so"
         run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"])
         server = Server()
+        peers = Path(directory) / "peers"
+        peers.write_text(f"U:127.0.0.1:{server.udpPort}\n")
         steal: dict[str, dict[str, list[float]]] = {}
         try:
-            results = measure(server, shim, args, steal)
+            results = measure(server, shim, peers, args, steal)
         finally:
             server.stop()
     lines = tableLines(results)
@@ -364,29 +390,36 @@ def main() -> None:
 def measure(
     server: Server,
     shim: Path,
+    peers: Path,
     args: argparse.Namespace,
     steal: dict[str, dict[str, list[float]]],
 ) -> dict[str, dict[str, Figures]]:
-    """Both tools in turns, C{rounds} times, idle and busy: their medians.
+    """The tools in turns, C{rounds} times, idle and busy: their medians.
 
     The host's steal during each tool's run goes into C{steal}, by scenario
     and tool (where C{/proc/stat} can be read).
     """
     results: dict[str, dict[str, Figures]] = {}
     for scenario in ("idle", "busy"):
-        runs: dict[str, list[Figures]] = {"sockperf": [], "bench": []}
+        runs: dict[str, list[Figures]] = {tool: [] for tool in TOOLS}
         stolen: dict[str, list[float]] = steal.setdefault(
-            scenario, {"sockperf": [], "bench": []}
+            scenario, {tool: [] for tool in TOOLS}
         )
-        total = args.rounds * 2 * (args.seconds + 4) + 5
+        total = args.rounds * len(TOOLS) * (args.seconds + 4) + 5
         with background(server.tcpPort, total) if scenario == "busy" else _nothing():
             for _ in range(args.rounds):
-                for tool in ("sockperf", "bench"):
+                for tool in TOOLS:
                     before = readCpuTimes()
                     runs[tool].append(
-                        sockperf(shim, server.udpPort, args.size, args.seconds)
-                        if tool == "sockperf"
-                        else bench(server.udpPort, args.size, args.seconds)
+                        bench(server.udpPort, args.size, args.seconds)
+                        if tool == "bench"
+                        else sockperf(
+                            shim,
+                            server.udpPort,
+                            args.size,
+                            args.seconds,
+                            peers if tool == "sockperf-epoll" else None,
+                        )
                     )
                     share = stealPercent(before, readCpuTimes())
                     if share is not None:

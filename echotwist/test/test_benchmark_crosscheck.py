@@ -91,18 +91,21 @@ class CrosscheckTests(SynchronousTestCase):
         self.assertEqual(difference(95.0, 100.0), -5.0)
 
     def test_table(self) -> None:
-        """One line per scenario and figure, the difference signed."""
+        """One line per scenario and figure, the differences signed."""
         lines = tableLines(
             {
                 "idle": {
                     "sockperf": Figures(20, 30, 40, 25, 1),
+                    "sockperf-epoll": Figures(25, 30, 50, 25, 1),
                     "bench": Figures(22, 30, 38, 25, 1),
                 }
             }
         )
         self.assertEqual(len(lines), 5)
-        self.assertRegex(lines[1], r"^idle +p50 +20\.0 +22\.0 +\+10\.0%$")
-        self.assertRegex(lines[3], r"^idle +p99 +40\.0 +38\.0 +-5\.0%$")
+        self.assertRegex(
+            lines[1], r"^idle +p50 +20\.0 +25\.0 +22\.0 +\+10\.0% +-12\.0%$"
+        )
+        self.assertRegex(lines[3], r"^idle +p99 +40\.0 +50\.0 +38\.0 +-5\.0% +-24\.0%$")
 
 
 class StealLinesTests(SynchronousTestCase):
