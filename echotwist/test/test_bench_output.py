@@ -411,6 +411,17 @@ class FakeTimer:
 class WakerTests(SynchronousTestCase):
     """Wakers call back once per arming, the latest arming winning."""
 
+    def fakeWaker(
+        self, callback: Callable[[], object]
+    ) -> tuple[TimerfdWaker, FakeTimer, MemoryReactorClock]:
+        """A timerfd waker on a stand-in timer, watched by a memory reactor."""
+        reactor = MemoryReactorClock()
+        timer = FakeTimer()
+        waker = TimerfdWaker(
+            cast(IReactorFDSet, reactor), callback, cast(Timerfd, timer)
+        )
+        return waker, timer, reactor
+
     def test_callLater(self) -> None:
         """Arming again replaces the earlier arming."""
         clock = Clock()
@@ -428,14 +439,8 @@ class WakerTests(SynchronousTestCase):
 
     def test_timerfd(self) -> None:
         """The timer is armed in nanoseconds, watched, and closed on stop."""
-        reactor = MemoryReactorClock()
-        timer = FakeTimer()
         calls: list[None] = []
-        waker = TimerfdWaker(
-            cast(IReactorFDSet, reactor),
-            lambda: calls.append(None),
-            cast(Timerfd, timer),
-        )
+        waker, timer, reactor = self.fakeWaker(lambda: calls.append(None))
         self.assertIn(waker, reactor.getReaders())
         waker.wakeIn(0.000250)
         self.assertEqual(timer.armed, [250_000])
@@ -465,8 +470,6 @@ class WakerTests(SynchronousTestCase):
 
     def test_timerfdSpinTurns(self) -> None:
         """A callback that asks for the next turn each time costs no arming."""
-        reactor = MemoryReactorClock()
-        timer = FakeTimer()
         calls: list[None] = []
 
         def tick() -> None:
@@ -474,7 +477,7 @@ class WakerTests(SynchronousTestCase):
             if len(calls) < 3:
                 waker.wakeIn(0)
 
-        waker = TimerfdWaker(cast(IReactorFDSet, reactor), tick, cast(Timerfd, timer))
+        waker, timer, _ = self.fakeWaker(tick)
         waker.wakeIn(0)
         for _ in range(5):
             waker.doRead()
@@ -482,23 +485,17 @@ class WakerTests(SynchronousTestCase):
 
     def test_timerfdStopInCallback(self) -> None:
         """A callback that stops the waker leaves the closed timer alone."""
-        reactor = MemoryReactorClock()
-        timer = FakeTimer()
 
         def stopWaker() -> None:
             waker.stop()
 
-        waker = TimerfdWaker(
-            cast(IReactorFDSet, reactor), stopWaker, cast(Timerfd, timer)
-        )
+        waker, timer, _ = self.fakeWaker(stopWaker)
         waker.wakeIn(0)
         waker.doRead()
         self.assertEqual((timer.armed, timer.closed), ([1], True))
 
     def test_timerfdCallbackRaises(self) -> None:
         """A callback that raises is logged; the waker goes on spinning."""
-        reactor = MemoryReactorClock()
-        timer = FakeTimer()
         calls: list[None] = []
 
         def tick() -> None:
@@ -507,7 +504,7 @@ class WakerTests(SynchronousTestCase):
             if len(calls) == 1:
                 raise ZeroDivisionError()
 
-        waker = TimerfdWaker(cast(IReactorFDSet, reactor), tick, cast(Timerfd, timer))
+        waker, timer, reactor = self.fakeWaker(tick)
         waker.wakeIn(0)
         waker.doRead()
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
@@ -517,11 +514,7 @@ class WakerTests(SynchronousTestCase):
 
     def test_timerfdNotArmedOnceStopped(self) -> None:
         """After C{stop}, an arming is ignored (the descriptor is closed)."""
-        reactor = MemoryReactorClock()
-        timer = FakeTimer()
-        waker = TimerfdWaker(
-            cast(IReactorFDSet, reactor), lambda: None, cast(Timerfd, timer)
-        )
+        waker, timer, _ = self.fakeWaker(lambda: None)
         waker.stop()
         waker.wakeIn(0)
         waker.wakeIn(0.5)

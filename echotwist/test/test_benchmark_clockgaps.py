@@ -7,10 +7,9 @@ installed C{echotwist.test} skips these tests.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.test.commandline import usageError
 
 try:
     from benchmarks.experiments import clockgaps
@@ -44,11 +43,6 @@ class SummarizeTests(SynchronousTestCase):
         """A run of no time, or a slot of none, is refused in one line."""
         for argv in (["--seconds", "0"], ["--slot-us", "-1"]):
             with self.subTest(argv=argv):
-                stderr = io.StringIO()
-                with (
-                    contextlib.redirect_stderr(stderr),
-                    self.assertRaises(SystemExit) as raised,
-                ):
-                    clockgaps.main(argv)
-                self.assertEqual(raised.exception.code, 2)
-                self.assertIn("must be more than 0", stderr.getvalue())
+                code, stderr = usageError(self, clockgaps.main, argv)
+                self.assertEqual(code, 2)
+                self.assertIn("must be more than 0", stderr)

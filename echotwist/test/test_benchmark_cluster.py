@@ -8,13 +8,13 @@ source tree; an installed C{echotwist.test} skips these tests.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import io
 import ipaddress
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.test.commandline import usageError
 
 try:
     from benchmarks import cluster
@@ -251,14 +251,9 @@ class ScriptTests(SynchronousTestCase):
             ["--kill-after", "0.5"],
             ["--connections", "0"],
         ):
-            stderr = io.StringIO()
-            with (
-                contextlib.redirect_stderr(stderr),
-                self.assertRaises(SystemExit) as caught,
-            ):
-                cluster.parseArguments(argv)
-            self.assertEqual(caught.exception.code, 2)
-            self.assertIn("error:", stderr.getvalue().splitlines()[-1])
+            code, stderr = usageError(self, cluster.parseArguments, argv)
+            self.assertEqual(code, 2)
+            self.assertIn("error:", stderr.splitlines()[-1])
 
     def test_defaults(self) -> None:
         """The defaults leave room after the kill for the ejection and more."""

@@ -10,11 +10,11 @@ skips these tests.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from echotwist.test.commandline import usageError
 
 try:
     from benchmarks import faults, prober
@@ -354,9 +354,5 @@ class ArgumentTests(SynchronousTestCase):
 
     def test_unknownScenario(self) -> None:
         """An unknown scenario is a usage error."""
-        with (
-            contextlib.redirect_stderr(io.StringIO()),
-            self.assertRaises(SystemExit) as raised,
-        ):
-            faults.parseArguments(["--scenarios", "kill,flood"])
-        self.assertEqual(raised.exception.code, 2)
+        code, _ = usageError(self, faults.parseArguments, ["--scenarios", "kill,flood"])
+        self.assertEqual(code, 2)
