@@ -137,14 +137,17 @@ def takeProber(row: Row, job: Job) -> dict[str, Any] | None:
 
 
 def startLoad(
-    children: Children, server: EchoServer, s: Settings
+    children: Children, server: EchoServer, s: Settings, seconds: float | None = None
 ) -> tuple[Job, Job, float]:
     """Start the prober, then the open-loop bench, against C{server}.
 
+    The bench measures for C{seconds} (the scenario window if not given).
     Return both jobs and when the bench starts measuring.
     """
+    if seconds is None:
+        seconds = s.window
     prober = startProber(
-        children, "127.0.0.1", server.port, seconds=s.window + s.warmup + 4
+        children, "127.0.0.1", server.port, seconds=seconds + s.warmup + 4
     )
     # The prober connects first, so its count covers the bench's set-up.
     time.sleep(0.5)
@@ -154,7 +157,7 @@ def startLoad(
         server.port,
         connections=s.connections,
         rate=s.rate,
-        seconds=s.window,
+        seconds=seconds,
         warmup=s.warmup,
     )
     return prober, bench, bench.started + SETUP + s.warmup
@@ -300,20 +303,7 @@ def runSoak(children: Children, settings: Settings) -> Row:
     server = EchoServer(children, s.logDir / "soak.log", s.workers)
     samples: list[tuple[float, int, dict[int, int]]] = []
     try:
-        prober = startProber(
-            children, "127.0.0.1", server.port, seconds=s.soakSeconds + s.warmup + 4
-        )
-        time.sleep(0.5)
-        bench = startBench(
-            children,
-            "127.0.0.1",
-            server.port,
-            connections=s.connections,
-            rate=s.rate,
-            seconds=s.soakSeconds,
-            warmup=s.warmup,
-        )
-        measuring = bench.started + SETUP + s.warmup
+        prober, bench, measuring = startLoad(children, server, s, s.soakSeconds)
         for k in range(int(s.soakSeconds / s.soakInterval) + 1):
             sleepUntil(measuring + k * s.soakInterval)
             if bench.done():
