@@ -325,16 +325,24 @@ Dispatcher_init(Dispatcher *self, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
+/* The result of a call made for its effect: -1 if the call raised (the
+ * exception left set), else 0 (the result released). */
 static int
-callDisconnect(Dispatcher *self, PyObject *selectable, PyObject *why)
+discardResult(PyObject *result)
 {
-    PyObject *args[3] = {selectable, why, Py_True};
-    PyObject *result = PyObject_Vectorcall(self->disconnect, args, 3, NULL);
     if (result == NULL) {
         return -1;
     }
     Py_DECREF(result);
     return 0;
+}
+
+static int
+callDisconnect(Dispatcher *self, PyObject *selectable, PyObject *why)
+{
+    PyObject *args[3] = {selectable, why, Py_True};
+    return discardResult(
+        PyObject_Vectorcall(self->disconnect, args, 3, NULL));
 }
 
 /* The protocol raised: KeyboardInterrupt goes on up (stopping the
@@ -363,11 +371,7 @@ readFailed(Dispatcher *self, PyObject *selectable, int fd)
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(traceback);
-    if (result == NULL) {
-        return -1;
-    }
-    Py_DECREF(result);
-    return 0;
+    return discardResult(result);
 }
 
 /* LeanServer.doRead, and the disconnection _doReadOrWrite makes of its
@@ -440,13 +444,8 @@ readAny(Dispatcher *self, PyObject *selectable, int fd)
 static int
 dispatchOther(Dispatcher *self, PyObject *selectable, int fd, uint32_t events)
 {
-    PyObject *result = PyObject_CallFunction(self->other, "OiI", selectable,
-                                             fd, (unsigned int)events);
-    if (result == NULL) {
-        return -1;
-    }
-    Py_DECREF(result);
-    return 0;
+    return discardResult(PyObject_CallFunction(self->other, "OiI", selectable,
+                                               fd, (unsigned int)events));
 }
 
 /* select.epoll.poll's timeout: None waits for ever; else seconds, to
