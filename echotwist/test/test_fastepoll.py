@@ -245,26 +245,25 @@ class FastEPollReactorTests(SynchronousTestCase):
         self.assertEqual((protocol.received, protocol.lost), ([], []))
         self.assertIn(transport, reactor.getReaders())
 
-    def test_leanServerEndOfInput(self) -> None:
-        """The peer's end (an empty read) closes the connection as done."""
+    def assertReadCloses(self, read: bytes | OSError, reason: type[Exception]) -> None:
+        """A read of C{read} closes the connection with C{reason}."""
         reactor = self.fastReactor()
         protocol = Receiver()
-        transport = self.readyLeanServer(reactor, [b""], protocol)
+        transport = self.readyLeanServer(reactor, [read], protocol)
         reactor.doPoll(0)
         self.assertEqual(len(protocol.lost), 1)
-        self.assertIsInstance(protocol.lost[0].value, ConnectionDone)
+        self.assertIsInstance(protocol.lost[0].value, reason)
         self.assertNotIn(transport, reactor.getReaders())
+
+    def test_leanServerEndOfInput(self) -> None:
+        """The peer's end (an empty read) closes the connection as done."""
+        self.assertReadCloses(b"", ConnectionDone)
 
     def test_leanServerReadError(self) -> None:
         """A read error closes the connection as lost."""
-        reactor = self.fastReactor()
-        protocol = Receiver()
-        reset = ConnectionResetError(errno.ECONNRESET, "reset")
-        transport = self.readyLeanServer(reactor, [reset], protocol)
-        reactor.doPoll(0)
-        self.assertEqual(len(protocol.lost), 1)
-        self.assertIsInstance(protocol.lost[0].value, ConnectionLost)
-        self.assertNotIn(transport, reactor.getReaders())
+        self.assertReadCloses(
+            ConnectionResetError(errno.ECONNRESET, "reset"), ConnectionLost
+        )
 
     def test_leanServerProtocolError(self) -> None:
         """A protocol's exception is logged and closes its connection with it."""
