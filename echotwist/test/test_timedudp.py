@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import inspect
 import socket as socket_
+from collections.abc import Callable
 from typing import cast
 
 from twisted.internet import error, udp
@@ -28,6 +29,7 @@ from echotwist.internals.timedudp import (
     TimedPort,
     canTime,
 )
+from echotwist.test.transports import takeIncoming
 
 PEER = ("127.0.0.1", 7007)
 # How long the fake socket's every call takes, on the test's clock.
@@ -65,12 +67,7 @@ class FakeDatagramSocket:
     def recv(self, size: int) -> bytes:
         """The next datagram (at most C{size} bytes), or its error."""
         self.clock.advance(CALL)
-        if not self.incoming:
-            raise BlockingIOError(errno.EAGAIN, "nothing to read")
-        what = self.incoming.pop(0)
-        if isinstance(what, OSError):
-            raise what
-        return what[:size]
+        return takeIncoming(self.incoming, size)
 
     def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
         """As L{recv}, from the peer."""
@@ -111,6 +108,33 @@ class PlainRecorder(DatagramProtocol):
     def connectionRefused(self) -> None:
         """Count the refusal."""
         self.refused += 1
+
+
+def assertSendErrors(
+    test: SynchronousTestCase,
+    send: Callable[[bytes], object],
+    socket: FakeDatagramSocket,
+    protocol: Recorder | PlainRecorder,
+) -> object:
+    """What C{send} does with each failed send to the connected peer.
+
+    EINTR: tried again; EMSGSIZE: C{MessageLengthError}; ECONNREFUSED:
+    the protocol's C{connectionRefused}; anything else raised.  Twisted's
+    C{write} and L{TimedPort.sendTimed} must agree.  Returns what the
+    send retried after EINTR returned.
+    """
+    socket.sendErrors = [OSError(errno.EINTR, "interrupted")]
+    retried = send(b"again")
+    test.assertEqual(socket.sent, [b"again"])
+    socket.sendErrors = [OSError(errno.EMSGSIZE, "too long")]
+    test.assertRaises(error.MessageLengthError, send, b"long")
+    socket.sendErrors = [OSError(errno.ECONNREFUSED, "refused")]
+    send(b"refused")
+    test.assertEqual(protocol.refused, 1)
+    socket.sendErrors = [OSError(errno.ENOBUFS, "no buffers")]
+    test.assertRaises(OSError, send, b"raised")
+    test.assertEqual(socket.sent, [b"again"])
+    return retried
 
 
 def timedPort(
@@ -188,17 +212,7 @@ class TwistedInternalsTests(SynchronousTestCase):
     def test_writeErrors(self) -> None:
         """A connected C{write}: EINTR again, EMSGSIZE and ECONNREFUSED as named."""
         port, socket, protocol = twistedPort()
-        socket.sendErrors = [OSError(errno.EINTR, "interrupted")]
-        port.write(b"again")
-        self.assertEqual(socket.sent, [b"again"])
-        socket.sendErrors = [OSError(errno.EMSGSIZE, "too long")]
-        self.assertRaises(error.MessageLengthError, port.write, b"long")
-        socket.sendErrors = [OSError(errno.ECONNREFUSED, "refused")]
-        port.write(b"refused")
-        self.assertEqual(protocol.refused, 1)
-        socket.sendErrors = [OSError(errno.ENOBUFS, "no buffers")]
-        self.assertRaises(OSError, port.write, b"raised")
-        self.assertEqual(socket.sent, [b"again"])
+        assertSendErrors(self, port.write, socket, protocol)
 
 
 class TimedPortTests(SynchronousTestCase):
@@ -257,18 +271,8 @@ class TimedPortTests(SynchronousTestCase):
     def test_sendErrorsAsTwisted(self) -> None:
         """A failed send is what Twisted's C{write} makes of it."""
         port, socket, protocol, _ = timedPort()
-        socket.sendErrors = [OSError(errno.EINTR, "interrupted")]
-        # Tried again: the time is that of the send that went.
-        self.assertEqual(port.sendTimed(b"again"), CALL)
-        self.assertEqual(socket.sent, [b"again"])
-        socket.sendErrors = [OSError(errno.EMSGSIZE, "too long")]
-        self.assertRaises(error.MessageLengthError, port.sendTimed, b"long")
-        socket.sendErrors = [OSError(errno.ECONNREFUSED, "refused")]
-        port.sendTimed(b"refused")
-        self.assertEqual(protocol.refused, 1)
-        socket.sendErrors = [OSError(errno.ENOBUFS, "no buffers")]
-        self.assertRaises(OSError, port.sendTimed, b"raised")
-        self.assertEqual(socket.sent, [b"again"])
+        # Tried again after EINTR: the time is that of the send that went.
+        self.assertEqual(assertSendErrors(self, port.sendTimed, socket, protocol), CALL)
 
     def test_canTime(self) -> None:
         """Only a reactor with real sockets gets a timed port."""

@@ -16,6 +16,18 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 
 
+def takeIncoming(incoming: list[bytes | OSError], size: int) -> bytes:
+    """What a fake socket's receive gives: the next of C{incoming} (at most
+    C{size} bytes), or its error; EAGAIN when there is nothing.
+    """
+    if not incoming:
+        raise BlockingIOError(errno.EAGAIN, "nothing to read")
+    what = incoming.pop(0)
+    if isinstance(what, OSError):
+        raise what
+    return what[:size]
+
+
 class FakeSocket:
     """A socket that records what is sent and takes at most C{room} bytes."""
 
@@ -53,12 +65,7 @@ class FakeSocket:
 
     def recv(self, size: int) -> bytes:
         """Return (or raise) what is next in C{incoming}, at most C{size} bytes."""
-        if not self.incoming:
-            raise BlockingIOError(errno.EAGAIN, "nothing to read")
-        what = self.incoming.pop(0)
-        if isinstance(what, OSError):
-            raise what
-        return what[:size]
+        return takeIncoming(self.incoming, size)
 
     def shutdown(self, how: int) -> None:
         """Record a half-close."""
