@@ -674,12 +674,16 @@ async def measure(
     Every C{interval} seconds the collected latencies go into the
     histograms and C{observer} hears about the interval.
     """
-    await sleep(reactor, warmup)
-    run.recorder.clear()
+    # Every recorder of the run: the latencies first, then (open loop) the
+    # uncorrected ones and the send delays.
+    recorders = [run.recorder]
     if run.uncorrected is not None:
-        run.uncorrected.clear()
+        recorders.append(run.uncorrected)
     if run.delays is not None:
-        run.delays.clear()
+        recorders += run.delays.recorders()
+    await sleep(reactor, warmup)
+    for recorder in recorders:
+        recorder.clear()
     run.measuring = True
     start = previous = run.now()
     end = start + run.config.duration
@@ -693,11 +697,6 @@ async def measure(
             run.measuring = False
         # Taken in this turn, counted over the next ones (see flushInSlices),
         # in pauses that make the sends due and give the reactor its turns.
-        recorders = [run.recorder]
-        if run.uncorrected is not None:
-            recorders.append(run.uncorrected)
-        if run.delays is not None:
-            recorders += run.delays.recorders()
         taken = [(recorder, recorder.take()) for recorder in recorders]
         breaks = Breaks(reactor, run.now, run)
         batches = [

@@ -147,11 +147,6 @@ class SendDelays:
         """The three recorders, to clear and to flush."""
         return (self.made, self.held, self.reached)
 
-    def clear(self) -> None:
-        """Drop the samples collected so far (the warm-up's)."""
-        for recorder in self.recorders():
-            recorder.clear()
-
     def sendDelays(self) -> HdrHistogram:
         """Every send's delay, actual minus intended (flushed samples only)."""
         return combined(self.made.histogram, self.held.histogram)

@@ -534,7 +534,9 @@ class MeasureTests(SynchronousTestCase):
         delays = run.delays
         assert delays is not None
         d = Deferred.fromCoroutine(measure(run, clock, None, warmup=0.5))
+        # The warm-up's sends, made and held, are dropped from all three.
         delays.record(0.0, None, 0.005)
+        delays.record(0.1, 0.2, 0.3)
         clock.advance(0.5)
         # Made at once 61 us late; held: reached 122 us late, sent 488 us
         # late (times in powers of two, which floating point holds exactly).
