@@ -30,9 +30,14 @@ from types import ModuleType
 PURE_PYTHON = "ECHOTWIST_PURE_PYTHON"
 
 
+def pythonAskedFor(environ: Mapping[str, str]) -> bool:
+    """Whether C{environ} turns the speedups off (L{PURE_PYTHON}, not 0)."""
+    return environ.get(PURE_PYTHON, "") not in {"", "0"}
+
+
 def loadSpeedups(environ: Mapping[str, str] = os.environ) -> ModuleType | None:
     """The C{_speedups} extension, or None if it is not built or turned off."""
-    if environ.get(PURE_PYTHON, "") not in {"", "0"}:
+    if pythonAskedFor(environ):
         return None
     try:
         from echotwist.internals import _speedups
@@ -50,6 +55,6 @@ def describeEchoPath(
     """How the echo path runs, for the server's log: in C, or in Python and why."""
     if built is not None:
         return "in C (echotwist.internals._speedups)"
-    if environ.get(PURE_PYTHON, "") not in {"", "0"}:
+    if pythonAskedFor(environ):
         return f"in Python ({PURE_PYTHON} is set)"
     return "in Python (the C speedups are not built)"
