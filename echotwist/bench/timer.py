@@ -201,7 +201,8 @@ class TimerfdWaker:
             if self.due:
                 self.due = False
                 self.callBack()
-            if self.spinning and not self.due and not self.stopped:
+            # (A callback that stopped the waker ended the spin too.)
+            if self.spinning and not self.due:
                 # Not asked for again: disarming clears the expiry.
                 self.spinning = False
                 self.timer.arm(0)
