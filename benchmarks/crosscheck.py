@@ -191,9 +191,10 @@ def tableLines(results: dict[str, dict[str, Figures]]) -> list[str]:
     return lines
 
 
-def ensureTools() -> None:
-    """Install sockperf, gcc and the bench extra where they are missing."""
-    missing = [name for name in ("sockperf", "gcc") if shutil.which(name) is None]
+def ensureTools(sockperf: bool = True) -> None:
+    """Install gcc, sockperf (if asked for) and the bench extra where missing."""
+    needed = ("sockperf", "gcc") if sockperf else ("gcc",)
+    missing = [name for name in needed if shutil.which(name) is None]
     if missing:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             raise SystemExit(f"needs {', '.join(missing)}: install them (apt-get)")
@@ -269,6 +270,16 @@ class Server:
             self.process.wait(WAIT)
 
 
+def ensureLoadgen() -> Path:
+    """C{build/loadgen}, built from benchmarks/loadgen.c when missing or older."""
+    loadgen = ROOT / "build" / "loadgen"
+    source = ROOT / "benchmarks" / "loadgen.c"
+    if not loadgen.exists() or loadgen.stat().st_mtime < source.stat().st_mtime:
+        loadgen.parent.mkdir(exist_ok=True)
+        run(["gcc", "-O2", "-Wall", "-o", str(loadgen), str(source)])
+    return loadgen
+
+
 @contextmanager
 def background(port: int, seconds: float) -> Iterator[None]:
     """Keep the server busy: C{build/loadgen} with 20 TCP connections.
@@ -276,21 +287,8 @@ def background(port: int, seconds: float) -> Iterator[None]:
     On the server's CPU, so that the server has less of it, as on a busy
     host, while the tools on the other CPU have theirs to themselves.
     """
-    loadgen = ROOT / "build" / "loadgen"
-    if not loadgen.exists():
-        loadgen.parent.mkdir(exist_ok=True)
-        run(
-            [
-                "gcc",
-                "-O2",
-                "-Wall",
-                "-o",
-                str(loadgen),
-                str(ROOT / "benchmarks/loadgen.c"),
-            ]
-        )
     process = subprocess.Popen(
-        [*pinned(0), str(loadgen), "-p", str(port), "-c", "20", "-s", "64",
+        [*pinned(0), str(ensureLoadgen()), "-p", str(port), "-c", "20", "-s", "64",
          "-d", str(int(seconds) + 1), "-w", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -12,6 +12,19 @@
  *       line, flushed, so the harness can sample server CPU at both), then
  *       one JSON line of results.
  *
+ *   loadgen -p PORT -m openloop -r RATE [-c CONNS] [-s SIZE] [-d SECONDS] [-w WARMUP]
+ *       open loop, as `python -m echotwist.bench --rate RATE` runs it: send n
+ *       is due at start + n / RATE, on connection n mod CONNS, one message in
+ *       flight per connection (a send due while its connection waits for an
+ *       echo is held until the echo is back).  The loop never sleeps: it
+ *       polls with a zero timeout and checks for due sends after every echo,
+ *       so its schedule delay (when the loop reached a send, minus when the
+ *       send was due) is what this machine leaves a generator that does the
+ *       least work per message.  Prints "measuring" and "done" as ping-pong
+ *       does, then one JSON line: the schedule delay's percentiles, the send
+ *       delay's (actual minus intended send, held sends included) and the
+ *       latency's from the intended send.
+ *
  *   loadgen -p PORT -m idle [-c CONNS] [-H HOLD]
  *       opens CONNS connections (at most 256 connecting at once), echoes
  *       16 bytes on each, prints one JSON line, then holds them open until
@@ -45,6 +58,7 @@ struct conn {
     size_t received; /* bytes of the current message read back */
     size_t offset;   /* where the current message starts in the pattern */
     uint64_t startNs;
+    uint64_t intendedNs; /* open loop: when the message in flight was due */
     int done;
 };
 
@@ -198,6 +212,169 @@ static int pingpong(int port, int conns, size_t size, double seconds, double war
     return errors ? 1 : 0;
 }
 
+/* Open loop: the sends held per connection, intended and reached times in ns. */
+#define HELD_MAX 8192u
+
+struct held {
+    uint64_t intended[HELD_MAX];
+    uint64_t reached[HELD_MAX];
+    unsigned head, count;
+};
+
+static uint32_t *scheduleSamples, *sendSamples;
+static size_t scheduleCount, sendCount;
+
+static uint32_t clampNs(uint64_t ns) { return ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns; }
+
+static void record(uint32_t *to, size_t *count, uint64_t ns) {
+    if (*count < MAX_SAMPLES) to[(*count)++] = clampNs(ns);
+}
+
+static double quantileUs(uint32_t *values, size_t count, double q) {
+    if (count == 0) return 0.0;
+    return values[(size_t)(q * (double)(count - 1))] / 1000.0;
+}
+
+/* Send the message due at `intended` on `c`, reached by the schedule at `reached`. */
+static int sendDue(struct conn *c, size_t size, uint64_t seq, uint64_t intended, uint64_t reached,
+                   int measuring) {
+    nextMessage(c, size, seq);
+    uint64_t sent = c->startNs;
+    c->intendedNs = intended;
+    if (measuring) {
+        record(scheduleSamples, &scheduleCount, reached - intended);
+        record(sendSamples, &sendCount, sent - intended);
+    }
+    return pump(c, size);
+}
+
+static int openloop(int port, int conns, size_t size, double seconds, double warmup, double rate) {
+    int ep = epoll_create1(0);
+    struct conn *cs = calloc((size_t)conns, sizeof *cs);
+    struct held *hs = calloc((size_t)conns, sizeof *hs);
+    unsigned char *buf = malloc(size < 65536 ? 65536 : size);
+    samples = malloc(MAX_SAMPLES * sizeof *samples);
+    scheduleSamples = malloc(MAX_SAMPLES * sizeof *scheduleSamples);
+    sendSamples = malloc(MAX_SAMPLES * sizeof *sendSamples);
+    if (ep < 0 || !cs || !hs || !buf || !samples || !scheduleSamples || !sendSamples) die("setup");
+    for (int i = 0; i < conns; i++) {
+        cs[i].fd = connectTo(port, 1);
+        if (cs[i].fd < 0) die("connect");
+        if (fcntl(cs[i].fd, F_SETFL, O_NONBLOCK) < 0) die("fcntl");
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0) die("epoll_ctl");
+        cs[i].received = cs[i].sent = size; /* nothing in flight */
+    }
+    uint64_t start = nowNs();
+    uint64_t measureFrom = start + (uint64_t)(warmup * 1e9);
+    uint64_t measureTo = measureFrom + (uint64_t)(seconds * 1e9);
+    int measuring = 0;
+    uint64_t next = 0, seq = 1, sends = 0, held = 0, echoes = 0, errors = 0, overflow = 0;
+    struct epoll_event events[256];
+    for (;;) {
+        uint64_t t = nowNs();
+        if (!measuring && t >= measureFrom) {
+            measuring = 1;
+            printf("measuring\n");
+            fflush(stdout);
+        }
+        if (t >= measureTo) break;
+        int n = epoll_wait(ep, events, 256, 0);
+        /* One pass over the ready sockets, then (e == n) the due check alone. */
+        for (int e = 0; e <= n; e++) {
+            if (e < n) {
+                struct conn *c = &cs[events[e].data.u32];
+                struct held *h = &hs[events[e].data.u32];
+                if (c->done) continue;
+                if (pump(c, size) < 0) {
+                    errors++;
+                    c->done = 1;
+                    continue;
+                }
+                for (;;) {
+                    if (c->received == size) break;
+                    ssize_t got = recv(c->fd, buf, size - c->received, 0);
+                    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+                        errors++;
+                        c->done = 1;
+                        break;
+                    }
+                    if (got < 0) break;
+                    if (c->received + (size_t)got > c->sent ||
+                        memcmp(buf, pattern + c->offset + c->received, (size_t)got) != 0) {
+                        fprintf(stderr, "loadgen: wrong bytes echoed\n");
+                        errors++;
+                        c->done = 1;
+                        break;
+                    }
+                    c->received += (size_t)got;
+                    if (c->received < size) continue;
+                    uint64_t end = nowNs();
+                    if (measuring) {
+                        echoes++;
+                        record(samples, &sampleCount, end - c->intendedNs);
+                    }
+                    if (h->count) {
+                        uint64_t intended = h->intended[h->head], reached = h->reached[h->head];
+                        h->head = (h->head + 1) % HELD_MAX;
+                        h->count--;
+                        if (sendDue(c, size, seq++, intended, reached, measuring) < 0) {
+                            errors++;
+                            c->done = 1;
+                        }
+                    }
+                    break;
+                }
+            }
+            /* The sends due by now (the clock read after this echo's work). */
+            uint64_t now = nowNs();
+            uint64_t last = (uint64_t)((double)(now - start) * rate / 1e9);
+            for (; next <= last; next++) {
+                uint64_t intended = start + (uint64_t)((double)next * 1e9 / rate);
+                int i = (int)(next % (uint64_t)conns);
+                struct conn *c = &cs[i];
+                struct held *h = &hs[i];
+                if (measuring) sends++;
+                if (c->done) continue;
+                if (c->received < size || h->count) {
+                    if (h->count == HELD_MAX) {
+                        overflow++;
+                        continue;
+                    }
+                    h->intended[(h->head + h->count) % HELD_MAX] = intended;
+                    h->reached[(h->head + h->count) % HELD_MAX] = nowNs();
+                    h->count++;
+                    if (measuring) held++;
+                } else if (sendDue(c, size, seq++, intended, nowNs(), measuring) < 0) {
+                    errors++;
+                    c->done = 1;
+                }
+            }
+        }
+    }
+    printf("done\n");
+    fflush(stdout);
+    qsort(samples, sampleCount, sizeof *samples, cmpU32);
+    qsort(scheduleSamples, scheduleCount, sizeof *scheduleSamples, cmpU32);
+    qsort(sendSamples, sendCount, sizeof *sendSamples, cmpU32);
+    printf("{\"mode\":\"openloop\",\"conns\":%d,\"size\":%zu,\"seconds\":%.3f,\"rate\":%.1f,"
+           "\"sends\":%llu,\"sends_per_s\":%.1f,\"held\":%llu,\"echoes\":%llu,"
+           "\"schedule_delay\":{\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
+           "\"max_us\":%.1f},\"send_delay\":{\"p50_us\":%.1f,\"p99_us\":%.1f},"
+           "\"latency\":{\"p50_us\":%.1f,\"p99_us\":%.1f},\"errors\":%llu}\n",
+           conns, size, seconds, rate, (unsigned long long)sends, sends / seconds,
+           (unsigned long long)held, (unsigned long long)echoes,
+           quantileUs(scheduleSamples, scheduleCount, 0.50),
+           quantileUs(scheduleSamples, scheduleCount, 0.90),
+           quantileUs(scheduleSamples, scheduleCount, 0.99),
+           quantileUs(scheduleSamples, scheduleCount, 0.999),
+           quantileUs(scheduleSamples, scheduleCount, 1.0),
+           quantileUs(sendSamples, sendCount, 0.50), quantileUs(sendSamples, sendCount, 0.99),
+           percentileUs(0.50), percentileUs(0.99), (unsigned long long)(errors + overflow));
+    for (int i = 0; i < conns; i++) close(cs[i].fd);
+    return (errors || overflow) ? 1 : 0;
+}
+
 static int idle(int port, int conns, double hold) {
     const size_t size = 16;
     const int maxConnecting = 256;
@@ -270,9 +447,9 @@ static int idle(int port, int conns, double hold) {
 int main(int argc, char **argv) {
     int port = 0, conns = 1, opt;
     size_t size = 64;
-    double seconds = 3.0, warmup = 1.0, hold = 60.0;
+    double seconds = 3.0, warmup = 1.0, hold = 60.0, rate = 0.0;
     const char *mode = "pingpong";
-    while ((opt = getopt(argc, argv, "p:c:s:d:w:m:H:")) != -1) {
+    while ((opt = getopt(argc, argv, "p:c:s:d:w:m:H:r:")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'c': conns = atoi(optarg); break;
@@ -281,13 +458,15 @@ int main(int argc, char **argv) {
         case 'w': warmup = atof(optarg); break;
         case 'm': mode = optarg; break;
         case 'H': hold = atof(optarg); break;
+        case 'r': rate = atof(optarg); break;
         default: port = 0;
         }
     }
     if (port <= 0 || port > 65535 || conns < 1 || conns > 100000 || size < 1 || size > (1u << 24) ||
-        seconds <= 0 || seconds > 600 || warmup < 0 || warmup > 600 || hold < 0 || hold > 3600) {
-        fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|idle] [-c CONNS] [-s BYTES] "
-                        "[-d SECONDS] [-w WARMUP] [-H HOLD]\n");
+        seconds <= 0 || seconds > 600 || warmup < 0 || warmup > 600 || hold < 0 || hold > 3600 ||
+        rate < 0 || rate > 1e7 || (strcmp(mode, "openloop") == 0 && rate <= 0)) {
+        fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|openloop|idle] [-c CONNS] [-s BYTES] "
+                        "[-d SECONDS] [-w WARMUP] [-H HOLD] [-r RATE]\n");
         return 2;
     }
     raiseFileLimit();
@@ -303,6 +482,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(mode, "idle") == 0) return idle(port, conns, hold);
     if (strcmp(mode, "pingpong") == 0) return pingpong(port, conns, size, seconds, warmup);
+    if (strcmp(mode, "openloop") == 0) return openloop(port, conns, size, seconds, warmup, rate);
     fprintf(stderr, "loadgen: unknown mode %s\n", mode);
     return 2;
 }
