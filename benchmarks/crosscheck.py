@@ -365,24 +365,26 @@ def main() -> None:
     print("\n".join(lines))
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print("\n".join(stealLines(steal)))
-    args.output.parent.mkdir(exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "size": args.size,
-                "seconds": args.seconds,
-                "rounds": args.rounds,
-                "load_average": load,
-                "steal_percent": steal,
-                "results": {
-                    scenario: {tool: asdict(f) for tool, f in tools.items()}
-                    for scenario, tools in results.items()
-                },
+    saveJson(
+        args.output,
+        {
+            "size": args.size,
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "load_average": load,
+            "steal_percent": steal,
+            "results": {
+                scenario: {tool: asdict(f) for tool, f in tools.items()}
+                for scenario, tools in results.items()
             },
-            indent=2,
-        )
-        + "\n"
+        },
     )
+
+
+def saveJson(path: Path, data: object) -> None:
+    """Write C{data} to C{path} as indented JSON, making its directory."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def measure(

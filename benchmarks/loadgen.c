@@ -128,6 +128,69 @@ static void nextMessage(struct conn *c, size_t size, uint64_t seq) {
     c->startNs = nowNs();
 }
 
+static void announce(const char *line) {
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+static uint32_t clampNs(uint64_t ns) { return ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns; }
+
+static void record(uint32_t *to, size_t *count, uint64_t ns) {
+    if (*count < MAX_SAMPLES) to[(*count)++] = clampNs(ns);
+}
+
+/* The measured window: SECONDS after WARMUP seconds from now. */
+struct window {
+    uint64_t from, to;
+    int measuring;
+};
+
+static struct window windowFrom(double warmup, double seconds) {
+    uint64_t from = nowNs() + (uint64_t)(warmup * 1e9);
+    return (struct window){.from = from, .to = from + (uint64_t)(seconds * 1e9)};
+}
+
+/* Whether the window is over at T; says "measuring" once, as it starts. */
+static int windowOver(struct window *w, uint64_t t) {
+    if (!w->measuring && t >= w->from) {
+        w->measuring = 1;
+        announce("measuring");
+    }
+    return t >= w->to;
+}
+
+/* Count an error on C and stop using it. */
+static void drop(struct conn *c, uint64_t *errors) {
+    (*errors)++;
+    c->done = 1;
+}
+
+/* Connect CONNS sockets (blocking, then non-blocking), each in the epoll set. */
+static void connectAll(int ep, struct conn *cs, int conns, int port) {
+    for (int i = 0; i < conns; i++) {
+        cs[i].fd = connectTo(port, 1);
+        if (cs[i].fd < 0) die("connect");
+        if (fcntl(cs[i].fd, F_SETFL, O_NONBLOCK) < 0) die("fcntl");
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0) die("epoll_ctl");
+    }
+}
+
+/* Read more of the current message's echo and check it byte for byte: 1 when
+ * bytes came, 0 when none were there, -1 on an error, the end or wrong bytes. */
+static int receive(struct conn *c, unsigned char *buf, size_t size) {
+    ssize_t got = recv(c->fd, buf, size - c->received, 0);
+    if (got < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+    if (got <= 0) return -1;
+    if (c->received + (size_t)got > c->sent ||
+        memcmp(buf, pattern + c->offset + c->received, (size_t)got) != 0) {
+        fprintf(stderr, "loadgen: wrong bytes echoed\n");
+        return -1;
+    }
+    c->received += (size_t)got;
+    return 1;
+}
+
 static int pingpong(int port, int conns, size_t size, double seconds, double warmup) {
     int ep = epoll_create1(0);
     struct conn *cs = calloc((size_t)conns, sizeof *cs);
@@ -135,74 +198,46 @@ static int pingpong(int port, int conns, size_t size, double seconds, double war
     samples = malloc(MAX_SAMPLES * sizeof *samples);
     if (ep < 0 || !cs || !buf || !samples) die("setup");
     uint64_t seq = 1;
-    for (int i = 0; i < conns; i++) {
-        cs[i].fd = connectTo(port, 1);
-        if (cs[i].fd < 0) die("connect");
-        if (fcntl(cs[i].fd, F_SETFL, O_NONBLOCK) < 0) die("fcntl");
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = (uint32_t)i};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0) die("epoll_ctl");
-        nextMessage(&cs[i], size, seq++);
-    }
-    uint64_t begin = nowNs();
-    uint64_t measureFrom = begin + (uint64_t)(warmup * 1e9);
-    uint64_t measureTo = measureFrom + (uint64_t)(seconds * 1e9);
-    int measuring = 0;
+    connectAll(ep, cs, conns, port);
+    for (int i = 0; i < conns; i++) nextMessage(&cs[i], size, seq++);
+    struct window w = windowFrom(warmup, seconds);
     uint64_t echoes = 0, errors = 0;
     struct epoll_event events[256];
     for (int i = 0; i < conns; i++)
         if (pump(&cs[i], size) < 0) errors++;
     for (;;) {
-        uint64_t t = nowNs();
-        if (!measuring && t >= measureFrom) {
-            measuring = 1;
-            printf("measuring\n");
-            fflush(stdout);
-        }
-        if (t >= measureTo) break;
+        if (windowOver(&w, nowNs())) break;
         int n = epoll_wait(ep, events, 256, 100);
         for (int e = 0; e < n; e++) {
             struct conn *c = &cs[events[e].data.u32];
             if (c->done) continue;
             if (pump(c, size) < 0) {
-                errors++;
-                c->done = 1;
+                drop(c, &errors);
                 continue;
             }
             for (;;) {
-                ssize_t got = recv(c->fd, buf, size - c->received, 0);
-                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
-                    errors++;
-                    c->done = 1;
+                int got = receive(c, buf, size);
+                if (got < 0) {
+                    drop(c, &errors);
                     break;
                 }
-                if (got < 0) break;
-                if (c->received + (size_t)got > c->sent ||
-                    memcmp(buf, pattern + c->offset + c->received, (size_t)got) != 0) {
-                    fprintf(stderr, "loadgen: wrong bytes echoed\n");
-                    errors++;
-                    c->done = 1;
-                    break;
-                }
-                c->received += (size_t)got;
+                if (got == 0) break;
                 if (c->received == size) {
                     uint64_t end = nowNs();
-                    if (measuring && end < measureTo) {
+                    if (w.measuring && end < w.to) {
                         echoes++;
-                        if (sampleCount < MAX_SAMPLES)
-                            samples[sampleCount++] = (uint32_t)((end - c->startNs) > UINT32_MAX ? UINT32_MAX : end - c->startNs);
+                        record(samples, &sampleCount, end - c->startNs);
                     }
                     nextMessage(c, size, seq++);
                     if (pump(c, size) < 0) {
-                        errors++;
-                        c->done = 1;
+                        drop(c, &errors);
                         break;
                     }
                 }
             }
         }
     }
-    printf("done\n");
-    fflush(stdout);
+    announce("done");
     qsort(samples, sampleCount, sizeof *samples, cmpU32);
     printf("{\"mode\":\"pingpong\",\"conns\":%d,\"size\":%zu,\"seconds\":%.3f,\"echoes\":%llu,"
            "\"echoes_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"errors\":%llu}\n",
@@ -223,12 +258,6 @@ struct held {
 
 static uint32_t *scheduleSamples, *sendSamples;
 static size_t scheduleCount, sendCount;
-
-static uint32_t clampNs(uint64_t ns) { return ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns; }
-
-static void record(uint32_t *to, size_t *count, uint64_t ns) {
-    if (*count < MAX_SAMPLES) to[(*count)++] = clampNs(ns);
-}
 
 static double quantileUs(uint32_t *values, size_t count, double q) {
     if (count == 0) return 0.0;
@@ -257,28 +286,14 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
     scheduleSamples = malloc(MAX_SAMPLES * sizeof *scheduleSamples);
     sendSamples = malloc(MAX_SAMPLES * sizeof *sendSamples);
     if (ep < 0 || !cs || !hs || !buf || !samples || !scheduleSamples || !sendSamples) die("setup");
-    for (int i = 0; i < conns; i++) {
-        cs[i].fd = connectTo(port, 1);
-        if (cs[i].fd < 0) die("connect");
-        if (fcntl(cs[i].fd, F_SETFL, O_NONBLOCK) < 0) die("fcntl");
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = (uint32_t)i};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0) die("epoll_ctl");
-        cs[i].received = cs[i].sent = size; /* nothing in flight */
-    }
+    connectAll(ep, cs, conns, port);
+    for (int i = 0; i < conns; i++) cs[i].received = cs[i].sent = size; /* nothing in flight */
     uint64_t start = nowNs();
-    uint64_t measureFrom = start + (uint64_t)(warmup * 1e9);
-    uint64_t measureTo = measureFrom + (uint64_t)(seconds * 1e9);
-    int measuring = 0;
+    struct window w = windowFrom(warmup, seconds);
     uint64_t next = 0, seq = 1, sends = 0, held = 0, echoes = 0, errors = 0, overflow = 0;
     struct epoll_event events[256];
     for (;;) {
-        uint64_t t = nowNs();
-        if (!measuring && t >= measureFrom) {
-            measuring = 1;
-            printf("measuring\n");
-            fflush(stdout);
-        }
-        if (t >= measureTo) break;
+        if (windowOver(&w, nowNs())) break;
         int n = epoll_wait(ep, events, 256, 0);
         /* One pass over the ready sockets, then (e == n) the due check alone. */
         for (int e = 0; e <= n; e++) {
@@ -287,30 +302,19 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
                 struct held *h = &hs[events[e].data.u32];
                 if (c->done) continue;
                 if (pump(c, size) < 0) {
-                    errors++;
-                    c->done = 1;
+                    drop(c, &errors);
                     continue;
                 }
-                for (;;) {
-                    if (c->received == size) break;
-                    ssize_t got = recv(c->fd, buf, size - c->received, 0);
-                    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
-                        errors++;
-                        c->done = 1;
+                while (c->received < size) {
+                    int got = receive(c, buf, size);
+                    if (got < 0) {
+                        drop(c, &errors);
                         break;
                     }
-                    if (got < 0) break;
-                    if (c->received + (size_t)got > c->sent ||
-                        memcmp(buf, pattern + c->offset + c->received, (size_t)got) != 0) {
-                        fprintf(stderr, "loadgen: wrong bytes echoed\n");
-                        errors++;
-                        c->done = 1;
-                        break;
-                    }
-                    c->received += (size_t)got;
+                    if (got == 0) break;
                     if (c->received < size) continue;
                     uint64_t end = nowNs();
-                    if (measuring) {
+                    if (w.measuring) {
                         echoes++;
                         record(samples, &sampleCount, end - c->intendedNs);
                     }
@@ -318,9 +322,8 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
                         uint64_t intended = h->intended[h->head], reached = h->reached[h->head];
                         h->head = (h->head + 1) % HELD_MAX;
                         h->count--;
-                        if (sendDue(c, size, seq++, intended, reached, measuring) < 0) {
-                            errors++;
-                            c->done = 1;
+                        if (sendDue(c, size, seq++, intended, reached, w.measuring) < 0) {
+                            drop(c, &errors);
                         }
                     }
                     break;
@@ -334,7 +337,7 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
                 int i = (int)(next % (uint64_t)conns);
                 struct conn *c = &cs[i];
                 struct held *h = &hs[i];
-                if (measuring) sends++;
+                if (w.measuring) sends++;
                 if (c->done) continue;
                 if (c->received < size || h->count) {
                     if (h->count == HELD_MAX) {
@@ -344,16 +347,14 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
                     h->intended[(h->head + h->count) % HELD_MAX] = intended;
                     h->reached[(h->head + h->count) % HELD_MAX] = nowNs();
                     h->count++;
-                    if (measuring) held++;
-                } else if (sendDue(c, size, seq++, intended, nowNs(), measuring) < 0) {
-                    errors++;
-                    c->done = 1;
+                    if (w.measuring) held++;
+                } else if (sendDue(c, size, seq++, intended, nowNs(), w.measuring) < 0) {
+                    drop(c, &errors);
                 }
             }
         }
     }
-    printf("done\n");
-    fflush(stdout);
+    announce("done");
     qsort(samples, sampleCount, sizeof *samples, cmpU32);
     qsort(scheduleSamples, scheduleCount, sizeof *scheduleSamples, cmpU32);
     qsort(sendSamples, sendCount, sizeof *sendSamples, cmpU32);

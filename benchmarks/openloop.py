@@ -39,7 +39,15 @@ from echotwist.bench.cpustat import readCpuTimes, stealPercent
 if not __package__:
     # Run as a script: import the source tree's benchmarks package.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.crosscheck import ROOT, Server, ensureLoadgen, ensureTools, pinned, run
+from benchmarks.crosscheck import (
+    ROOT,
+    Server,
+    ensureLoadgen,
+    ensureTools,
+    pinned,
+    run,
+    saveJson,
+)
 
 FIGURES = ("p50", "p90", "p99", "p999")
 TOOLS = ("bench", "loadgen")
@@ -150,21 +158,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         server.stop()
     print("\n".join(tableLines(runs)))
-    args.output.parent.mkdir(exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "rate": args.rate,
-                "connections": args.connections,
-                "size": args.size,
-                "seconds": args.seconds,
-                "runs": {
-                    tool: [asdict(r) for r in results] for tool, results in runs.items()
-                },
+    saveJson(
+        args.output,
+        {
+            "rate": args.rate,
+            "connections": args.connections,
+            "size": args.size,
+            "seconds": args.seconds,
+            "runs": {
+                tool: [asdict(r) for r in results] for tool, results in runs.items()
             },
-            indent=2,
-        )
-        + "\n"
+        },
     )
 
 
