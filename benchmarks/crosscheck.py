@@ -276,7 +276,8 @@ def ensureLoadgen() -> Path:
     source = ROOT / "benchmarks" / "loadgen.c"
     if not loadgen.exists() or loadgen.stat().st_mtime < source.stat().st_mtime:
         loadgen.parent.mkdir(exist_ok=True)
-        run(["gcc", "-O2", "-Wall", "-o", str(loadgen), str(source)])
+        # The flags of the Makefile's rule for it.
+        run(["gcc", "-O2", "-Wall", "-Wextra", "-o", str(loadgen), str(source)])
     return loadgen
 
 

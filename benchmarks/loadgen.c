@@ -15,15 +15,18 @@
  *   loadgen -p PORT -m openloop -r RATE [-c CONNS] [-s SIZE] [-d SECONDS] [-w WARMUP]
  *       open loop, as `python -m echotwist.bench --rate RATE` runs it: send n
  *       is due at start + n / RATE, on connection n mod CONNS, one message in
- *       flight per connection (a send due while its connection waits for an
- *       echo is held until the echo is back).  The loop never sleeps: it
- *       polls with a zero timeout and checks for due sends after every echo,
- *       so its schedule delay (when the loop reached a send, minus when the
- *       send was due) is what this machine leaves a generator that does the
- *       least work per message.  Prints "measuring" and "done" as ping-pong
- *       does, then one JSON line: the schedule delay's percentiles, the send
- *       delay's (actual minus intended send, held sends included) and the
- *       latency's from the intended send.
+ *       flight per connection; a send due while its connection waits for an
+ *       echo is held until the echo is back (at most 1024 per connection;
+ *       beyond, it is dropped and counted in "overflow", and the exit status
+ *       is 1).  The loop never sleeps: it polls with a zero timeout and checks
+ *       for due sends after every echo, so its schedule delay (a send made
+ *       when reached: when it left; a held one: when the loop reached it;
+ *       minus when it was due) is the least this machine leaves a generator
+ *       that spins on its own CPU and does little per message.  Prints
+ *       "measuring" and "done" as ping-pong does, then one JSON line: the
+ *       sends made and held while measuring, the echoes, the schedule
+ *       delay's percentiles, the send delay's (actual minus intended send)
+ *       and the latency's from the intended send.
  *
  *   loadgen -p PORT -m idle [-c CONNS] [-H HOLD]
  *       opens CONNS connections (at most 256 connecting at once), echoes
@@ -105,10 +108,10 @@ static int cmpU32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static double percentileUs(double q) {
-    if (sampleCount == 0) return 0.0;
-    size_t i = (size_t)(q * (double)(sampleCount - 1));
-    return samples[i] / 1000.0;
+/* The q-quantile (0 to 1) of COUNT sorted VALUES in ns, in us. */
+static double quantileUs(const uint32_t *values, size_t count, double q) {
+    if (count == 0) return 0.0;
+    return values[(size_t)(q * (double)(count - 1))] / 1000.0;
 }
 
 /* Write what remains of the current message; 0 on success, -1 on error. */
@@ -139,14 +142,14 @@ static void record(uint32_t *to, size_t *count, uint64_t ns) {
     if (*count < MAX_SAMPLES) to[(*count)++] = clampNs(ns);
 }
 
-/* The measured window: SECONDS after WARMUP seconds from now. */
+/* The measured window: SECONDS after WARMUP seconds from NOW. */
 struct window {
     uint64_t from, to;
     int measuring;
 };
 
-static struct window windowFrom(double warmup, double seconds) {
-    uint64_t from = nowNs() + (uint64_t)(warmup * 1e9);
+static struct window windowFrom(uint64_t now, double warmup, double seconds) {
+    uint64_t from = now + (uint64_t)(warmup * 1e9);
     return (struct window){.from = from, .to = from + (uint64_t)(seconds * 1e9)};
 }
 
@@ -200,7 +203,7 @@ static int pingpong(int port, int conns, size_t size, double seconds, double war
     uint64_t seq = 1;
     connectAll(ep, cs, conns, port);
     for (int i = 0; i < conns; i++) nextMessage(&cs[i], size, seq++);
-    struct window w = windowFrom(warmup, seconds);
+    struct window w = windowFrom(nowNs(), warmup, seconds);
     uint64_t echoes = 0, errors = 0;
     struct epoll_event events[256];
     for (int i = 0; i < conns; i++)
@@ -241,14 +244,17 @@ static int pingpong(int port, int conns, size_t size, double seconds, double war
     qsort(samples, sampleCount, sizeof *samples, cmpU32);
     printf("{\"mode\":\"pingpong\",\"conns\":%d,\"size\":%zu,\"seconds\":%.3f,\"echoes\":%llu,"
            "\"echoes_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"errors\":%llu}\n",
-           conns, size, seconds, (unsigned long long)echoes, echoes / seconds, percentileUs(0.50),
-           percentileUs(0.99), (unsigned long long)errors);
+           conns, size, seconds, (unsigned long long)echoes, echoes / seconds, quantileUs(samples, sampleCount, 0.50),
+           quantileUs(samples, sampleCount, 0.99), (unsigned long long)errors);
     for (int i = 0; i < conns; i++) close(cs[i].fd);
     return errors ? 1 : 0;
 }
 
-/* Open loop: the sends held per connection, intended and reached times in ns. */
-#define HELD_MAX 8192u
+/* Open loop: the sends held per connection (a ring of HELD_MAX, one second
+ * of sends at 50 connections and 50,000/s; a send due when its connection's
+ * ring is full is dropped and counted as "overflow"), with the times they were
+ * due and reached, in ns. */
+#define HELD_MAX 1024u
 
 struct held {
     uint64_t intended[HELD_MAX];
@@ -259,19 +265,16 @@ struct held {
 static uint32_t *scheduleSamples, *sendSamples;
 static size_t scheduleCount, sendCount;
 
-static double quantileUs(uint32_t *values, size_t count, double q) {
-    if (count == 0) return 0.0;
-    return values[(size_t)(q * (double)(count - 1))] / 1000.0;
-}
-
-/* Send the message due at `intended` on `c`, reached by the schedule at `reached`. */
+/* Send the message due at INTENDED on C.  REACHED: when the schedule reached
+ * it, if it was then held; 0 for a send made when reached (its schedule delay
+ * is then its send delay, as the bench's SendDelays has it). */
 static int sendDue(struct conn *c, size_t size, uint64_t seq, uint64_t intended, uint64_t reached,
                    int measuring) {
     nextMessage(c, size, seq);
     uint64_t sent = c->startNs;
     c->intendedNs = intended;
     if (measuring) {
-        record(scheduleSamples, &scheduleCount, reached - intended);
+        record(scheduleSamples, &scheduleCount, (reached ? reached : sent) - intended);
         record(sendSamples, &sendCount, sent - intended);
     }
     return pump(c, size);
@@ -289,8 +292,9 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
     connectAll(ep, cs, conns, port);
     for (int i = 0; i < conns; i++) cs[i].received = cs[i].sent = size; /* nothing in flight */
     uint64_t start = nowNs();
-    struct window w = windowFrom(warmup, seconds);
-    uint64_t next = 0, seq = 1, sends = 0, held = 0, echoes = 0, errors = 0, overflow = 0;
+    struct window w = windowFrom(start, warmup, seconds);
+    /* held: the held sends that left while measuring (the bench's held_sends). */
+    uint64_t next = 0, seq = 1, held = 0, echoes = 0, errors = 0, overflow = 0;
     struct epoll_event events[256];
     for (;;) {
         if (windowOver(&w, nowNs())) break;
@@ -322,11 +326,11 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
                         uint64_t intended = h->intended[h->head], reached = h->reached[h->head];
                         h->head = (h->head + 1) % HELD_MAX;
                         h->count--;
+                        held += (uint64_t)w.measuring;
                         if (sendDue(c, size, seq++, intended, reached, w.measuring) < 0) {
                             drop(c, &errors);
                         }
                     }
-                    break;
                 }
             }
             /* The sends due by now (the clock read after this echo's work). */
@@ -337,18 +341,16 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
                 int i = (int)(next % (uint64_t)conns);
                 struct conn *c = &cs[i];
                 struct held *h = &hs[i];
-                if (w.measuring) sends++;
                 if (c->done) continue;
                 if (c->received < size || h->count) {
                     if (h->count == HELD_MAX) {
-                        overflow++;
+                        overflow += (uint64_t)w.measuring;
                         continue;
                     }
                     h->intended[(h->head + h->count) % HELD_MAX] = intended;
                     h->reached[(h->head + h->count) % HELD_MAX] = nowNs();
                     h->count++;
-                    if (w.measuring) held++;
-                } else if (sendDue(c, size, seq++, intended, nowNs(), w.measuring) < 0) {
+                } else if (sendDue(c, size, seq++, intended, 0, w.measuring) < 0) {
                     drop(c, &errors);
                 }
             }
@@ -359,19 +361,20 @@ static int openloop(int port, int conns, size_t size, double seconds, double war
     qsort(scheduleSamples, scheduleCount, sizeof *scheduleSamples, cmpU32);
     qsort(sendSamples, sendCount, sizeof *sendSamples, cmpU32);
     printf("{\"mode\":\"openloop\",\"conns\":%d,\"size\":%zu,\"seconds\":%.3f,\"rate\":%.1f,"
-           "\"sends\":%llu,\"sends_per_s\":%.1f,\"held\":%llu,\"echoes\":%llu,"
+           "\"sent\":%zu,\"held\":%llu,\"overflow\":%llu,\"echoes\":%llu,\"echoes_per_s\":%.1f,"
            "\"schedule_delay\":{\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
            "\"max_us\":%.1f},\"send_delay\":{\"p50_us\":%.1f,\"p99_us\":%.1f},"
            "\"latency\":{\"p50_us\":%.1f,\"p99_us\":%.1f},\"errors\":%llu}\n",
-           conns, size, seconds, rate, (unsigned long long)sends, sends / seconds,
-           (unsigned long long)held, (unsigned long long)echoes,
+           conns, size, seconds, rate, sendCount, (unsigned long long)held,
+           (unsigned long long)overflow, (unsigned long long)echoes, (double)echoes / seconds,
            quantileUs(scheduleSamples, scheduleCount, 0.50),
            quantileUs(scheduleSamples, scheduleCount, 0.90),
            quantileUs(scheduleSamples, scheduleCount, 0.99),
            quantileUs(scheduleSamples, scheduleCount, 0.999),
            quantileUs(scheduleSamples, scheduleCount, 1.0),
            quantileUs(sendSamples, sendCount, 0.50), quantileUs(sendSamples, sendCount, 0.99),
-           percentileUs(0.50), percentileUs(0.99), (unsigned long long)(errors + overflow));
+           quantileUs(samples, sampleCount, 0.50), quantileUs(samples, sampleCount, 0.99),
+           (unsigned long long)errors);
     for (int i = 0; i < conns; i++) close(cs[i].fd);
     return (errors || overflow) ? 1 : 0;
 }
@@ -463,11 +466,16 @@ int main(int argc, char **argv) {
         default: port = 0;
         }
     }
+    /* Written as "within" tests, so that NaN is refused too. */
+    int openLoop = strcmp(mode, "openloop") == 0;
     if (port <= 0 || port > 65535 || conns < 1 || conns > 100000 || size < 1 || size > (1u << 24) ||
-        seconds <= 0 || seconds > 600 || warmup < 0 || warmup > 600 || hold < 0 || hold > 3600 ||
-        rate < 0 || rate > 1e7 || (strcmp(mode, "openloop") == 0 && rate <= 0)) {
+        !(seconds > 0 && seconds <= 600) || !(warmup >= 0 && warmup <= 600) ||
+        !(hold >= 0 && hold <= 3600) || !(rate >= 0 && rate <= 1e7) ||
+        (openLoop && !(rate > 0 && rate * seconds <= MAX_SAMPLES))) {
         fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|openloop|idle] [-c CONNS] [-s BYTES] "
-                        "[-d SECONDS] [-w WARMUP] [-H HOLD] [-r RATE]\n");
+                        "[-d SECONDS] [-w WARMUP] [-H HOLD] [-r RATE]\n"
+                        "  (openloop: RATE x SECONDS at most %u sends measured)\n",
+                MAX_SAMPLES);
         return 2;
     }
     raiseFileLimit();
