@@ -29,9 +29,9 @@ The table gives each tool's median over the rounds of its p50, p90, p99
 and mean, and the bench's difference from sockperf; JSON in
 C{build/crosscheck.json}.
 
-Everything it needs is installed here if missing: sockperf and gcc with
-C{apt-get} (root, Debian or Ubuntu), the C{bench} extra with pip.  Linux,
-loopback only.
+Everything it needs is installed here if missing: sockperf, gcc and make
+with C{apt-get} (root, Debian or Ubuntu), the C{bench} extra with pip; the
+C load generator is built by the Makefile's rule.  Linux, loopback only.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from echotwist.bench.cpustat import readCpuTimes, stealPercent
 if not __package__:
     # Run as a script: import the source tree's benchmarks package.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.netfaults import CommandFailed
+from benchmarks.netfaults import CommandFailed, aptInstall
 from benchmarks.processoutput import OutputReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,15 +191,16 @@ def tableLines(results: dict[str, dict[str, Figures]]) -> list[str]:
     return lines
 
 
-def ensureTools(sockperf: bool = True) -> None:
-    """Install gcc, sockperf (if asked for) and the bench extra where missing."""
-    needed = ("sockperf", "gcc") if sockperf else ("gcc",)
-    missing = [name for name in needed if shutil.which(name) is None]
+def ensureTools(*commands: str) -> None:
+    """Install C{commands} (each its Debian package's name) and the bench
+    extra where they are missing; exit with one line if that fails.
+    """
+    missing = [name for name in commands if shutil.which(name) is None]
     if missing:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            raise SystemExit(f"needs {', '.join(missing)}: install them (apt-get)")
-        run(["apt-get", "update", "-qq"])
-        run(["apt-get", "install", "-y", "-qq", *missing])
+        try:
+            aptInstall(missing)
+        except CommandFailed as e:
+            raise SystemExit(f"needs {', '.join(missing)}: {e}") from None
     try:
         import hdrh  # noqa: F401
     except ImportError:
@@ -271,14 +272,9 @@ class Server:
 
 
 def ensureLoadgen() -> Path:
-    """C{build/loadgen}, built from benchmarks/loadgen.c when missing or older."""
-    loadgen = ROOT / "build" / "loadgen"
-    source = ROOT / "benchmarks" / "loadgen.c"
-    if not loadgen.exists() or loadgen.stat().st_mtime < source.stat().st_mtime:
-        loadgen.parent.mkdir(exist_ok=True)
-        # The flags of the Makefile's rule for it.
-        run(["gcc", "-O2", "-Wall", "-Wextra", "-o", str(loadgen), str(source)])
-    return loadgen
+    """C{build/loadgen}, (re)built by the Makefile's rule when out of date."""
+    run(["make", "--silent", "build/loadgen"], cwd=ROOT)
+    return ROOT / "build" / "loadgen"
 
 
 @contextmanager
@@ -347,7 +343,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.size < 14:
         parser.error("--size: at least 14 (sockperf's header)")
-    ensureTools()
+    ensureTools("sockperf", "gcc", "make")
     with tempfile.TemporaryDirectory() as directory:
         source = Path(directory) / "shim.c"
         source.write_text(SHIM_SOURCE)

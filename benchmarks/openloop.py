@@ -24,7 +24,7 @@ round's p99 with the host's steal over the whole run (start-up
 included).  A round whose generator printed no result is left out and
 said so.  JSON in C{build/openloop.json}, or C{--output}.
 
-Needs gcc and the C{bench} extra (installed if missing, as the
+Needs gcc, make and the C{bench} extra (installed if missing, as the
 cross-check does).  Linux, loopback only.
 """
 
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", type=Path, default=ROOT / "build/openloop.json")
     args = parser.parse_args(argv)
-    ensureTools(sockperf=False)
+    ensureTools("gcc", "make")
     loadgen = ensureLoadgen()
     runs: dict[str, list[Run]] = {tool: [] for tool in TOOLS}
     failures: list[str] = []
