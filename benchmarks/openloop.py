@@ -39,6 +39,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from echotwist.bench.cpustat import readCpuTimes, stealPercent
 
@@ -77,26 +78,28 @@ class Run:
 
 def parseBench(output: str) -> Run:
     """A C{python -m echotwist.bench --json --rate} run's figures."""
-    report = json.loads(output)
-    held = report["held_sends"]
-    return fromReport(report["schedule_delay"], report["echoes_per_s"], held,
-                      report["echoes"], report["errors"])  # fmt: skip
+    return fromReport(json.loads(output), held="held_sends")
 
 
 def parseLoadgen(output: str) -> Run:
     """A C{loadgen -m openloop} run's figures (from its last line)."""
-    report = json.loads(output.strip().splitlines()[-1])
-    return fromReport(report["schedule_delay"], report["echoes_per_s"],
-                      report["held"], report["echoes"], report["errors"])  # fmt: skip
+    return fromReport(json.loads(output.strip().splitlines()[-1]), held="held")
 
 
-def fromReport(
-    delay: dict[str, float], echoesPerSecond: float, held: int, echoes: int, errors: int
-) -> Run:
-    """A L{Run} from the figures both tools report (C{delay}: percentiles in us)."""
+def fromReport(report: dict[str, Any], held: str) -> Run:
+    """A L{Run} from the keys both tools' JSON reports share, and C{held}'s."""
+    delay = report["schedule_delay"]
     p50, p90, p99, p999 = (float(delay[f"{name}_us"]) for name in FIGURES)
-    heldPercent = 100.0 * held / (echoes or 1)
-    return Run(p50, p90, p99, p999, float(echoesPerSecond), heldPercent, errors)
+    heldPercent = 100.0 * report[held] / (report["echoes"] or 1)
+    return Run(
+        p50,
+        p90,
+        p99,
+        p999,
+        float(report["echoes_per_s"]),
+        heldPercent,
+        report["errors"],
+    )
 
 
 def generate(
